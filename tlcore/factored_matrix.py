@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from jaxtyping import Complex, Float
 
+from tlcore.errors import TlcoreError
+
 __all__ = [
     "FactoredMatrix",
     "FactoredMatrixShapeError",
@@ -28,7 +30,7 @@ __all__ = [
 Scalar = int | float | complex | torch.Tensor
 
 
-class FactoredMatrixShapeError(ValueError, AssertionError, RuntimeError):
+class FactoredMatrixShapeError(TlcoreError, ValueError, AssertionError, RuntimeError):
     """Shapes that cannot form, multiply or index a `FactoredMatrix`.
 
     It is a `ValueError`, and also the `AssertionError` / `RuntimeError` that TransformerLens raised
@@ -424,6 +426,13 @@ class FactoredMatrix:
         """
         root = self.S.sqrt()
         return FactoredMatrix(self.U * root[..., None, :], root[..., :, None] * transpose(self.V))
+
+    def get_corner(self, k: int = 3) -> torch.Tensor:
+        """The top-left ``k x k`` corner of the product (and first ``k`` of each leading dim).
+
+        Only the corner rows of ``A`` and columns of ``B`` are multiplied.
+        """
+        return get_corner(self.A[..., :k, :] @ self.B[..., :, :k], k)
 
     def collapse_l(self) -> Float[torch.Tensor, "*leading rank rdim"]:
         """Drop the orthogonal left factor ``U``, returning ``diag(S) V^T`` (``[..., rank, rdim]``).
