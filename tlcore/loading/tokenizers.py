@@ -135,7 +135,12 @@ def _build_gpt2_tokenizer(tiktoken_file: Path) -> PreTrainedTokenizerBase:
         for token, rank in sorted(ranks.items(), key=lambda item: item[1])
         if len(token) > 1
     ]
-    return GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=GPT2_CONTEXT)
+    # transformers annotates merges as list[str], but its tokenizers backend wants (left, right).
+    return GPT2Tokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        model_max_length=GPT2_CONTEXT,
+    )
 
 
 def _gpt2_byte_alphabet() -> Callable[[bytes], str]:
