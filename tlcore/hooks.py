@@ -14,7 +14,7 @@ added even when the forward pass raises; hooks added with `HookedRootModule.add_
 from __future__ import annotations
 
 import difflib
-import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,8 +29,6 @@ from torch.utils.hooks import RemovableHandle
 from tlcore.cache import ActivationCache
 from tlcore.errors import HookNameError
 from tlcore.utils.slicing import Slice, SliceInput
-
-logger = logging.getLogger(__name__)
 
 Direction = Literal["fwd", "bwd"]
 DirectionOrBoth = Literal["fwd", "bwd", "both"]
@@ -73,6 +71,11 @@ class HookPoint(nn.Module):
     Its ``name`` is set by `HookedRootModule.setup` to the module's full name in the model. ``ctx``
     is a dict hooks may use to keep state between calls.
 
+    Backward hooks receive the gradient with respect to this point's output (after any forward
+    hook replaced it). They are attached to the output tensor during the forward pass, so the hooks
+    registered when the forward pass went through this point are the ones that fire in the
+    backward pass, as with PyTorch module backward hooks.
+
     Examples:
         >>> import torch
         >>> hp = HookPoint()
@@ -92,6 +95,9 @@ class HookPoint(nn.Module):
         self.bwd_hooks: list[LensHandle] = []
         self.ctx: dict[Any, Any] = {}
         self.name: str | None = None
+        # Backward hook functions by handle id, and the forward hook that attaches them.
+        self._bwd_fns: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._bwd_attacher: RemovableHandle | None = None
 
     def forward(self, x: Shaped[torch.Tensor, "..."]) -> Shaped[torch.Tensor, "..."]:
         """Return the input unchanged; hooks do the work.
@@ -111,7 +117,7 @@ class HookPoint(nn.Module):
         Components read this to decide whether an activation must be materialised at all (e.g.
         attention patterns, which the fused attention kernel never forms).
         """
-        return bool(self._forward_hooks)
+        return len(self._forward_hooks) > (self._bwd_attacher is not None)
 
     def add_hook(
         self,
@@ -123,9 +129,11 @@ class HookPoint(nn.Module):
     ) -> None:
         """Register a hook on this point.
 
-        A forward hook receives the activation; a backward hook receives the gradient with respect
-        to this point's output and may return a replacement gradient (a tensor, or a one-tensor
-        tuple). Hooks run in registration order; ``prepend`` puts this one first.
+        A forward hook receives the activation and may return a replacement. A backward hook
+        receives the gradient with respect to this point's output and may return a replacement
+        gradient (a tensor, or a one-tensor tuple); like PyTorch module backward hooks, each
+        backward hook sees the incoming gradient and the last replacement wins. Hooks run in
+        registration order; ``prepend`` puts this one first.
 
         Args:
             hook: ``fn(tensor, *, hook)`` returning None or a replacement tensor.
@@ -146,20 +154,18 @@ class HookPoint(nn.Module):
             pt_handle = self.register_forward_hook(fwd_hook, prepend=prepend)
             handles = self.fwd_hooks
         elif dir == "bwd":
-
-            def bwd_hook(module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
-                result = hook(grad_output[0], hook=self)
-                # PyTorch replaces grad_input with what we return. When no input needed a gradient
-                # (a forward hook swapped in an unrelated tensor), there is nothing to replace.
-                if result is None or grad_input[0] is None:
-                    return None
-                return (result,) if isinstance(result, torch.Tensor) else result
-
-            bwd_hook.__name__ = repr(hook)
-            pt_handle = self.register_full_backward_hook(bwd_hook, prepend=prepend)
+            pt_handle = RemovableHandle(self._bwd_fns)
+            self._bwd_fns[pt_handle.id] = hook
+            if prepend:
+                self._bwd_fns.move_to_end(pt_handle.id, last=False)
+            if self._bwd_attacher is None:
+                self._bwd_attacher = self.register_forward_hook(_attach_backward_hooks)
             handles = self.bwd_hooks
         else:
             raise ValueError(f"Invalid direction {dir!r}: expected 'fwd' or 'bwd'")
+        if self._bwd_attacher is not None:
+            # Gradients are taken w.r.t. the final output, so attach after every forward hook.
+            self._forward_hooks.move_to_end(self._bwd_attacher.id)
 
         handle = LensHandle(pt_handle, is_permanent, level)
         if prepend:
@@ -213,6 +219,9 @@ class HookPoint(nn.Module):
             self.fwd_hooks = keep(self.fwd_hooks)
         if dir in ("bwd", "both"):
             self.bwd_hooks = keep(self.bwd_hooks)
+            if not self._bwd_fns and self._bwd_attacher is not None:
+                self._bwd_attacher.remove()
+                self._bwd_attacher = None
 
     def clear_context(self) -> None:
         """Empty ``ctx``, the dict hooks use to keep state."""
@@ -233,6 +242,32 @@ class HookPoint(nn.Module):
         if len(parts) < 2 or not parts[1].isdigit():
             raise ValueError(f"Hook {self.name!r} is not inside a block ('blocks.{{layer}}....')")
         return int(parts[1])
+
+
+def _attach_backward_hooks(
+    hook_point: HookPoint, inputs: Any, output: torch.Tensor
+) -> torch.Tensor | None:
+    """Forward hook: make the backward hooks registered now fire on this output's gradient."""
+    hook_fns = list(hook_point._bwd_fns.values())
+    if not (hook_fns and torch.is_grad_enabled()):
+        return None
+    if not (isinstance(output, torch.Tensor) and output.requires_grad):
+        return None
+    # A fresh tensor, so the gradient is exactly the one flowing back through this point: the
+    # input object may have other consumers, and a view would lose its hooks on an in-place op
+    # (full module backward hooks instead forbid in-place ops and miss replaced outputs).
+    output = output.clone()
+
+    def run_hooks(grad: torch.Tensor) -> torch.Tensor | None:
+        replacement = None
+        for fn in hook_fns:
+            result = fn(grad, hook=hook_point)
+            if result is not None:
+                replacement = result[0] if isinstance(result, tuple) else result
+        return replacement
+
+    output.register_hook(run_hooks)
+    return output
 
 
 class HookedRootModule(nn.Module):
@@ -436,7 +471,8 @@ class HookedRootModule(nn.Module):
         """Add hooks for the duration of a ``with`` block.
 
         Contexts nest: each has its own level, and on exit removes only the hooks it added.
-        Backward hooks added here stay until the block ends, so run ``backward()`` inside it.
+        Backward hooks fire for the forward passes run inside the block, also when ``backward()``
+        is called after it.
 
         Args:
             fwd_hooks: (name or predicate, hook function) pairs for the forward pass.
@@ -496,8 +532,9 @@ class HookedRootModule(nn.Module):
     ) -> Any:
         """Run the forward pass with temporary hooks.
 
-        To use backward hooks, pass ``reset_hooks_end=False`` (the hooks must outlive this call to
-        see the backward pass) and call `reset_hooks` afterwards, or use `hooks` instead.
+        Backward hooks given here are attached to the activations of this forward pass, so they
+        fire when you call ``backward()`` on its output after this returns, even though the hooks
+        themselves are already removed.
 
         Args:
             *model_args: Positional arguments for ``forward``.
@@ -513,11 +550,6 @@ class HookedRootModule(nn.Module):
         Raises:
             HookNameError: If a hook name names no hook point; nothing runs then.
         """
-        if len(bwd_hooks) > 0 and reset_hooks_end:
-            logger.warning(
-                "WARNING: Hooks will be reset at the end of run_with_hooks. This removes the "
-                "backward hooks before a backward pass can occur."
-            )
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts) as hooked_model:
             return hooked_model.forward(*model_args, **model_kwargs)
 
