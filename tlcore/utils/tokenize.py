@@ -305,9 +305,9 @@ def tokenize_and_concatenate(
             the tokenizer already encodes a batch in parallel.
 
     Returns:
-        For a HuggingFace dataset, a dataset with a single column ``"tokens"`` in torch format;
-        otherwise a `TokenizedDataset`. Either way ``result["tokens"]`` is
-        ``[n_sequences, max_length]``.
+        For a HuggingFace dataset, a dataset with a single column ``"tokens"`` in torch format
+        (``result[:]["tokens"]`` is the tensor); otherwise a `TokenizedDataset`, whose
+        ``result["tokens"]`` is the ``[n_sequences, max_length]`` tensor.
 
     Raises:
         ValueError: If the tokenizer lacks a required special token or ``max_length`` is too small.
