@@ -70,6 +70,8 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
         'blocks.3.hook_resid_pre'
         >>> get_act_name("scale")
         'ln_final.hook_scale'
+        >>> get_act_name("normalized", layer_type="ln_final")
+        'ln_final.hook_normalized'
         >>> get_act_name("embed")
         'hook_embed'
     """
@@ -91,6 +93,8 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
         full_name += f"{layer_type}."
     full_name += f"hook_{name}"
 
-    if name in _NORM_NAMES and layer is None:
+    # TransformerLens also prefixes when layer_type is already "ln_final", giving the invalid
+    # "ln_final.ln_final.hook_scale"; we don't.
+    if name in _NORM_NAMES and layer is None and layer_type != "ln_final":
         full_name = f"ln_final.{full_name}"
     return full_name
