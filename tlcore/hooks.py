@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -165,7 +165,7 @@ class HookPoint(nn.Module):
             raise ValueError(f"Invalid direction {dir!r}: expected 'fwd' or 'bwd'")
         if self._bwd_attacher is not None:
             # Gradients are taken w.r.t. the final output, so attach after every forward hook.
-            self._forward_hooks.move_to_end(self._bwd_attacher.id)
+            cast("OrderedDict[int, Any]", self._forward_hooks).move_to_end(self._bwd_attacher.id)
 
         handle = LensHandle(pt_handle, is_permanent, level)
         if prepend:
@@ -503,9 +503,13 @@ class HookedRootModule(nn.Module):
             tensor([0.])
         """
         # Resolve every name first, so a typo changes nothing and runs nothing.
+        directions: tuple[tuple[Direction, Sequence[HookSpec]], ...] = (
+            ("fwd", fwd_hooks),
+            ("bwd", bwd_hooks),
+        )
         planned = [
             (hook_point, fn, direction)
-            for direction, specs in (("fwd", fwd_hooks), ("bwd", bwd_hooks))
+            for direction, specs in directions
             for name, fn in specs
             for _, hook_point in self._select_hook_points(name)
         ]
@@ -625,9 +629,11 @@ class HookedRootModule(nn.Module):
             names_filter, incl_bwd, device, remove_batch_dim, cache, pos_slice
         )
         for name, fn in fwd_hooks:
-            self.hook_dict[name].add_hook(fn, dir="fwd")
+            for _, hook_point in self._select_hook_points(name):
+                hook_point.add_hook(fn, dir="fwd")
         for name, fn in bwd_hooks:
-            self.hook_dict[name].add_hook(fn, dir="bwd")
+            for _, hook_point in self._select_hook_points(name):
+                hook_point.add_hook(fn, dir="bwd")
         return cache
 
     def run_with_cache(

@@ -7,7 +7,7 @@ kept by ``run_with_cache``) and ``batch_slice`` (``ActivationCache.apply_slice_t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class Slice:
         Returns:
             The sliced tensor. An ``int`` selection removes the dimension; the others keep it.
         """
-        index: list[object] = [slice(None)] * tensor.ndim
+        index: list[Any] = [slice(None)] * tensor.ndim
         index[dim] = self.slice
         return tensor[tuple(index)]
 
