@@ -1,0 +1,250 @@
+"""Reading spec files: YAML (``safe_load``), ``extends:`` merging and two-pass trait validation."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tlcore.errors import SpecError
+from tlcore.spec.expressions import check_expression, evaluate, is_expression
+from tlcore.spec.schema import ArchitectureSpec
+from tlcore.spec.traits import OPTIONAL_SLOTS, SLOT_KINDS_FROM, SLOTS, Trait
+
+TraitLookup = Callable[[str, str], type[Trait] | None]
+"""``(slot, kind) -> trait model or None``; the registry provides it."""
+KindLister = Callable[[str], list[str]]
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read one spec file as a plain mapping.
+
+    Args:
+        path: A ``.yaml``/``.yml`` file.
+
+    Returns:
+        The document, with ``source_file`` set.
+
+    Raises:
+        SpecError: If the file is not valid YAML or not a mapping with a ``name``.
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec file: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: a spec must be a mapping, got {type(doc).__name__}")
+    if not isinstance(doc.get("name"), str):
+        raise SpecError(f"{path}: field 'name': required, a string")
+    doc["source_file"] = str(path)
+    return doc
+
+
+def _merge_trait(parent: Any, child: Any) -> Any:
+    if not isinstance(parent, Mapping) or not isinstance(child, Mapping):
+        return copy.deepcopy(child)
+    if "kind" in child and child["kind"] != parent.get("kind"):
+        return copy.deepcopy(dict(child))
+    merged = copy.deepcopy(dict(parent))
+    merged.update(copy.deepcopy(dict(child)))
+    return merged
+
+
+def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge a child spec document onto its parent (``extends:``).
+
+    ``config``, ``test_config`` and ``test_variants`` merge key by key; a trait slot without ``kind`` (or
+    with the parent's kind) updates the parent's parameters, one with another kind replaces it; weight
+    rules replace the parent's rule with the same targets, new ones are appended, and ``drop_weights``
+    removes parent rules by target; guard lists are united; ``hf`` is the child's own.
+
+    Args:
+        parent: The fully merged parent document.
+        child: The child document.
+
+    Returns:
+        The merged document (new object).
+    """
+    out = copy.deepcopy(dict(parent))
+    out["hf"] = copy.deepcopy(child.get("hf", {}))
+    for key in ("config", "test_config", "test_variants"):
+        out[key] = {**out.get(key, {}), **copy.deepcopy(child.get(key, {}))}
+    traits = dict(out.get("traits", {}))
+    for slot, block in child.get("traits", {}).items():
+        traits[slot] = _merge_trait(traits.get(slot), block)
+    out["traits"] = traits
+    rules = list(out.get("weights", []))
+    dropped = set(child.get("drop_weights", []))
+
+    def targets(rule: Mapping[str, Any]) -> tuple[str, ...]:
+        to = rule.get("to", [])
+        return tuple([to] if isinstance(to, str) else to)
+
+    rules = [r for r in rules if not (set(targets(r)) & dropped)]
+    for rule in child.get("weights", []):
+        index = next((n for n, r in enumerate(rules) if targets(r) == targets(rule)), None)
+        if index is None:
+            rules.append(copy.deepcopy(rule))
+        else:
+            rules[index] = copy.deepcopy(rule)
+    out["weights"] = rules
+    guard = dict(out.get("guard", {}))
+    for key, values in child.get("guard", {}).items():
+        guard[key] = sorted(set(guard.get(key, [])) | set(values))
+    out["guard"] = guard
+    for key in ("name", "description", "source_file", "extends"):
+        if key in child:
+            out[key] = child[key]
+    out.pop("drop_weights", None)
+    return out
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"field '{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def validate_spec(
+    doc: Mapping[str, Any], lookup: TraitLookup, kinds: KindLister
+) -> ArchitectureSpec:
+    """Validate a merged spec document (first pass of trait validation).
+
+    The trait blocks are checked against the model registered for their ``(slot, kind)``: unknown
+    slots, unknown kinds and unknown parameter names fail here, and expressions are checked for syntax.
+    Parameter *types* are checked when the spec is resolved against an HF config (second pass), because
+    a parameter may be an expression until then.
+
+    Args:
+        doc: The merged document (``extends`` already applied).
+        lookup: Returns the trait model for ``(slot, kind)`` or None.
+        kinds: Lists the registered kinds of a slot (for error messages).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: Naming the file, the field and the reason.
+    """
+    where = doc.get("source_file") or f"<spec {doc.get('name')}>"
+    body = {k: v for k, v in doc.items() if k != "drop_weights"}
+    try:
+        spec = ArchitectureSpec.model_validate(body)
+    except ValidationError as exc:
+        raise SpecError(f"{where}: {_format_validation(exc)}") from exc
+    for slot in SLOTS:
+        if slot not in spec.traits and slot not in OPTIONAL_SLOTS:
+            raise SpecError(f"{where}: field 'traits.{slot}': required slot is missing")
+    for slot, block in spec.traits.items():
+        field = f"traits.{slot}"
+        if slot not in SLOTS:
+            raise SpecError(f"{where}: field '{field}': unknown slot (slots: {', '.join(SLOTS)})")
+        check_trait_block(block, SLOT_KINDS_FROM.get(slot, slot), lookup, kinds, f"{where}: {field}")
+    for key, value in spec.config.items():
+        check_expression(value, f"{where}: config.{key}")
+    for n, rule in enumerate(spec.weights):
+        if "{e}" in "".join(rule.to) and not any("{e}" in t for t in rule.to):
+            raise SpecError(f"{where}: weights[{n}]: malformed expert template")
+    return spec
+
+
+def check_trait_block(
+    block: Any, slot: str, lookup: TraitLookup, kinds: KindLister, where: str
+) -> type[Trait]:
+    """Check one trait block's kind and parameter names.
+
+    Args:
+        block: The raw ``{kind: ..., ...}`` mapping.
+        slot: The slot whose kinds apply.
+        lookup: Trait lookup.
+        kinds: Kind lister.
+        where: Location for error messages.
+
+    Returns:
+        The trait model.
+
+    Raises:
+        SpecError: For a missing or unknown kind, or unknown parameters.
+    """
+    if not isinstance(block, Mapping) or not isinstance(block.get("kind"), str):
+        raise SpecError(f"{where}: a trait is a mapping with a 'kind' string")
+    model = lookup(slot, block["kind"])
+    if model is None:
+        known = ", ".join(kinds(slot)) or "none registered"
+        raise SpecError(f"{where}: unknown {slot} kind '{block['kind']}' (known: {known})")
+    unknown = set(block) - set(model.model_fields)
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown parameter(s) {sorted(unknown)} for kind '{block['kind']}' "
+            f"(parameters: {sorted(set(model.model_fields) - {'kind'})})"
+        )
+    for key, value in block.items():
+        check_expression(value, f"{where}.{key}")
+        nested = model.model_fields[key].json_schema_extra
+        if isinstance(nested, dict) and nested.get("trait_slot") and isinstance(value, Mapping):
+            if not is_expression(value):
+                check_trait_block(value, str(nested["trait_slot"]), lookup, kinds, f"{where}.{key}")
+    return model
+
+
+def resolve_trait(
+    block: Mapping[str, Any],
+    slot: str,
+    lookup: TraitLookup,
+    hf: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    where: str,
+) -> Trait:
+    """Evaluate a trait block's expressions and validate it fully (second pass).
+
+    Parameters declared with ``json_schema_extra={"trait_slot": ...}`` hold nested traits (a norm inside
+    an attention trait) and are resolved recursively.
+
+    Args:
+        block: The raw trait block.
+        slot: The slot whose kinds apply.
+        lookup: Trait lookup.
+        hf: HF config mapping.
+        cfg: Canonical config fields.
+        where: Location for error messages.
+
+    Returns:
+        The validated trait instance.
+
+    Raises:
+        SpecError: Naming the field and the reason.
+    """
+    model = lookup(slot, block["kind"])
+    assert model is not None, f"{where}: kind vanished from the registry"
+    values: dict[str, Any] = {}
+    for key, raw in block.items():
+        nested = model.model_fields[key].json_schema_extra if key in model.model_fields else None
+        value = evaluate(raw, hf, cfg, f"{where}.{key}")
+        if isinstance(nested, dict) and nested.get("trait_slot") and isinstance(value, Mapping):
+            value = resolve_trait(value, str(nested["trait_slot"]), lookup, hf, cfg, f"{where}.{key}")
+        values[key] = value
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise SpecError(f"{where}: {_format_validation(exc)}") from exc
+
+
+def dump_model(model: BaseModel) -> dict[str, Any]:
+    """Dump a pydantic model to plain JSON-able data.
+
+    Args:
+        model: Any pydantic model.
+
+    Returns:
+        A JSON-compatible dict.
+    """
+    return model.model_dump(mode="json", by_alias=True)

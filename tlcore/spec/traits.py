@@ -1,0 +1,62 @@
+"""Trait base class: a trait is a typed, validated block of a spec (``{kind: ..., params...}``).
+
+Traits sit in *slots* (``embedding``, ``positional``, ``norm``, ``final_norm``, ``block``, ``attention``,
+``mlp``, ``unembed``). A trait kind is registered with the slot it fills, the pydantic model of its
+parameters and the component that implements it, so a plugin adds a kind without touching tlcore.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+SLOTS: tuple[str, ...] = (
+    "embedding",
+    "positional",
+    "norm",
+    "final_norm",
+    "block",
+    "attention",
+    "mlp",
+    "unembed",
+)
+"""The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``."""
+
+OPTIONAL_SLOTS: frozenset[str] = frozenset({"final_norm"})
+
+# Slots whose kinds are looked up in another slot's table (``final_norm`` takes any ``norm`` kind).
+SLOT_KINDS_FROM: dict[str, str] = {"final_norm": "norm"}
+
+
+class Trait(BaseModel):
+    """Base of every trait's parameter model.
+
+    Subclasses declare their parameters as pydantic fields and may override :meth:`apply_to_cfg` to
+    set the TransformerLens config fields they imply (``positional_embedding_type``, ``rotary_dim``,
+    ``gated_mlp``, ...).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    slot: ClassVar[str] = ""
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:
+        """Record what this trait implies in the TransformerLens-named config fields.
+
+        Args:
+            cfg: The config fields being resolved; mutate in place.
+        """
+
+    def layer_value(self, value: Any, layer: int) -> Any:
+        """Pick a per-layer entry when ``value`` is a list, else return it unchanged.
+
+        Args:
+            value: A scalar or a list with one entry per layer.
+            layer: The block index.
+
+        Returns:
+            The entry for ``layer``.
+        """
+        return value[layer] if isinstance(value, list) else value
