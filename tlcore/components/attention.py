@@ -1,0 +1,352 @@
+"""Causal self-attention with TransformerLens's parameters and hooks.
+
+Parameters: ``W_Q [head_index, d_model, d_head]``, ``W_K/W_V`` (``_W_K/_W_V [kv_head, ...]`` under
+GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head, d_model]``, biases
+``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none).
+
+The forward uses ``F.scaled_dot_product_attention`` unless something needs the scores themselves: a
+hook (or cache) on ``hook_attn_scores``/``hook_pattern``, a logit soft-cap, or attention sinks.
+Projection weights are kept in memory in ``F.linear``'s layout (see :func:`linear_layout`), so the
+projections run the same kernels as HuggingFace with no copies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from tlcore.components.context import ForwardContext
+from tlcore.components.positions import PositionalEncoding
+from tlcore.hooks import HookPoint
+from tlcore.spec.traits import Trait
+
+
+class QKVOFlags(BaseModel):
+    """Per-projection flags (``true`` sets all four)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    q: bool = False
+    k: bool = False
+    v: bool = False
+    o: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"q": value, "k": value, "v": value, "o": value}
+        return value
+
+
+class AttentionTrait(Trait):
+    """Attention parameters."""
+
+    slot = "attention"
+    kind: Literal["attention"] = "attention"
+    bias: QKVOFlags = Field(default_factory=QKVOFlags)
+    """Which projections have biases in the checkpoint (the others are zero parameters)."""
+    scale: float | None = None
+    """Score scale; default ``1/sqrt(d_head)``."""
+    scale_by_inverse_layer: bool = False
+    """Also divide scores by ``layer + 1`` (GPT-2 ``scale_attn_by_inverse_layer_idx``)."""
+    softcap: float | None = None
+    """Logit soft-cap ``c * tanh(s / c)`` on the scaled scores (Gemma 2)."""
+    sinks: bool = False
+    """A learned per-head logit appended before the softmax and dropped after (GPT-OSS)."""
+    qk_norm: Any = Field(default=None, json_schema_extra={"trait_slot": "norm"})
+    qk_norm_scope: Literal["per_head", "per_head_distinct", "full_width"] = "per_head"
+    sliding_window: int | None = None
+    window_layers: list[bool] | None = None
+    """Which layers use the window (default: all, when ``sliding_window`` is set)."""
+    clip_qkv: float | None = None
+    causal: bool = True
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window of a layer.
+
+        Args:
+            layer: Block index.
+
+        Returns:
+            The window size or None.
+        """
+        if self.sliding_window is None:
+            return None
+        if self.window_layers is not None and not self.window_layers[layer]:
+            return None
+        return self.sliding_window
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        if self.scale is not None:
+            cfg.setdefault("attn_scale", 1.0 / self.scale)
+            cfg.setdefault("use_attn_scale", self.scale != 1.0)
+        cfg.setdefault("scale_attn_by_inverse_layer_idx", self.scale_by_inverse_layer)
+        if self.softcap is not None:
+            cfg.setdefault("attn_scores_soft_cap", self.softcap)
+        cfg.setdefault("use_qk_norm", self.qk_norm is not None)
+        if self.sliding_window is not None:
+            cfg.setdefault("window_size", self.sliding_window)
+            cfg.setdefault("use_local_attn", True)
+            n = len(self.window_layers) if self.window_layers else cfg.get("n_layers", 0)
+            cfg.setdefault("attn_types", ["local" if self.window(i) else "global" for i in range(n)])
+
+
+def linear_layout(param: torch.Tensor, kind: str) -> torch.Tensor:
+    """Re-stride a TransformerLens-shaped weight so its ``F.linear`` view is contiguous.
+
+    Values and shapes are unchanged; only the memory order differs, which lets the forward pass call
+    the same matmul kernels as HF with no copy.
+
+    Args:
+        param: The weight.
+        kind: ``"in_heads"`` (``W_Q``-like ``[n, d_model, d_head]``), ``"out_heads"`` (``W_O``),
+            or ``"matrix"`` (``[d_in, d_out]``: ``W_in``, ``W_out``, ``W_U``).
+
+    Returns:
+        A tensor equal to ``param`` with the preferred strides.
+    """
+    if kind == "in_heads":
+        return param.permute(0, 2, 1).contiguous().permute(0, 2, 1)
+    if kind == "out_heads":
+        n, d_head, d_model = param.shape
+        return param.reshape(n * d_head, d_model).T.contiguous().T.view(n, d_head, d_model)
+    return param.T.contiguous().T
+
+
+class Attention(nn.Module):
+    """Multi-head attention (grouped variants in :class:`GroupedQueryAttention`).
+
+    Args:
+        trait: Attention parameters.
+        cfg: The model config.
+        layer: Block index.
+        positional: The model's positional component (rotary / ALiBi act inside attention).
+    """
+
+    def __init__(self, trait: AttentionTrait, cfg: Any, layer: int,
+                 positional: PositionalEncoding | None = None) -> None:
+        super().__init__()
+        from tlcore.components.norms import build_norm
+
+        self.cfg, self.trait, self.layer = cfg, trait, layer
+        n_heads, n_kv, d_model, d_head = cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_head
+        dtype = cfg.dtype
+        kv = "_" if self._grouped else ""
+        self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=dtype))
+        self.register_parameter(f"{kv}W_K", nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype)))
+        self.register_parameter(f"{kv}W_V", nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype)))
+        self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model, dtype=dtype))
+        self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head, dtype=dtype))
+        self.register_parameter(f"{kv}b_K", nn.Parameter(torch.zeros(n_kv, d_head, dtype=dtype)))
+        self.register_parameter(f"{kv}b_V", nn.Parameter(torch.zeros(n_kv, d_head, dtype=dtype)))
+        self.b_O = nn.Parameter(torch.zeros(d_model, dtype=dtype))
+        if trait.sinks:
+            self.sinks = nn.Parameter(torch.zeros(n_heads, dtype=dtype))
+        self.q_norm = self.k_norm = None
+        if trait.qk_norm is not None:
+            q_shape: Any = {"per_head": d_head, "per_head_distinct": (n_heads, d_head),
+                            "full_width": n_heads * d_head}[trait.qk_norm_scope]
+            k_shape: Any = {"per_head": d_head, "per_head_distinct": (n_kv, d_head),
+                            "full_width": n_kv * d_head}[trait.qk_norm_scope]
+            self.q_norm = build_norm(trait.qk_norm, q_shape, dtype)
+            self.k_norm = build_norm(trait.qk_norm, k_shape, dtype)
+        # Not a submodule: the model owns it (one module shared by all layers).
+        self._positional = (positional,) if positional is not None else ()
+        scale = trait.scale if trait.scale is not None else 1.0 / math.sqrt(d_head)
+        self.scale = scale / (layer + 1) if trait.scale_by_inverse_layer else scale
+        self.window = trait.window(layer)
+        self.hook_k = HookPoint()
+        self.hook_q = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_z = HookPoint()
+        self.hook_attn_scores = HookPoint()
+        self.hook_pattern = HookPoint()
+        self.hook_result = HookPoint()
+        if positional is not None and positional.rotates_qk:
+            self.hook_rot_k = HookPoint()
+            self.hook_rot_q = HookPoint()
+
+    _grouped = False
+
+    # -- parameters ------------------------------------------------------------------------------
+    def optimize_layout_(self) -> None:
+        """Re-stride the projection weights for ``F.linear`` (values unchanged)."""
+        for name, kind in (("W_Q", "in_heads"), ("W_K", "in_heads"), ("W_V", "in_heads"),
+                           ("W_O", "out_heads")):
+            raw = ("_" + name) if self._grouped and name in ("W_K", "W_V") else name
+            param = getattr(self, raw)
+            if param.device.type != "meta":
+                param.data = linear_layout(param.data, kind)
+
+    def _raw(self, name: str) -> torch.Tensor:
+        grouped = self._grouped and name in ("W_K", "W_V", "b_K", "b_V")
+        return getattr(self, "_" + name) if grouped else getattr(self, name)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _project(self, x: torch.Tensor, name: str, n: int) -> torch.Tensor:
+        weight, bias = self._raw(f"W_{name}"), self._raw(f"b_{name}")
+        d_head = weight.shape[-1]
+        if x.dim() == 4:  # split qkv input: one residual copy per head
+            out = einops.einsum(x, weight, "b p n m, n m d -> b p n d") + bias
+            return self._post_projection(out.flatten(-2), name).view(out.shape)
+        w2d = weight.permute(0, 2, 1).reshape(n * d_head, weight.shape[1])
+        out = F.linear(x, w2d, bias.reshape(n * d_head))
+        return self._post_projection(out, name).view(*x.shape[:-1], n, d_head)
+
+    def _post_projection(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        if self.trait.clip_qkv is not None:
+            flat = flat.clamp(-self.trait.clip_qkv, self.trait.clip_qkv)
+        if self.trait.qk_norm_scope == "full_width" and name in ("Q", "K"):
+            norm = self.q_norm if name == "Q" else self.k_norm
+            if norm is not None:
+                flat = norm(flat)
+        return flat
+
+    def forward(
+        self,
+        query_input: Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos head_index d_model"],
+        key_input: Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos kv_head d_model"],
+        value_input: Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos kv_head d_model"],
+        ctx: ForwardContext,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Attend.
+
+        Args:
+            query_input: Residual (or per-head residual copies) for queries.
+            key_input: Same for keys.
+            value_input: Same for values.
+            ctx: Per-forward state (positions, masks, KV cache).
+
+        Returns:
+            The attention output ``[batch, pos, d_model]``.
+        """
+        cfg = self.cfg
+        n_heads, n_kv = cfg.n_heads, cfg.n_key_value_heads
+        q = self.hook_q(self._project(query_input, "Q", n_heads))
+        k = self._project(key_input, "K", n_kv)
+        v = self._project(value_input, "V", n_kv)
+        if cfg.ungroup_grouped_query_attention and n_kv != n_heads:
+            k, v = (t.repeat_interleave(n_heads // n_kv, dim=2) for t in (k, v))
+        k, v = self.hook_k(k), self.hook_v(v)
+        if self.q_norm is not None and self.trait.qk_norm_scope != "full_width":
+            q, k = self.q_norm(q), self.k_norm(k)
+        positional = self._positional[0] if self._positional else None
+        if positional is not None and positional.rotates_qk:
+            q = self.hook_rot_q(positional.rotate(q, ctx.positions, self.layer, ctx.memo))
+            k = self.hook_rot_k(positional.rotate(k, ctx.positions, self.layer, ctx.memo))
+        if ctx.past_kv_cache is not None:
+            k, v = ctx.past_kv_cache[self.layer].append(k, v)
+        z = self._attend(q, k, v, ctx, positional)
+        z = self.hook_z(z)
+        if cfg.use_attn_result:
+            result = self.hook_result(einops.einsum(z, self.W_O, "b p h d, h d m -> b p h m"))
+            return result.sum(-2) + self.b_O
+        d_head = z.shape[-1]
+        w_o = self.W_O.reshape(n_heads * d_head, -1).T
+        return F.linear(z.reshape(*z.shape[:-2], n_heads * d_head), w_o, self.b_O)
+
+    def _needs_scores(self) -> bool:
+        return (self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks
+                or self.trait.softcap is not None or self.trait.sinks)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ForwardContext,
+                positional: PositionalEncoding | None) -> torch.Tensor:
+        qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        group = qh.shape[1] // kh.shape[1]
+        bias = None
+        if positional is not None and positional.biases_scores:
+            bias = positional.score_bias(qh.shape[1], ctx.key_positions, self.scale, qh.dtype)
+        mask = None if ctx.is_plain_causal(self.window) else ctx.mask(self.window)
+        if mask is not None:
+            # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.
+            mask = mask | ~mask.any(-1, keepdim=True)
+        if not self._needs_scores():
+            if bias is not None:
+                floor = torch.finfo(qh.dtype).min
+                keep = mask if mask is not None else ctx.mask(self.window)
+                attn_mask: torch.Tensor | None = bias.masked_fill(~keep, floor) if keep is not None else bias
+            else:
+                attn_mask = mask
+            z = F.scaled_dot_product_attention(
+                qh, kh, vh, attn_mask=attn_mask, scale=self.scale,
+                is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1, enable_gqa=group > 1,
+            )
+            return z.transpose(1, 2)
+        if group > 1:
+            kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
+        scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
+        if self.trait.softcap is not None:
+            scores = self.trait.softcap * torch.tanh(scores / self.trait.softcap)
+        if bias is not None:
+            scores = scores + bias
+        if mask is None and ctx.causal and ctx.q_len > 1:
+            mask = ctx.mask(self.window)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores = self.hook_attn_scores(scores)
+        if self.trait.sinks:
+            sink = self.sinks.to(scores.dtype)[None, :, None, None].expand(*scores.shape[:-1], 1)
+            full = torch.cat([scores, sink], dim=-1)
+            full = full - full.max(dim=-1, keepdim=True).values
+            pattern = F.softmax(full.float(), dim=-1)[..., :-1].to(qh.dtype)
+        else:
+            pattern = F.softmax(scores.float(), dim=-1).to(qh.dtype)
+        pattern = self.hook_pattern(pattern)
+        return torch.matmul(pattern, vh).transpose(1, 2)
+
+
+class GroupedQueryAttention(Attention):
+    """Attention with fewer key/value heads than query heads (GQA, MQA).
+
+    Stores ``_W_K/_W_V/_b_K/_b_V`` with ``n_key_value_heads`` heads; ``W_K`` etc. expand them to
+    ``n_heads`` (query head ``h`` uses key/value head ``h // (n_heads / n_key_value_heads)``).
+    """
+
+    _grouped = True
+
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(self.cfg.n_heads // self.cfg.n_key_value_heads, dim=0)
+
+    @property
+    def W_K(self) -> Float[torch.Tensor, "head_index d_model d_head"]:
+        """Keys' weights expanded to one per query head."""
+        return self._expand(self._W_K)
+
+    @property
+    def W_V(self) -> Float[torch.Tensor, "head_index d_model d_head"]:
+        """Values' weights expanded to one per query head."""
+        return self._expand(self._W_V)
+
+    @property
+    def b_K(self) -> Float[torch.Tensor, "head_index d_head"]:
+        """Keys' biases expanded to one per query head."""
+        return self._expand(self._b_K)
+
+    @property
+    def b_V(self) -> Float[torch.Tensor, "head_index d_head"]:
+        """Values' biases expanded to one per query head."""
+        return self._expand(self._b_V)
+
+
+def make_attention(trait: AttentionTrait, cfg: Any, layer: int,
+                   positional: PositionalEncoding | None = None) -> Attention:
+    """Component factory for ``attention/attention``.
+
+    Args:
+        trait: Parameters.
+        cfg: Model config.
+        layer: Block index.
+        positional: The model's positional component.
+
+    Returns:
+        The module.
+    """
+    cls = GroupedQueryAttention if cfg.n_key_value_heads != cfg.n_heads else Attention
+    return cls(trait, cfg, layer, positional)

@@ -1,0 +1,286 @@
+"""Transformer blocks: how attention, MLP, norms and the residual stream are wired.
+
+Layouts (the ``block`` slot): ``pre_norm`` (GPT-2, Llama), ``parallel`` (GPT-J and Phi with one norm,
+NeoX with two), ``post_norm`` (original Transformer / OPT-350m / BERT), ``sandwich`` (Gemma 2/3: pre- and
+post-norm around each branch) and ``post_only`` (OLMo-2). Each is a small subclass whose ``forward``
+reads top to bottom.
+
+Hooks (TransformerLens names): ``hook_resid_pre``, ``hook_attn_in`` / ``hook_q_input`` /
+``hook_k_input`` / ``hook_v_input`` (behind ``use_attn_in`` / ``use_split_qkv_input``), ``hook_attn_out``,
+``hook_resid_mid`` (not for parallel layouts), ``hook_mlp_in`` (behind ``use_hook_mlp_in``),
+``hook_mlp_out``, ``hook_resid_post``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import nn
+
+from tlcore.components.context import ForwardContext
+from tlcore.hooks import HookPoint
+from tlcore.spec.traits import Trait
+
+Resid = Float[torch.Tensor, "batch pos d_model"]
+
+
+class PreNormTrait(Trait):
+    """``x + attn(ln1 x)``, then ``x + mlp(ln2 x)``."""
+
+    slot = "block"
+    kind: Literal["pre_norm"] = "pre_norm"
+    residual_multiplier: float = 1.0
+
+
+class ParallelTrait(Trait):
+    """``x + attn(ln1 x) + mlp(ln x)`` where ``ln`` is ``ln1`` (``norms: 1``) or ``ln2`` (``norms: 2``)."""
+
+    slot = "block"
+    kind: Literal["parallel"] = "parallel"
+    norms: Literal[1, 2] = 1
+    residual_multiplier: float = 1.0
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        cfg.setdefault("parallel_attn_mlp", True)
+
+
+class PostNormTrait(Trait):
+    """``ln1(x + attn x)``, then ``ln2(x + mlp x)``."""
+
+    slot = "block"
+    kind: Literal["post_norm"] = "post_norm"
+    residual_multiplier: float = 1.0
+
+
+class SandwichTrait(Trait):
+    """``x + ln1_post(attn(ln1 x))``, then ``x + ln2_post(mlp(ln2 x))``."""
+
+    slot = "block"
+    kind: Literal["sandwich"] = "sandwich"
+    residual_multiplier: float = 1.0
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        cfg.setdefault("use_normalization_before_and_after", True)
+
+
+class PostOnlyTrait(Trait):
+    """``x + ln1_post(attn x)``, then ``x + ln2_post(mlp x)`` (no pre-norms)."""
+
+    slot = "block"
+    kind: Literal["post_only"] = "post_only"
+    residual_multiplier: float = 1.0
+
+
+class TransformerBlock(nn.Module):
+    """Shared machinery of every layout: hooks, flag-gated inputs, residual adds.
+
+    Args:
+        trait: Block parameters.
+        cfg: Model config.
+        layer: Block index.
+        attn: The attention module.
+        mlp: The MLP (or MoE) module.
+        make_norm: Builds a fresh block norm (None when the norm kind is ``none``).
+    """
+
+    norm_names: tuple[str, ...] = ("ln1", "ln2")
+
+    def __init__(self, trait: Trait, cfg: Any, layer: int, attn: nn.Module, mlp: nn.Module,
+                 make_norm: Callable[[], nn.Module | None]) -> None:
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        self.residual_multiplier = float(getattr(trait, "residual_multiplier", 1.0))
+        for name in self.norm_names:
+            setattr(self, name, make_norm())
+        self.attn = attn
+        self.mlp = mlp
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_in = HookPoint()
+        self.hook_q_input = HookPoint()
+        self.hook_k_input = HookPoint()
+        self.hook_v_input = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_mlp_in = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        norm = getattr(self, name, None)
+        return norm(x) if norm is not None else x
+
+    def _add(self, resid: Resid, branch: Resid) -> Resid:
+        if self.residual_multiplier != 1.0:
+            branch = branch * self.residual_multiplier
+        return resid + branch
+
+    def _attention(self, resid: Resid, ctx: ForwardContext, norm: str | None) -> Resid:
+        """Run attention on ``resid`` (normalised by ``norm`` unless None), with the input hooks."""
+        cfg = self.cfg
+        if cfg.use_split_qkv_input or cfg.use_attn_in:
+            n_kv = cfg.n_heads if cfg.ungroup_grouped_query_attention else cfg.n_key_value_heads
+            if cfg.use_attn_in:
+                q_in = k_in = v_in = self.hook_attn_in(_per_head(resid, cfg.n_heads))
+                if n_kv != cfg.n_heads:
+                    k_in = v_in = _per_head(resid, n_kv)
+            else:
+                q_in = self.hook_q_input(_per_head(resid, cfg.n_heads))
+                k_in = self.hook_k_input(_per_head(resid, n_kv))
+                v_in = self.hook_v_input(_per_head(resid, n_kv))
+            if norm is not None:
+                q_in, k_in, v_in = (self._norm(norm, t) for t in (q_in, k_in, v_in))
+        else:
+            q_in = k_in = v_in = self._norm(norm, resid) if norm is not None else resid
+        if ctx.shortformer_pos_embed is not None:
+            pos = ctx.shortformer_pos_embed
+            pos = pos[:, :, None, :] if q_in.dim() == 4 else pos
+            q_in = q_in + pos
+            k_in = k_in + (pos[:, :, :1] if k_in.dim() == 4 and pos.dim() == 4 else pos)
+        return self.attn(q_in, k_in, v_in, ctx)
+
+    def _mlp(self, x: Resid, norm: str | None) -> Resid:
+        if self.cfg.use_hook_mlp_in:
+            x = self.hook_mlp_in(x.clone())
+        return self.mlp(self._norm(norm, x) if norm is not None else x)
+
+
+class PreNormBlock(TransformerBlock):
+    """Pre-norm sequential block."""
+
+    def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
+        """Apply the block.
+
+        Args:
+            resid: ``resid_pre``.
+            ctx: Per-forward state.
+
+        Returns:
+            ``resid_post``.
+        """
+        resid_pre = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
+        mlp_out = self.hook_mlp_out(self._mlp(resid_mid, "ln2"))
+        return self.hook_resid_post(self._add(resid_mid, mlp_out))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hook_resid_mid = HookPoint()
+
+
+class ParallelBlock(TransformerBlock):
+    """Attention and MLP read the same ``resid_pre``; no ``hook_resid_mid``."""
+
+    def __init__(self, trait: ParallelTrait, *args: Any, **kwargs: Any) -> None:
+        self.norm_names = ("ln1",) if trait.norms == 1 else ("ln1", "ln2")
+        super().__init__(trait, *args, **kwargs)
+        self._mlp_norm = "ln1" if trait.norms == 1 else "ln2"
+
+    def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
+        """Apply the block.
+
+        Args:
+            resid: ``resid_pre``.
+            ctx: Per-forward state.
+
+        Returns:
+            ``resid_post``.
+        """
+        resid_pre = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        mlp_out = self.hook_mlp_out(self._mlp(resid_pre, self._mlp_norm))
+        return self.hook_resid_post(self._add(self._add(resid_pre, attn_out), mlp_out))
+
+
+class PostNormBlock(TransformerBlock):
+    """Post-norm block: each norm follows its residual add."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hook_resid_mid = HookPoint()
+
+    def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
+        """Apply the block.
+
+        Args:
+            resid: ``resid_pre``.
+            ctx: Per-forward state.
+
+        Returns:
+            ``resid_post``.
+        """
+        resid_pre = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, None))
+        resid_mid = self.hook_resid_mid(self._norm("ln1", self._add(resid_pre, attn_out)))
+        mlp_out = self.hook_mlp_out(self._mlp(resid_mid, None))
+        return self.hook_resid_post(self._norm("ln2", self._add(resid_mid, mlp_out)))
+
+
+class SandwichBlock(TransformerBlock):
+    """Pre- and post-norm around each branch; ``hook_attn_out``/``hook_mlp_out`` see the post-normed output."""
+
+    norm_names = ("ln1", "ln1_post", "ln2", "ln2_post")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hook_resid_mid = HookPoint()
+
+    def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
+        """Apply the block.
+
+        Args:
+            resid: ``resid_pre``.
+            ctx: Per-forward state.
+
+        Returns:
+            ``resid_post``.
+        """
+        resid_pre = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self._norm("ln1_post", self._attention(resid_pre, ctx, "ln1")))
+        resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
+        mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, "ln2")))
+        return self.hook_resid_post(self._add(resid_mid, mlp_out))
+
+
+class PostOnlyBlock(SandwichBlock):
+    """Post-norms only (OLMo-2): ``x + ln1_post(attn x)``, ``x + ln2_post(mlp x)``."""
+
+    norm_names = ("ln1_post", "ln2_post")
+
+    def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
+        """Apply the block.
+
+        Args:
+            resid: ``resid_pre``.
+            ctx: Per-forward state.
+
+        Returns:
+            ``resid_post``.
+        """
+        resid_pre = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self._norm("ln1_post", self._attention(resid_pre, ctx, None)))
+        resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
+        mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, None)))
+        return self.hook_resid_post(self._add(resid_mid, mlp_out))
+
+
+def _per_head(x: Resid, n: int) -> Float[torch.Tensor, "batch pos head_index d_model"]:
+    return x[:, :, None, :].expand(-1, -1, n, -1).clone()
+
+
+def _factory(cls: type[TransformerBlock]) -> Callable[..., TransformerBlock]:
+    def make(trait: Trait, cfg: Any, layer: int, attn: nn.Module, mlp: nn.Module,
+             make_norm: Callable[[], nn.Module | None]) -> TransformerBlock:
+        return cls(trait, cfg, layer, attn, mlp, make_norm)
+
+    make.__doc__ = f"Component factory for ``block/{cls.__name__}``."
+    return make
+
+
+make_pre_norm_block = _factory(PreNormBlock)
+make_parallel_block = _factory(ParallelBlock)
+make_post_norm_block = _factory(PostNormBlock)
+make_sandwich_block = _factory(SandwichBlock)
+make_post_only_block = _factory(PostOnlyBlock)

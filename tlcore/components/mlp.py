@@ -1,0 +1,158 @@
+"""Feed-forward layers: plain ``W_out · act(W_in x)`` and gated ``W_out · (act(W_gate x) * W_in x)``.
+
+TransformerLens's hooks: ``hook_pre`` (the activation's input: ``W_in x`` for plain, ``W_gate x`` for
+gated), ``hook_pre_linear`` (gated only: ``W_in x``) and ``hook_post`` (the activation's output).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import nn
+
+from tlcore.components.activations import get_activation
+from tlcore.components.attention import linear_layout
+from tlcore.hooks import HookPoint
+from tlcore.spec.traits import Trait
+
+
+class PlainMLPTrait(Trait):
+    """A two-layer MLP; ``act`` defaults to the config's ``act_fn``."""
+
+    slot = "mlp"
+    kind: Literal["plain"] = "plain"
+    act: str | None = None
+    bias: bool = True
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        if self.act is not None:
+            cfg.setdefault("act_fn", self.act)
+        cfg.setdefault("gated_mlp", False)
+
+
+class GatedMLPTrait(Trait):
+    """A gated MLP (SwiGLU / GeGLU); ``act`` defaults to the config's ``act_fn``."""
+
+    slot = "mlp"
+    kind: Literal["gated"] = "gated"
+    act: str | None = None
+    bias: bool = False
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        if self.act is not None:
+            cfg.setdefault("act_fn", self.act)
+        cfg.setdefault("gated_mlp", True)
+
+
+class MLP(nn.Module):
+    """Plain MLP: ``W_in [d_model, d_mlp]``, ``b_in``, ``W_out [d_mlp, d_model]``, ``b_out``.
+
+    Args:
+        d_model: Input/output width.
+        d_mlp: Hidden width.
+        act: Activation name.
+        dtype: Parameter dtype.
+    """
+
+    def __init__(self, d_model: int, d_mlp: int, act: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.act_fn = get_activation(act)
+        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
+        self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=dtype))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model, dtype=dtype))
+        self.b_out = nn.Parameter(torch.zeros(d_model, dtype=dtype))
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def optimize_layout_(self) -> None:
+        """Re-stride weights for ``F.linear`` (values unchanged)."""
+        for name in ("W_in", "W_gate", "W_out"):
+            param = getattr(self, name, None)
+            if param is not None and param.device.type != "meta":
+                param.data = linear_layout(param.data, "matrix")
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Apply the MLP.
+
+        Args:
+            x: Normalised residual.
+
+        Returns:
+            MLP output.
+        """
+        pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
+        post = self.hook_post(self.act_fn(pre))
+        return F.linear(post, self.W_out.T, self.b_out)
+
+
+class GatedMLP(MLP):
+    """Gated MLP: adds ``W_gate [d_model, d_mlp]`` (and ``b_gate`` when the checkpoint has one).
+
+    Args:
+        d_model: Input/output width.
+        d_mlp: Hidden width.
+        act: Activation name.
+        dtype: Parameter dtype.
+        gate_bias: Whether the gate projection has a bias.
+    """
+
+    def __init__(self, d_model: int, d_mlp: int, act: str, dtype: torch.dtype,
+                 gate_bias: bool = False) -> None:
+        super().__init__(d_model, d_mlp, act, dtype)
+        self.W_gate = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
+        self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=dtype)) if gate_bias else None
+        self.hook_pre_linear = HookPoint()
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Apply the gated MLP.
+
+        Args:
+            x: Normalised residual.
+
+        Returns:
+            MLP output.
+        """
+        pre = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate))
+        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in))
+        post = self.hook_post(self.act_fn(pre) * pre_linear)
+        return F.linear(post, self.W_out.T, self.b_out)
+
+
+def _act(trait: PlainMLPTrait | GatedMLPTrait, cfg: Any) -> str:
+    act = trait.act or cfg.act_fn
+    if act is None:
+        from tlcore.errors import SpecError
+
+        raise SpecError(f"mlp/{trait.kind}: no activation (set 'act' or config 'act_fn')")
+    return act
+
+
+def make_plain_mlp(trait: PlainMLPTrait, cfg: Any, layer: int) -> MLP:
+    """Component factory for ``mlp/plain``.
+
+    Args:
+        trait: Parameters.
+        cfg: Model config.
+        layer: Block index.
+
+    Returns:
+        The module.
+    """
+    return MLP(cfg.d_model, cfg.d_mlp, _act(trait, cfg), cfg.dtype)
+
+
+def make_gated_mlp(trait: GatedMLPTrait, cfg: Any, layer: int) -> GatedMLP:
+    """Component factory for ``mlp/gated``.
+
+    Args:
+        trait: Parameters.
+        cfg: Model config.
+        layer: Block index.
+
+    Returns:
+        The module.
+    """
+    return GatedMLP(cfg.d_model, cfg.d_mlp, _act(trait, cfg), cfg.dtype, gate_bias=trait.bias)

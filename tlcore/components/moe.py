@@ -1,0 +1,178 @@
+"""Mixture of experts: a router picks ``top_k`` gated experts per token (Mixtral, Qwen-MoE, GPT-OSS).
+
+Parameter names follow TransformerLens: the router ``W_gate`` (an ``nn.Linear``: ``W_gate.weight
+[expert, d_model]``) and ``experts.{e}.W_in/W_gate/W_out``. Hooks: ``hook_expert_weights`` (router
+probabilities ``[batch*pos, expert]``), ``hook_expert_indices`` (``[batch*pos, top_k]``) and each
+expert's MLP hooks over the tokens routed to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import nn
+
+from tlcore.components.mlp import GatedMLP
+from tlcore.hooks import HookPoint
+from tlcore.spec.traits import Trait
+
+
+class MoETrait(Trait):
+    """MoE parameters.
+
+    ``routing``: ``softmax_topk`` (softmax over all experts, then top-k, optionally renormalised:
+    Mixtral, Qwen) or ``topk_softmax`` (top-k on the logits, softmax over those k: GPT-OSS).
+    ``dense_layers`` marks layers that use a dense gated MLP of width ``d_mlp`` instead.
+    ``expert_kind`` ``clamped_swiglu`` is GPT-OSS's ``(clamp(up)+1) * glu(clamp(gate))``.
+    """
+
+    slot = "mlp"
+    kind: Literal["moe"] = "moe"
+    n_experts: int
+    top_k: int
+    d_expert: int | None = None
+    act: str | None = None
+    routing: Literal["softmax_topk", "topk_softmax"] = "softmax_topk"
+    renormalize: bool = True
+    router_bias: bool = False
+    expert_bias: bool = False
+    expert_kind: Literal["gated", "clamped_swiglu"] = "gated"
+    swiglu_limit: float = 7.0
+    swiglu_alpha: float = 1.702
+    shared_expert_size: int | None = None
+    shared_expert_gate: bool = False
+    dense_layers: list[bool] | None = None
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        cfg.setdefault("num_experts", self.n_experts)
+        cfg.setdefault("experts_per_token", self.top_k)
+        cfg.setdefault("gated_mlp", True)
+        if self.act is not None:
+            cfg.setdefault("act_fn", self.act)
+
+
+class ClampedSwiGLUExpert(GatedMLP):
+    """GPT-OSS expert: ``gate = min(gate, L)``, ``up = clamp(up, ±L)``, ``(up + 1) * gate * σ(α gate)``.
+
+    Args:
+        d_model: Input/output width.
+        d_mlp: Hidden width.
+        dtype: Parameter dtype.
+        limit: Clamp limit ``L``.
+        alpha: Sigmoid slope ``α``.
+    """
+
+    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype, limit: float,
+                 alpha: float) -> None:
+        super().__init__(d_model, d_mlp, "silu", dtype, gate_bias=True)
+        self.limit, self.alpha = limit, alpha
+
+    def forward(self, x: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_model"]:
+        """Apply the expert.
+
+        Args:
+            x: Tokens routed here.
+
+        Returns:
+            Expert output.
+        """
+        gate = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate)).clamp(max=self.limit)
+        up = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in)).clamp(-self.limit, self.limit)
+        post = self.hook_post((up + 1) * (gate * torch.sigmoid(gate * self.alpha)))
+        return F.linear(post, self.W_out.T, self.b_out)
+
+
+class MoE(nn.Module):
+    """Routed experts (plus an optional always-on shared expert).
+
+    Args:
+        trait: MoE parameters.
+        cfg: Model config.
+    """
+
+    def __init__(self, trait: MoETrait, cfg: Any) -> None:
+        super().__init__()
+        self.trait = trait
+        d_model, dtype = cfg.d_model, cfg.dtype
+        d_expert = trait.d_expert or cfg.d_mlp
+        act = trait.act or cfg.act_fn or "silu"
+        self.W_gate = nn.Linear(d_model, trait.n_experts, bias=trait.router_bias, dtype=dtype)
+        if trait.expert_kind == "clamped_swiglu":
+            experts: list[nn.Module] = [
+                ClampedSwiGLUExpert(d_model, d_expert, dtype, trait.swiglu_limit, trait.swiglu_alpha)
+                for _ in range(trait.n_experts)]
+        else:
+            experts = [GatedMLP(d_model, d_expert, act, dtype, gate_bias=trait.expert_bias)
+                       for _ in range(trait.n_experts)]
+        self.experts = nn.ModuleList(experts)
+        self.shared_expert = (GatedMLP(d_model, trait.shared_expert_size, act, dtype)
+                              if trait.shared_expert_size else None)
+        self.shared_expert_gate = (nn.Linear(d_model, 1, bias=False, dtype=dtype)
+                                   if trait.shared_expert_gate else None)
+        self.hook_expert_weights = HookPoint()
+        self.hook_expert_indices = HookPoint()
+
+    def optimize_layout_(self) -> None:
+        """Re-stride every expert's weights for ``F.linear``."""
+        for expert in [*self.experts, self.shared_expert]:
+            if expert is not None:
+                expert.optimize_layout_()
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Route each token to its top-k experts and sum their weighted outputs.
+
+        Args:
+            x: Normalised residual.
+
+        Returns:
+            MoE output.
+        """
+        batch, pos, d_model = x.shape
+        flat = x.reshape(-1, d_model)
+        logits = self.W_gate(flat)
+        k = self.trait.top_k
+        if self.trait.routing == "softmax_topk":
+            probs = self.hook_expert_weights(F.softmax(logits, dim=-1, dtype=torch.float))
+            weights, indices = torch.topk(probs, k, dim=-1)
+            if self.trait.renormalize:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+        else:
+            top_logits, indices = torch.topk(logits, k, dim=-1)
+            weights = F.softmax(top_logits, dim=-1, dtype=torch.float)
+            probs = torch.zeros_like(logits, dtype=torch.float).scatter(1, indices, weights)
+            self.hook_expert_weights(probs)
+        indices = self.hook_expert_indices(indices)
+        weights = weights.to(x.dtype)
+        out = torch.zeros_like(flat)
+        for e in indices.unique().tolist():
+            token, slot = torch.where(indices == e)
+            routed = self.experts[e](flat[token]) * weights[token, slot, None]
+            out.index_add_(0, token, routed.to(out.dtype))
+        if self.shared_expert is not None:
+            shared = self.shared_expert(flat)
+            if self.shared_expert_gate is not None:
+                shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
+            out = out + shared
+        return out.view(batch, pos, d_model)
+
+
+def make_moe(trait: MoETrait, cfg: Any, layer: int) -> nn.Module:
+    """Component factory for ``mlp/moe`` (dense layers get a gated MLP).
+
+    Args:
+        trait: Parameters.
+        cfg: Model config.
+        layer: Block index.
+
+    Returns:
+        The module.
+    """
+    if trait.dense_layers is not None and trait.dense_layers[layer]:
+        act = trait.act or cfg.act_fn or "silu"
+        return GatedMLP(cfg.d_model, cfg.d_mlp, act, cfg.dtype)
+    return MoE(trait, cfg)
+
+

@@ -1,0 +1,80 @@
+"""Unembedding: ``logits = x @ W_U + b_U``, then an optional scale and final soft-cap."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import nn
+
+from tlcore.components.attention import linear_layout
+from tlcore.spec.traits import Trait
+
+
+class UnembedTrait(Trait):
+    """Unembedding parameters.
+
+    ``bias``: the checkpoint has an lm_head bias (else ``b_U`` is zeros). ``logit_scale`` multiplies
+    logits (Cohere 0.0625; Granite ``1/logits_scaling``); ``softcap`` is Gemma 2's final soft-cap.
+    """
+
+    slot = "unembed"
+    kind: Literal["linear"] = "linear"
+    bias: bool = False
+    logit_scale: float = 1.0
+    softcap: float | None = None
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        if self.softcap is not None:
+            cfg.setdefault("output_logits_soft_cap", self.softcap)
+
+
+class Unembed(nn.Module):
+    """``W_U [d_model, d_vocab_out]``, ``b_U [d_vocab_out]``.
+
+    Args:
+        trait: Parameters.
+        cfg: Model config.
+    """
+
+    def __init__(self, trait: UnembedTrait, cfg: Any) -> None:
+        super().__init__()
+        self.trait = trait
+        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype))
+        self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
+
+    def optimize_layout_(self) -> None:
+        """Re-stride ``W_U`` for ``F.linear`` (values unchanged)."""
+        if self.W_U.device.type != "meta":
+            self.W_U.data = linear_layout(self.W_U.data, "matrix")
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+        """Compute logits.
+
+        Args:
+            x: Final normalised residual.
+
+        Returns:
+            Logits.
+        """
+        logits = F.linear(x, self.W_U.T, self.b_U)
+        if self.trait.logit_scale != 1.0:
+            logits = logits * self.trait.logit_scale
+        if self.trait.softcap is not None:
+            logits = self.trait.softcap * torch.tanh(logits / self.trait.softcap)
+        return logits
+
+
+def make_unembed(trait: UnembedTrait, cfg: Any) -> Unembed:
+    """Component factory for ``unembed/linear``.
+
+    Args:
+        trait: Parameters.
+        cfg: Model config.
+
+    Returns:
+        The module.
+    """
+    return Unembed(trait, cfg)
