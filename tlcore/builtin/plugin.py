@@ -1,0 +1,91 @@
+"""The built-in plugin. It uses the same hooks an external plugin uses (see ``tlcore.plugins``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tlcore.components import alibi, attention, block, embed, mlp, moe, norms, positions, rotary, unembed
+from tlcore.loading.weight_ops import BUILTIN_WEIGHT_OPS
+from tlcore.plugins.hookspecs import hookimpl
+from tlcore.plugins.registrar import Registrar
+
+TRAITS = [
+    ("embedding", embed.TokenEmbeddingTrait, embed.make_embed),
+    ("positional", positions.NoPositionTrait, positions.make_no_position),
+    ("positional", positions.LearnedPositionTrait, positions.make_learned_positions),
+    ("positional", positions.ShortformerTrait, positions.make_shortformer),
+    ("positional", rotary.RotaryTrait, rotary.make_rotary),
+    ("positional", alibi.AlibiTrait, alibi.make_alibi),
+    ("norm", norms.LayerNormTrait, norms.make_layernorm),
+    ("norm", norms.RMSNormTrait, norms.make_rmsnorm),
+    ("norm", norms.NoNormTrait, norms.make_no_norm),
+    ("block", block.PreNormTrait, block.make_pre_norm_block),
+    ("block", block.ParallelTrait, block.make_parallel_block),
+    ("block", block.PostNormTrait, block.make_post_norm_block),
+    ("block", block.SandwichTrait, block.make_sandwich_block),
+    ("block", block.PostOnlyTrait, block.make_post_only_block),
+    ("attention", attention.AttentionTrait, attention.make_attention),
+    ("mlp", mlp.PlainMLPTrait, mlp.make_plain_mlp),
+    ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
+    ("mlp", moe.MoETrait, moe.make_moe),
+    ("unembed", unembed.UnembedTrait, unembed.make_unembed),
+]
+
+
+def specs_dir() -> Path:
+    """Locate the built-in spec folder (inside a wheel: ``tlcore/_specs``; in a checkout: ``specs``).
+
+    Returns:
+        The folder holding ``architectures/`` and ``models.yaml``.
+    """
+    packaged = Path(__file__).resolve().parent.parent / "_specs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "specs"
+
+
+@hookimpl
+def register_traits(register: Registrar) -> None:
+    """Register the built-in trait kinds.
+
+    Args:
+        register: Registrar.
+    """
+    for slot, model, factory in TRAITS:
+        register.trait(slot, model, factory)
+
+
+@hookimpl
+def register_weight_ops(register: Registrar) -> None:
+    """Register the built-in weight transforms.
+
+    Args:
+        register: Registrar.
+    """
+    for name, fn in BUILTIN_WEIGHT_OPS.items():
+        register.weight_op(name, fn)
+
+
+@hookimpl
+def register_specs(register: Registrar) -> None:
+    """Register every spec under ``specs/architectures``.
+
+    Args:
+        register: Registrar.
+    """
+    register.spec(specs_dir() / "architectures")
+
+
+@hookimpl
+def register_aliases(register: Registrar) -> None:
+    """Register the model aliases in ``specs/models.yaml``.
+
+    Args:
+        register: Registrar.
+    """
+    path = specs_dir() / "models.yaml"
+    if path.exists():
+        for alias, target in (yaml.safe_load(path.read_text()) or {}).get("aliases", {}).items():
+            register.alias(alias, target)

@@ -1,0 +1,101 @@
+"""The streaming loader: checkpoint tensors → a model built on the meta device, one tensor at a time.
+
+Peak memory stays near one copy of the weights: each tensor is read, transformed and assigned
+(``nn.Parameter`` wrapping the converted tensor) before the next is read, and the model's parameters
+never exist in a second, randomly initialised copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlcore.loading.weight_map import MappingReport, iter_mapped_tensors
+from tlcore.spec.schema import ArchitectureSpec
+
+# TransformerLens always has these biases; a checkpoint without them means zeros.
+ZERO_DEFAULT_PARAMS = frozenset({"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U",
+                                 "b_gate"})
+
+
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bool) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    module._parameters[leaf] = nn.Parameter(tensor, requires_grad=requires_grad)
+
+
+def load_checkpoint(
+    model: nn.Module,
+    spec: ArchitectureSpec,
+    source: Any,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    where: str,
+    hf: dict[str, Any] | None = None,
+    skip_layers_from: int | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Fill ``model``'s parameters from ``source`` through ``spec``'s weight map.
+
+    Args:
+        model: A model built on the meta device (its parameters define the targets and shapes).
+        spec: The architecture spec.
+        source: A tensor source (``keys``/``get``).
+        device: Where parameters go.
+        dtype: Parameter dtype.
+        where: Checkpoint description for error messages.
+        hf: HF config dict (for op parameters).
+        skip_layers_from: Ignore checkpoint layers from this index (``first_n_layers``).
+        progress: Show a progress bar (default: when the checkpoint has several files).
+
+    Raises:
+        CheckpointMismatchError: Listing every missing, unexpected and mis-shaped tensor at once.
+    """
+    params = dict(model.named_parameters())
+    # Specs name GQA weights W_K/W_V; the module stores them as _W_K/_W_V (TransformerLens naming).
+    aliases = {name.replace("._", "."): name for name in params if "._" in name}
+    targets = {name: tuple(p.shape) for name, p in params.items()}
+    targets.update({alias: targets[real] for alias, real in aliases.items()})
+    report = MappingReport()
+    keys = source.keys()
+    show = progress if progress is not None else getattr(source, "n_files", 1) > 1
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(params), desc=f"loading {spec.name}", unit="tensor")
+    filled: set[str] = set()
+    for name, tensor in iter_mapped_tensors(spec, model.cfg, keys, source.get, targets, report, hf,
+                                            skip_layers_from):
+        real = aliases.get(name, name)
+        _assign(model, real, tensor.to(device=device, dtype=dtype).contiguous(), True)
+        filled.add(real)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    for name, param in params.items():
+        if name in filled:
+            continue
+        if name.rpartition(".")[2] in ZERO_DEFAULT_PARAMS:
+            _assign(model, name, torch.zeros(param.shape, device=device, dtype=dtype), True)
+        elif name not in report.missing and aliases.get(name) not in report.missing:
+            report.missing.append(name)
+    report.missing = [aliases.get(m, m) for m in report.missing]
+    report.raise_if_any(spec, where)
+
+
+def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> None:
+    """Replace any buffer left on the meta device with an empty real one (none are expected).
+
+    Args:
+        model: The model.
+        device: Target device.
+    """
+    for module in model.modules():
+        for key, buf in list(module._buffers.items()):
+            if buf is not None and buf.is_meta:
+                module._buffers[key] = torch.zeros(buf.shape, dtype=buf.dtype, device=device)

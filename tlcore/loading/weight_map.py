@@ -1,0 +1,211 @@
+"""Executing a spec's weight map: HF tensors → TransformerLens-named tensors, one rule at a time.
+
+For each rule and layer, the first source whose keys all exist is read, its ops run, and the results
+go to the targets. Every problem (missing targets, unexpected checkpoint keys, wrong shapes, ops that
+produce the wrong number of tensors) is collected and reported together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tlcore.config import HookedTransformerConfig
+from tlcore.errors import CheckpointMismatchError, SpecError
+from tlcore.registry import get_registry
+from tlcore.spec.expressions import evaluate
+from tlcore.spec.schema import ArchitectureSpec, WeightRule, WeightSource
+
+# Non-persistent HF buffers that some checkpoints still carry; they hold no weights.
+IGNORED_KEY_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias",
+                        "attention.bias", "attention.masked_bias", ".rotary_emb.cos_cached",
+                        ".rotary_emb.sin_cached", "embed_positions")
+
+
+@dataclass
+class MappingReport:
+    """What went wrong while mapping a checkpoint (empty when everything matched)."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mis_shaped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def raise_if_any(self, spec: ArchitectureSpec, where: str) -> None:
+        """Raise one error listing every problem.
+
+        Args:
+            spec: The spec used.
+            where: The checkpoint.
+
+        Raises:
+            CheckpointMismatchError: If any problem was recorded.
+        """
+        if not (self.missing or self.unexpected or self.mis_shaped or self.errors):
+            return
+        parts = [f"checkpoint {where} does not match architecture '{spec.name}' "
+                 f"({spec.source_file or 'spec object'}):"]
+        for title, items in (("missing parameters (no checkpoint key maps to them)", self.missing),
+                             ("unexpected checkpoint keys (no rule uses them)", self.unexpected),
+                             ("wrong shapes", self.mis_shaped), ("errors", self.errors)):
+            if items:
+                shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+                parts.append(f"  {title}:\n    " + "\n    ".join(shown))
+        raise CheckpointMismatchError("\n".join(parts))
+
+
+def _fill(template: str, layer: int | None, expert: int | None = None) -> str:
+    out = template
+    if layer is not None:
+        out = out.replace("{i}", str(layer))
+    if expert is not None:
+        out = out.replace("{e}", str(expert))
+    return out
+
+
+def _parse_op(op: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(op, str):
+        return op, {}
+    if isinstance(op, dict) and len(op) == 1:
+        (name, params), = op.items()
+        return name, dict(params or {})
+    raise SpecError(f"weight op {op!r}: expected a name or a one-key mapping {{name: {{params}}}}")
+
+
+def run_ops(ops: list[Any], tensors: list[torch.Tensor], cfg: HookedTransformerConfig,
+            hf: dict[str, Any]) -> list[torch.Tensor]:
+    """Run a rule's op list.
+
+    Args:
+        ops: The ops (names or ``{name: params}``).
+        tensors: Source tensors, in ``from`` order.
+        cfg: Model config (op parameters may reference its fields).
+        hf: HF config dict (for expressions in op parameters).
+
+    Returns:
+        The resulting tensors.
+
+    Raises:
+        SpecError: For an unknown op.
+    """
+    registry = get_registry()
+    cfg_fields = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("traits", "hf_config")}
+    for op in ops:
+        name, params = _parse_op(op)
+        if name not in registry.weight_ops:
+            raise SpecError(f"unknown weight op '{name}' (known: {', '.join(sorted(registry.weight_ops))})")
+        params = evaluate(params, hf, cfg_fields, f"op {name}")
+        tensors = registry.weight_ops[name].fn(tensors, cfg, **params)
+    return tensors
+
+
+def _layers_of(rule: WeightRule, n_layers: int) -> list[int | None]:
+    templated = any("{i}" in t for t in rule.to)
+    return list(range(n_layers)) if templated else [None]
+
+
+def _expand_targets(rule: WeightRule, layer: int | None, n_experts: int) -> list[str]:
+    names = []
+    for target in rule.to:
+        target = _fill(target, layer)
+        if "{e}" in target:
+            names += [_fill(target, None, e) for e in range(n_experts)]
+        else:
+            names.append(target)
+    return names
+
+
+def _source_keys(source: WeightSource, layer: int | None, expert: int | None) -> list[str]:
+    return [_fill(k, layer, expert) for k in source.from_]
+
+
+def iter_mapped_tensors(
+    spec: ArchitectureSpec,
+    cfg: HookedTransformerConfig,
+    keys: set[str],
+    read: Callable[[str], torch.Tensor],
+    targets: dict[str, tuple[int, ...]],
+    report: MappingReport,
+    hf: dict[str, Any] | None = None,
+    skip_layers_from: int | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(canonical name, tensor)`` for every target the weight map fills.
+
+    Args:
+        spec: The spec.
+        cfg: The model config.
+        keys: All checkpoint keys.
+        read: Reads one checkpoint tensor.
+        targets: The model's parameter names and shapes (what must be filled).
+        report: Collects problems.
+        hf: HF config dict (for op parameter expressions).
+        skip_layers_from: Ignore checkpoint layers at or above this index (``first_n_layers``).
+
+    Yields:
+        Canonical names and tensors, one at a time.
+    """
+    hf = hf or {}
+    used: set[str] = set()
+    n_experts = int(cfg.num_experts or 0)
+    n_layers_ckpt = cfg.n_layers if skip_layers_from is None else int(
+        getattr(cfg.hf_config, "num_hidden_layers", 0) or hf.get("num_hidden_layers")
+        or hf.get("n_layer") or hf.get("num_layers") or cfg.n_layers)
+    for n, rule in enumerate(spec.weights):
+        for layer in _layers_of(rule, n_layers_ckpt):
+            names = _expand_targets(rule, layer, n_experts)
+            beyond = skip_layers_from is not None and layer is not None and layer >= skip_layers_from
+            present = [name for name in names if name in targets]
+            if not present and not beyond:
+                continue  # the model has no such parameters at this layer (e.g. dense MoE layers)
+            chosen = None
+            per_expert = False
+            for source in rule.sources():
+                per_expert = any("{e}" in k for k in source.from_)
+                experts = range(n_experts) if per_expert else [None]
+                wanted = [k for e in experts for k in _source_keys(source, layer, e)]
+                if all(k in keys for k in wanted):
+                    chosen = source
+                    break
+            if chosen is None:
+                if not rule.optional and not beyond:
+                    report.missing.extend(present)
+                continue
+            if beyond:
+                experts = range(n_experts) if per_expert else [None]
+                used.update(k for e in experts for k in _source_keys(chosen, layer, e))
+                continue
+            where = f"weights[{n}] (to {rule.to[0]}), layer {layer}"
+            if per_expert:
+                groups = [(_source_keys(chosen, layer, e), [_fill(_fill(t, layer), None, e) for t in rule.to])
+                          for e in range(n_experts)]
+            else:
+                groups = [(_source_keys(chosen, layer, None), names)]
+            for source_keys, group_targets in groups:
+                used.update(source_keys)
+                try:
+                    outputs = run_ops(chosen.ops, [read(k) for k in source_keys], cfg, hf)
+                except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                    report.errors.append(f"{where}: ops failed: {type(exc).__name__}: {exc}")
+                    continue
+                except Exception as exc:  # einops raises its own error type
+                    report.errors.append(f"{where}: ops failed: {type(exc).__name__}: {exc}")
+                    continue
+                if len(outputs) != len(group_targets):
+                    report.errors.append(
+                        f"{where}: ops produced {len(outputs)} tensors for {len(group_targets)} targets")
+                    continue
+                for name, tensor in zip(group_targets, outputs):
+                    if name not in targets:
+                        report.unexpected.extend(f"{k} (→ {name}, not a model parameter)" for k in source_keys)
+                        continue
+                    if tuple(tensor.shape) != targets[name]:
+                        report.mis_shaped.append(
+                            f"{name}: checkpoint gives {tuple(tensor.shape)} (from {', '.join(source_keys)}), "
+                            f"model expects {targets[name]}")
+                        continue
+                    yield name, tensor
+    leftover = sorted(k for k in keys - used if not k.endswith(IGNORED_KEY_SUFFIXES))
+    report.unexpected.extend(leftover)

@@ -1,0 +1,231 @@
+"""Built-in weight transforms, referenced by name in specs' ``ops:`` lists.
+
+Each op maps a list of tensors to a list of tensors: ``fn(tensors, cfg, **params)``. Parameters may be
+expressions (``{cfg: n_heads}``); a string axis size in ``rearrange``/``reshape`` names a config field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import einops
+import torch
+
+Tensors = list[torch.Tensor]
+
+
+def _size(value: Any, cfg: Any) -> Any:
+    return getattr(cfg, value) if isinstance(value, str) else value
+
+
+def transpose(tensors: Tensors, cfg: Any) -> Tensors:
+    """Swap the last two dimensions (HF ``nn.Linear`` ``[out, in]`` ↔ TransformerLens ``[in, out]``).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+
+    Returns:
+        Transposed tensors.
+    """
+    return [t.transpose(-1, -2) for t in tensors]
+
+
+def rearrange(tensors: Tensors, cfg: Any, pattern: str, **axes: Any) -> Tensors:
+    """``einops.rearrange`` each tensor; axis sizes may name config fields.
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        pattern: The einops pattern.
+        **axes: Axis sizes (ints or config field names).
+
+    Returns:
+        Rearranged tensors.
+    """
+    sizes = {k: _size(v, cfg) for k, v in axes.items()}
+    return [einops.rearrange(t, pattern, **sizes) for t in tensors]
+
+
+def reshape(tensors: Tensors, cfg: Any, shape: list[Any]) -> Tensors:
+    """Reshape each tensor (entries may name config fields; one may be -1).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        shape: Target shape.
+
+    Returns:
+        Reshaped tensors.
+    """
+    return [t.reshape([_size(s, cfg) for s in shape]) for t in tensors]
+
+
+def split(tensors: Tensors, cfg: Any, sizes: list[Any], dim: int = 0) -> Tensors:
+    """Split each tensor into pieces of the given sizes (fused QKV in contiguous blocks).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        sizes: Piece sizes (ints or config field names).
+        dim: Dimension to split.
+
+    Returns:
+        All pieces, input by input.
+    """
+    resolved = [_size(s, cfg) for s in sizes]
+    return [piece for t in tensors for piece in torch.split(t, resolved, dim=dim)]
+
+
+def chunk(tensors: Tensors, cfg: Any, n: int, dim: int = 0) -> Tensors:
+    """Split each tensor into ``n`` equal chunks.
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        n: Number of chunks.
+        dim: Dimension.
+
+    Returns:
+        All chunks, input by input.
+    """
+    return [piece for t in tensors for piece in torch.chunk(t, n, dim=dim)]
+
+
+def unbind(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
+    """Unbind each tensor along ``dim`` (fused experts → one tensor per expert).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        dim: Dimension.
+
+    Returns:
+        All slices, input by input.
+    """
+    return [piece for t in tensors for piece in torch.unbind(t, dim=dim)]
+
+
+def deinterleave(tensors: Tensors, cfg: Any, dim: int = -1) -> Tensors:
+    """Split even and odd indices of ``dim`` (GPT-OSS fused gate/up: gate = 0::2, up = 1::2).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        dim: Dimension.
+
+    Returns:
+        ``[even, odd]`` per input.
+    """
+    out = []
+    for t in tensors:
+        moved = t.movedim(dim, 0)
+        out += [moved[0::2].movedim(0, dim), moved[1::2].movedim(0, dim)]
+    return out
+
+
+def narrow(tensors: Tensors, cfg: Any, start: int, length: Any = None, dim: int = 0) -> Tensors:
+    """Keep ``length`` entries of ``dim`` from ``start`` (OPT's position table offset of 2).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        start: First index kept.
+        length: Entries kept (int or config field name); default: to the end.
+        dim: Dimension.
+
+    Returns:
+        Narrowed tensors.
+    """
+    out = []
+    for t in tensors:
+        n = _size(length, cfg) if length is not None else t.shape[dim] - start
+        out.append(t.narrow(dim, start, n))
+    return out
+
+
+def concat(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
+    """Concatenate all tensors into one.
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        dim: Dimension.
+
+    Returns:
+        One tensor.
+    """
+    return [torch.cat(tensors, dim=dim)]
+
+
+def stack(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
+    """Stack all tensors into one (per-head norm weights → ``[n_heads, d_head]``).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        dim: New dimension.
+
+    Returns:
+        One tensor.
+    """
+    return [torch.stack(tensors, dim=dim)]
+
+
+def select(tensors: Tensors, cfg: Any, indices: list[int]) -> Tensors:
+    """Keep and reorder tensors of the list (CodeGen's q, v, k block order).
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        indices: Positions to keep, in order.
+
+    Returns:
+        The selected tensors.
+    """
+    return [tensors[i] for i in indices]
+
+
+def scale(tensors: Tensors, cfg: Any, value: float) -> Tensors:
+    """Multiply by a constant.
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        value: Factor.
+
+    Returns:
+        Scaled tensors.
+    """
+    return [t * value for t in tensors]
+
+
+def add(tensors: Tensors, cfg: Any, value: float) -> Tensors:
+    """Add a constant.
+
+    Args:
+        tensors: Inputs.
+        cfg: Model config.
+        value: Addend.
+
+    Returns:
+        Shifted tensors.
+    """
+    return [t + value for t in tensors]
+
+
+BUILTIN_WEIGHT_OPS = {
+    "transpose": transpose,
+    "rearrange": rearrange,
+    "reshape": reshape,
+    "split": split,
+    "chunk": chunk,
+    "unbind": unbind,
+    "deinterleave": deinterleave,
+    "narrow": narrow,
+    "concat": concat,
+    "stack": stack,
+    "select": select,
+    "scale": scale,
+    "add": add,
+}

@@ -1,0 +1,120 @@
+"""Tiny random HF checkpoints for a spec, filled from tlcore's own seeded generator.
+
+The weights never depend on HF's init code: every parameter is drawn from a ``torch.Generator``
+seeded here, in sorted-name order, with norm weights far from 1 and non-zero biases so that folding,
+centring and attention patterns are all exercised.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlcore.spec.schema import ArchitectureSpec
+
+DEFAULT_SEED = 1234
+
+
+def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrides: Any) -> Any:
+    """Build the HF config of a spec's ``test_config`` (plus a named variant and overrides).
+
+    Args:
+        spec: The spec.
+        variant: A key of ``spec.test_variants``.
+        **overrides: Extra HF config fields.
+
+    Returns:
+        A transformers ``PretrainedConfig``.
+
+    Raises:
+        KeyError: For an unknown variant.
+    """
+    from transformers import AutoConfig
+
+    fields = dict(spec.test_config)
+    if variant is not None:
+        if variant not in spec.test_variants:
+            raise KeyError(f"spec '{spec.name}' has no test variant '{variant}' "
+                           f"(variants: {sorted(spec.test_variants)})")
+        fields.update(spec.test_variants[variant])
+    fields.update(overrides)
+    model_type = spec.hf.model_types[0]
+    config = AutoConfig.for_model(model_type, **fields)
+    if spec.hf.architectures:
+        config.architectures = [spec.hf.architectures[0]]
+    return config
+
+
+def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
+    """Overwrite every parameter of an HF model from a seeded generator.
+
+    Args:
+        model: A transformers model.
+        seed: The seed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            shape = param.shape
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+            lowered = name.lower()
+            if "norm" in lowered or "ln" in lowered.split(".")[-2:][0] or lowered.endswith(("ln_f.weight",)):
+                value = 1.0 + 0.3 * noise if lowered.endswith("weight") else 0.2 * noise
+            elif lowered.endswith("bias") or param.dim() == 1:
+                value = 0.2 * noise
+            elif "embed" in lowered or "wte" in lowered or "wpe" in lowered or "lm_head" in lowered:
+                value = noise
+            else:
+                fan_in = shape[-1] if param.dim() >= 2 else shape[0]
+                value = noise * (1.5 / math.sqrt(fan_in))
+            param.copy_(value.to(param.dtype))
+
+
+def build_tiny_hf_model(spec: ArchitectureSpec, variant: str | None = None, seed: int = DEFAULT_SEED,
+                        attn_implementation: str = "eager", **overrides: Any) -> Any:
+    """Build and seed-fill the HF model of a spec's test config (fp32).
+
+    Args:
+        spec: The spec.
+        variant: Test variant name.
+        seed: Fill seed.
+        attn_implementation: HF attention implementation (``eager`` for exact parity).
+        **overrides: Extra HF config fields.
+
+    Returns:
+        The HF model in eval mode.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_hf_config(spec, variant, **overrides)
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    try:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                                 experts_implementation="eager", **kwargs)
+    except (TypeError, ValueError):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
+    fill_seeded_(model, seed)
+    return model.eval()
+
+
+def save_tiny_checkpoint(spec: ArchitectureSpec, directory: str | Path, variant: str | None = None,
+                         seed: int = DEFAULT_SEED, **overrides: Any) -> tuple[Path, Any]:
+    """Write a tiny seeded checkpoint with ``save_pretrained`` (safetensors).
+
+    Args:
+        spec: The spec.
+        directory: Output folder.
+        variant: Test variant name.
+        seed: Fill seed.
+        **overrides: Extra HF config fields.
+
+    Returns:
+        ``(folder, hf_model)``.
+    """
+    model = build_tiny_hf_model(spec, variant, seed, **overrides)
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    return directory, model
