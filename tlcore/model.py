@@ -1,0 +1,546 @@
+"""``HookedTransformer``: TransformerLens 2.x's model API on tlcore's spec-driven engine.
+
+Load a checkpoint, run it, cache any activation and edit activations with hooks::
+
+    model = HookedTransformer.from_pretrained_no_processing("path/to/checkpoint")
+    logits, cache = model.run_with_cache(tokens)
+
+``from_pretrained`` applies TransformerLens's default weight processing (fold LayerNorm, centre
+writing weights and the unembedding, fold value biases), which changes logits by a per-position
+constant; ``from_pretrained_no_processing`` gives HuggingFace's logits. ``model.cfg`` records what was
+applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from torch import nn
+
+from tlcore.build import build_modules
+from tlcore.components.context import ForwardContext
+from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.errors import HookNameError
+from tlcore.hooks import HookedRootModule, HookPoint
+from tlcore.kv_cache import HookedTransformerKeyValueCache
+from tlcore.model_tokens import TokenizerMixin
+from tlcore.model_weights import WeightsMixin
+from tlcore.utils.losses import lm_cross_entropy_loss
+
+logger = logging.getLogger(__name__)
+
+USE_DEFAULT_VALUE = None
+ReturnType = Literal["logits", "loss", "both"] | None
+
+_FLAG_HOOKS = {
+    "hook_result": ("use_attn_result", "set_use_attn_result"),
+    "hook_q_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
+    "hook_k_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
+    "hook_v_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
+    "hook_mlp_in": ("use_hook_mlp_in", "set_use_hook_mlp_in"),
+    "hook_attn_in": ("use_attn_in", "set_use_attn_in"),
+    "hook_tokens": ("use_hook_tokens", "cfg.use_hook_tokens = True"),
+}
+
+
+class Output(NamedTuple):
+    """``return_type="both"``: logits and loss."""
+
+    logits: Float[torch.Tensor, "batch pos d_vocab"]
+    loss: torch.Tensor
+
+
+class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
+    """A decoder-only transformer with a hook point at every TransformerLens activation name.
+
+    Args:
+        cfg: The resolved config (from :func:`tlcore.config.resolve_config`).
+        tokenizer: A transformers tokenizer, or None.
+        move_to_device: Move the model to ``cfg.device`` after building.
+        default_padding_side: ``"right"`` or ``"left"``.
+        init_weights: Randomly initialise parameters (set False when weights are loaded next).
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig, tokenizer: Any = None, move_to_device: bool = True,
+                 default_padding_side: Literal["left", "right"] | None = None,
+                 init_weights: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if default_padding_side is not None:
+            cfg.default_padding_side = default_padding_side
+        modules = build_modules(cfg)
+        self.embed = modules.embed
+        self.hook_embed = HookPoint()
+        self.pos_embed = modules.pos_embed
+        self.hook_pos_embed = HookPoint()
+        self.hook_tokens = HookPoint()
+        self.blocks = modules.blocks
+        if modules.ln_final is not None:
+            self.ln_final = modules.ln_final
+        else:
+            self.ln_final = None
+        self.unembed = modules.unembed
+        self.tokenizer = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer, default_padding_side=cfg.default_padding_side)
+        if init_weights:
+            self.init_weights()
+        if move_to_device and cfg.device is not None and not self._on_meta():
+            self.to(cfg.device)
+        self.setup()
+
+    def _on_meta(self) -> bool:
+        return any(p.is_meta for p in self.parameters())
+
+    # -- construction --------------------------------------------------------------------------
+    def init_weights(self, seed: int | None = None) -> None:
+        """Randomly initialise: weights ~ N(0, 0.02), norm weights 1 (0 for 1+w norms), biases 0.
+
+        Args:
+            seed: Optional seed (default: ``cfg.seed``).
+        """
+        generator = torch.Generator().manual_seed(seed if seed is not None else (self.cfg.seed or 0))
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                leaf = name.rpartition(".")[2]
+                if param.is_meta:
+                    continue
+                if leaf in ("w",) or name.endswith("norm.w"):
+                    offset = getattr(self.get_submodule(name.rpartition(".")[0]), "offset", False)
+                    param.fill_(0.0 if offset else 1.0)
+                elif leaf.startswith("b") or leaf in ("sinks",) or name.endswith(".bias"):
+                    param.zero_()
+                else:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+        self.optimize_layout_()
+
+    def optimize_layout_(self) -> HookedTransformer:
+        """Re-stride projection weights so matmuls run HF's kernels with no copy (values unchanged).
+
+        Returns:
+            The model.
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "optimize_layout_"):
+                module.optimize_layout_()
+        return self
+
+    # -- flags -----------------------------------------------------------------------------------
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Compute per-head outputs (``hook_result``, ``[batch, pos, head, d_model]``).
+
+        Args:
+            use_attn_result: On or off.
+        """
+        self.cfg.use_attn_result = use_attn_result
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """Give each head its own copy of the residual input (``hook_q/k/v_input``).
+
+        Args:
+            use_split_qkv_input: On or off.
+        """
+        self.cfg.use_split_qkv_input = use_split_qkv_input
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """Enable ``hook_mlp_in``.
+
+        Args:
+            use_hook_mlp_in: On or off.
+        """
+        self.cfg.use_hook_mlp_in = use_hook_mlp_in
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        """Enable ``hook_attn_in`` (one residual copy per head, shared by q, k and v).
+
+        Args:
+            use_attn_in: On or off.
+        """
+        self.cfg.use_attn_in = use_attn_in
+
+    def set_ungroup_grouped_query_attention(self, ungroup: bool) -> None:
+        """Expand grouped keys/values to one per query head before ``hook_k``/``hook_v``.
+
+        Args:
+            ungroup: On or off.
+        """
+        self.cfg.ungroup_grouped_query_attention = ungroup
+
+    def check_hooks_to_add(self, hook_point: HookPoint, hook_point_name: str, hook: Any,
+                           dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False,
+                           prepend: bool = False) -> None:
+        """Refuse hooks on points the current flags leave unused (as TransformerLens does).
+
+        Args:
+            hook_point: The hook point.
+            hook_point_name: Its name.
+            hook: The hook function.
+            dir: Direction.
+            is_permanent: Permanence.
+            prepend: Order.
+
+        Raises:
+            HookNameError: If the hook point needs a flag that is off.
+        """
+        leaf = hook_point_name.rpartition(".")[2]
+        if leaf in _FLAG_HOOKS:
+            flag, setter = _FLAG_HOOKS[leaf]
+            if not getattr(self.cfg, flag):
+                raise HookNameError(
+                    f"'{hook_point_name}' only fires with cfg.{flag} = True; call model.{setter}(True) first"
+                    if setter.startswith("set_") else
+                    f"'{hook_point_name}' only fires with cfg.{flag} = True; set {setter} first")
+
+    # -- forward ---------------------------------------------------------------------------------
+    def input_to_embed(
+        self,
+        input: str | list[str] | Int[torch.Tensor, "batch pos"] | Int[torch.Tensor, "pos"],
+        prepend_bos: bool | None = USE_DEFAULT_VALUE,
+        padding_side: Literal["left", "right"] | None = USE_DEFAULT_VALUE,
+        attention_mask: torch.Tensor | None = None,
+        past_kv_cache: HookedTransformerKeyValueCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, ForwardContext]:
+        """Tokenise (if needed) and embed, returning the residual, the tokens and the forward context.
+
+        Args:
+            input: Text, a list of texts, or tokens.
+            prepend_bos: Override the default BOS handling.
+            padding_side: Override the default padding side.
+            attention_mask: 1 for real tokens, 0 for padding.
+            past_kv_cache: KV cache when generating.
+
+        Returns:
+            ``(residual, tokens, ctx)``.
+        """
+        if isinstance(input, (str, list)):
+            tokens, mask = self._tokens_and_mask(input, prepend_bos, padding_side)
+            attention_mask = mask if attention_mask is None else attention_mask
+        else:
+            tokens = input if input.dim() == 2 else input[None]
+        tokens = tokens.to(self._device())
+        if self.cfg.use_hook_tokens:
+            tokens = self.hook_tokens(tokens)
+        ctx = self._context(tokens.shape[0], tokens.shape[1], attention_mask, past_kv_cache, tokens.device)
+        resid = self.hook_embed(self.embed(tokens))
+        if self.pos_embed.adds_to_residual:
+            resid = resid + self.hook_pos_embed(self.pos_embed.embed(ctx.positions))
+        elif self.pos_embed.adds_to_qk_input:
+            ctx.shortformer_pos_embed = self.hook_pos_embed(self.pos_embed.embed(ctx.positions))
+        return resid, tokens, ctx
+
+    def _device(self) -> torch.device:
+        return self.embed.W_E.device
+
+    def _context(self, batch: int, q_len: int, attention_mask: torch.Tensor | None,
+                 past_kv_cache: HookedTransformerKeyValueCache | None, device: torch.device) -> ForwardContext:
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(device)
+        if past_kv_cache is not None:
+            new = attention_mask if attention_mask is not None else torch.ones(batch, q_len, dtype=torch.int, device=device)
+            full = past_kv_cache.append_attention_mask(new)
+        else:
+            full = attention_mask
+        k_len = full.shape[1] if full is not None else q_len
+        if full is not None and not bool(full.all()):
+            key_positions = (full.cumsum(-1) - 1).clamp(min=0).to(torch.long)
+            key_mask = full
+        else:
+            key_positions = torch.arange(k_len, device=device)[None].expand(batch, k_len)
+            key_mask = None
+        positions = key_positions[:, k_len - q_len:]
+        causal = bool(getattr(self.cfg.trait("attention"), "causal", True))
+        return ForwardContext(positions, key_positions, key_mask, past_kv_cache, causal=causal)
+
+    def forward(
+        self,
+        input: str | list[str] | Int[torch.Tensor, "batch pos"] | Float[torch.Tensor, "batch pos d_model"],
+        return_type: ReturnType = "logits",
+        loss_per_token: bool = False,
+        prepend_bos: bool | None = USE_DEFAULT_VALUE,
+        padding_side: Literal["left", "right"] | None = USE_DEFAULT_VALUE,
+        start_at_layer: int | None = None,
+        tokens: Int[torch.Tensor, "batch pos"] | None = None,
+        shortformer_pos_embed: Float[torch.Tensor, "batch pos d_model"] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        stop_at_layer: int | None = None,
+        past_kv_cache: HookedTransformerKeyValueCache | None = None,
+    ) -> Any:
+        """Run the model.
+
+        Args:
+            input: Text, texts, tokens ``[batch, pos]`` (or ``[pos]``), or, with ``start_at_layer``,
+                the residual stream entering that layer.
+            return_type: ``"logits"``, ``"loss"``, ``"both"`` (an :class:`Output`) or None.
+            loss_per_token: Return per-token losses ``[batch, pos-1]``.
+            prepend_bos: Override the default BOS handling for text input.
+            padding_side: Override the default padding side for text input.
+            start_at_layer: Start at this block, with ``input`` as its ``resid_pre``.
+            tokens: Tokens for the loss (and the padding mask) when ``start_at_layer`` is set.
+            shortformer_pos_embed: Positional embeddings for shortformer models with
+                ``start_at_layer``.
+            attention_mask: 1 for real tokens, 0 for padding.
+            stop_at_layer: Stop before this block (exclusive) and return its ``resid_pre``.
+            past_kv_cache: KV cache for generation.
+
+        Returns:
+            Logits ``[batch, pos, d_vocab]``, a loss, an :class:`Output`, None, or (with
+            ``stop_at_layer``) the residual stream.
+        """
+        if start_at_layer is None:
+            resid, tokens, ctx = self.input_to_embed(input, prepend_bos, padding_side, attention_mask,
+                                                     past_kv_cache)
+        else:
+            resid = input
+            ctx = self._context(resid.shape[0], resid.shape[1], attention_mask, past_kv_cache, resid.device)
+            if self.pos_embed.adds_to_qk_input:
+                ctx.shortformer_pos_embed = (shortformer_pos_embed if shortformer_pos_embed is not None
+                                             else self.pos_embed.embed(ctx.positions))
+        start = start_at_layer or 0
+        for block in self.blocks[start:stop_at_layer]:
+            resid = block(resid, ctx)
+        if stop_at_layer is not None:
+            return resid
+        if self.ln_final is not None:
+            resid = self.ln_final(resid)
+        logits = self.unembed(resid)
+        if return_type is None:
+            return None
+        if return_type == "logits":
+            return logits
+        if tokens is None:
+            raise ValueError("return_type='loss' needs tokens (pass tokens= with start_at_layer)")
+        loss = lm_cross_entropy_loss(logits, tokens, attention_mask=attention_mask, per_token=loss_per_token)
+        if return_type == "loss":
+            return loss
+        return Output(logits, loss)
+
+    def loss_fn(self, logits: Float[torch.Tensor, "batch pos d_vocab"], tokens: Int[torch.Tensor, "batch pos"],
+                attention_mask: torch.Tensor | None = None, per_token: bool = False) -> torch.Tensor:
+        """Next-token cross-entropy loss.
+
+        Args:
+            logits: Logits.
+            tokens: Tokens.
+            attention_mask: Padding mask.
+            per_token: Return per-token losses.
+
+        Returns:
+            The loss.
+        """
+        return lm_cross_entropy_loss(logits, tokens, attention_mask=attention_mask, per_token=per_token)
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name: str,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        refactor_factored_attn_matrices: bool = False,
+        checkpoint_index: int | None = None,
+        checkpoint_value: int | None = None,
+        hf_model: Any = None,
+        device: str | torch.device | None = None,
+        n_devices: int = 1,
+        tokenizer: Any = None,
+        move_to_device: bool = True,
+        fold_value_biases: bool = True,
+        default_prepend_bos: bool | None = None,
+        default_padding_side: Literal["left", "right"] = "right",
+        dtype: str | torch.dtype = "float32",
+        first_n_layers: int | None = None,
+        n_ctx: int | None = None,
+        **from_pretrained_kwargs: Any,
+    ) -> HookedTransformer:
+        """Load a checkpoint and apply TransformerLens's default weight processing.
+
+        Args:
+            model_name: An alias, a local checkpoint folder (``config.json`` + safetensors), a
+                ``.gguf`` file, or an HF hub id (when the hub or its cache is reachable).
+            fold_ln: Fold norm weights into the next linear maps (norms become LNPre/RMSPre).
+            center_writing_weights: Centre weights writing to the residual stream.
+            center_unembed: Centre the unembedding over the vocabulary.
+            refactor_factored_attn_matrices: Refactor W_Q/W_K and W_V/W_O (not with rotary).
+            checkpoint_index: Not supported (training checkpoints are separate hub revisions).
+            checkpoint_value: Not supported.
+            hf_model: Convert this in-memory HF model instead of reading files.
+            device: Target device (default: CUDA if available, else CPU).
+            n_devices: Only 1 is supported.
+            tokenizer: A tokenizer to use instead of the checkpoint's.
+            move_to_device: Move parameters to ``device``.
+            fold_value_biases: Fold value biases into ``b_O``.
+            default_prepend_bos: Override the architecture's default BOS handling.
+            default_padding_side: ``"right"`` or ``"left"``.
+            dtype: Parameter dtype (``"float32"``, ``"bfloat16"``, ``torch.float16`` ...).
+            first_n_layers: Load only the first n blocks.
+            n_ctx: Override the context length.
+            **from_pretrained_kwargs: Accepted for compatibility and ignored, with a warning.
+
+        Returns:
+            The model.
+        """
+        from tlcore.loading.loader import load_checkpoint, materialize_meta_buffers
+        from tlcore.loading.resolve import resolve_checkpoint
+
+        if checkpoint_index is not None or checkpoint_value is not None:
+            raise NotImplementedError("training checkpoints: load the checkpoint's own folder or revision")
+        if n_devices != 1:
+            raise NotImplementedError("n_devices > 1 is not supported; use device= for one accelerator")
+        if from_pretrained_kwargs:
+            logger.warning("from_pretrained ignores unsupported arguments: %s", sorted(from_pretrained_kwargs))
+        torch_dtype = _to_dtype(dtype)
+        target = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        resolved = resolve_checkpoint(model_name, hf_model)
+        overrides: dict[str, Any] = {"dtype": torch_dtype, "device": str(target), "model_name": resolved.model_name,
+                                     "default_padding_side": default_padding_side}
+        if n_ctx is not None:
+            overrides["n_ctx"] = n_ctx
+        if default_prepend_bos is not None:
+            overrides["default_prepend_bos"] = default_prepend_bos
+        cfg = resolve_config(resolved.spec, resolved.hf_config, **overrides)
+        skip_from = None
+        if first_n_layers is not None:
+            skip_from, cfg.n_layers = first_n_layers, first_n_layers
+        with torch.device("meta"):
+            model = cls(cfg, move_to_device=False, init_weights=False)
+        hf_dict = resolved.hf_config.to_dict() if hasattr(resolved.hf_config, "to_dict") else {}
+        load_checkpoint(model, resolved.spec, resolved.source, device=target if move_to_device else "cpu",
+                        dtype=torch_dtype, where=resolved.where, hf=hf_dict, skip_layers_from=skip_from)
+        materialize_meta_buffers(model, target)
+        if tokenizer is None and resolved.tokenizer_dir is not None:
+            tokenizer = _load_tokenizer(resolved.tokenizer_dir)
+        elif tokenizer is None and hf_model is not None:
+            tokenizer = None
+        if tokenizer is not None:
+            model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
+        model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                               center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                               refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        model.optimize_layout_()
+        model.setup()
+        return model
+
+    @classmethod
+    def from_pretrained_no_processing(cls, model_name: str, fold_ln: bool = False,
+                                      center_writing_weights: bool = False, center_unembed: bool = False,
+                                      refactor_factored_attn_matrices: bool = False,
+                                      fold_value_biases: bool = False, **kwargs: Any) -> HookedTransformer:
+        """Load a checkpoint with no weight processing: logits equal HuggingFace's.
+
+        Args:
+            model_name: See :meth:`from_pretrained`.
+            fold_ln: Off by default.
+            center_writing_weights: Off by default.
+            center_unembed: Off by default.
+            refactor_factored_attn_matrices: Off by default.
+            fold_value_biases: Off by default.
+            **kwargs: Passed to :meth:`from_pretrained`.
+
+        Returns:
+            The model.
+        """
+        return cls.from_pretrained(model_name, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                                   center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                                   refactor_factored_attn_matrices=refactor_factored_attn_matrices, **kwargs)
+
+    def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True,
+                         center_unembed: bool = True, refactor_factored_attn_matrices: bool = False,
+                         fold_value_biases: bool = True) -> HookedTransformer:
+        """Apply TransformerLens's weight processing in place (where the architecture allows it).
+
+        What was applied is recorded in ``cfg`` (``cfg.fold_ln`` ...).
+
+        Args:
+            fold_ln: Fold norms into the next linear maps.
+            center_writing_weights: Centre residual-writing weights.
+            center_unembed: Centre the unembedding.
+            refactor_factored_attn_matrices: Refactor attention matrices.
+            fold_value_biases: Fold value biases into ``b_O``.
+
+        Returns:
+            The model.
+        """
+        if not any((fold_ln, center_writing_weights, center_unembed, refactor_factored_attn_matrices,
+                    fold_value_biases)):
+            return self
+        from tlcore import processing
+
+        processing.process_weights_(self, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
+                                    center_unembed=center_unembed, fold_value_biases=fold_value_biases,
+                                    refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        self.optimize_layout_()
+        self.setup()
+        return self
+
+    # -- devices ---------------------------------------------------------------------------------
+    def move_model_modules_to_device(self) -> None:
+        """Move every module to ``cfg.device``."""
+        if self.cfg.device is not None:
+            self.to(self.cfg.device)
+
+    def cuda(self, device: int | torch.device | None = None) -> HookedTransformer:  # type: ignore[override]
+        """Move to CUDA.
+
+        Args:
+            device: CUDA device.
+
+        Returns:
+            The model.
+        """
+        self.cfg.device = str(torch.device("cuda" if device is None else device))
+        return super().cuda(device)
+
+    def cpu(self) -> HookedTransformer:
+        """Move to the CPU.
+
+        Returns:
+            The model.
+        """
+        self.cfg.device = "cpu"
+        return super().cpu()
+
+    def to(self, *args: Any, **kwargs: Any) -> HookedTransformer:  # type: ignore[override]
+        """Move/cast like ``nn.Module.to``, keeping ``cfg.device``/``cfg.dtype`` in step.
+
+        Args:
+            *args: As ``nn.Module.to``.
+            **kwargs: As ``nn.Module.to``.
+
+        Returns:
+            The model.
+        """
+        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if device is not None:
+            self.cfg.device = str(device)
+        if dtype is not None:
+            self.cfg.dtype = dtype
+        return super().to(*args, **kwargs)
+
+
+def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = dtype.removeprefix("torch.")
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
+    result = getattr(torch, aliases.get(name, name), None)
+    if not isinstance(result, torch.dtype):
+        raise ValueError(f"unknown dtype '{dtype}'")
+    return result
+
+
+def _load_tokenizer(path: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - a model without a usable tokenizer still runs on tokens
+        logger.warning("could not load the tokenizer from %s: %s", path, exc)
+        return None
+
+
+_ = nn
