@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -76,6 +78,21 @@ def register_specs(register: Registrar) -> None:
         register: Registrar.
     """
     register.spec(specs_dir() / "architectures")
+
+
+COMMAND_MODULES: tuple[str, ...] = ("tlcore.commands.list_specs",)
+"""Modules whose ``add_command(subparsers)`` adds a built-in CLI command."""
+
+
+@hookimpl
+def register_commands(subparsers: Any) -> None:
+    """Add the built-in CLI commands.
+
+    Args:
+        subparsers: The CLI's sub-parsers.
+    """
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_command(subparsers)
 
 
 @hookimpl

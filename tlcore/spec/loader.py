@@ -74,7 +74,7 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
     """
     out = copy.deepcopy(dict(parent))
     out["hf"] = copy.deepcopy(child.get("hf", {}))
-    for key in ("config", "test_config", "test_variants"):
+    for key in ("config", "test_config", "test_variants", "parity"):
         out[key] = {**out.get(key, {}), **copy.deepcopy(child.get(key, {}))}
     traits = dict(out.get("traits", {}))
     for slot, block in child.get("traits", {}).items():

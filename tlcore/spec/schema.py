@@ -84,6 +84,31 @@ class WeightRule(BaseModel):
         return [WeightSource(**{"from": self.from_, "ops": self.ops}), *self.alt]
 
 
+class ParitySettings(BaseModel):
+    """How the parity tool compares this spec with HF (defaults suit almost every architecture)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    atol: float = 1e-4
+    attn_implementation: str = "eager"
+    """HF attention used as the reference; ``sdpa`` where HF's eager path is wrong (Falcon ALiBi)."""
+    variant_attn_implementation: dict[str, str] = Field(default_factory=dict)
+    """Per test variant override of ``attn_implementation``."""
+    note: str = ""
+    """Why a setting differs from the default (shown in the parity table)."""
+
+    def attn_for(self, variant: str | None) -> str:
+        """The HF attention implementation for a variant.
+
+        Args:
+            variant: Test variant name or None.
+
+        Returns:
+            ``eager`` or ``sdpa``.
+        """
+        return self.variant_attn_implementation.get(variant or "", self.attn_implementation)
+
+
 class ArchitectureSpec(BaseModel):
     """A validated architecture spec: HF match, config mapping, traits, weight map, test config."""
 
@@ -102,6 +127,7 @@ class ArchitectureSpec(BaseModel):
     """A tiny HF config (overrides on the HF class defaults) used by parity checks."""
     test_variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named extra overrides on ``test_config`` that parity also checks."""
+    parity: ParitySettings = Field(default_factory=ParitySettings)
     source_file: str | None = None
     source: str = "unknown"
     """The plugin that registered the spec."""

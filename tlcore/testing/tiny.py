@@ -101,7 +101,8 @@ def build_tiny_hf_model(spec: ArchitectureSpec, variant: str | None = None, seed
 
 
 def save_tiny_checkpoint(spec: ArchitectureSpec, directory: str | Path, variant: str | None = None,
-                         seed: int = DEFAULT_SEED, **overrides: Any) -> tuple[Path, Any]:
+                         seed: int = DEFAULT_SEED, attn_implementation: str = "eager",
+                         **overrides: Any) -> tuple[Path, Any]:
     """Write a tiny seeded checkpoint with ``save_pretrained`` (safetensors).
 
     Args:
@@ -109,12 +110,13 @@ def save_tiny_checkpoint(spec: ArchitectureSpec, directory: str | Path, variant:
         directory: Output folder.
         variant: Test variant name.
         seed: Fill seed.
+        attn_implementation: HF attention implementation of the returned reference model.
         **overrides: Extra HF config fields.
 
     Returns:
         ``(folder, hf_model)``.
     """
-    model = build_tiny_hf_model(spec, variant, seed, **overrides)
+    model = build_tiny_hf_model(spec, variant, seed, attn_implementation, **overrides)
     directory = Path(directory)
     model.save_pretrained(directory)
     return directory, model

@@ -1,0 +1,1 @@
+"""Built-in CLI commands; each module has ``add_command(subparsers)``."""
