@@ -305,6 +305,10 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     return _up(t, t)
 
 
+def _precise(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float32 if t.device.type == "mps" else torch.float64)
+
+
 def _assign(
     module: nn.Module,
     name: str,
@@ -368,7 +372,7 @@ def _norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | N
     if isinstance(norm, RMSNorm):
         w = norm.w
         if w is not None and norm.offset:
-            w = 1.0 + w.detach().float()
+            w = 1.0 + _own(w)
         return w, None, False
     raise UnsupportedConfigError(f"fold_ln: no folding rule for norm module {type(norm).__name__}")
 
@@ -525,9 +529,10 @@ def _refactor_factored_attn_matrices(model: Any) -> None:
                 "refactor_factored_attn_matrices needs ungrouped attention"
             )
         dtype = attn.W_Q.dtype
+        # The SVDs run in float64: in fp32 their error alone reaches ~1e-5 in the log-probs.
         # Append the biases as an extra input row, so x W_Q + b_Q = [x, 1] W_Q_eff.
-        q_eff = torch.cat([_own(attn.W_Q), _own(attn.b_Q)[:, None, :]], dim=1)
-        k_eff = torch.cat([_own(attn.W_K), _own(attn.b_K)[:, None, :]], dim=1)
+        q_eff = torch.cat([_precise(attn.W_Q), _precise(attn.b_Q)[:, None, :]], dim=1)
+        k_eff = torch.cat([_precise(attn.W_K), _precise(attn.b_K)[:, None, :]], dim=1)
         q_even, k_even_t = FactoredMatrix(q_eff, k_eff.transpose(-1, -2)).make_even().pair
         k_even = k_even_t.transpose(-1, -2)
         _assign(attn, "W_Q", q_even[:, :-1, :], dtype)
@@ -535,11 +540,11 @@ def _refactor_factored_attn_matrices(model: Any) -> None:
         _assign(attn, "W_K", k_even[:, :-1, :], dtype)
         _assign(attn, "b_K", k_even[:, -1, :], attn.b_K.dtype)
 
-        w_o = _own(attn.W_O)
-        b_o = _own(attn.b_O) + torch.einsum("hd,hdm->m", _own(attn.b_V), w_o)
+        w_o = _precise(attn.W_O)
+        b_o = _precise(attn.b_O) + torch.einsum("hd,hdm->m", _precise(attn.b_V), w_o)
         _assign(attn, "b_O", b_o, attn.b_O.dtype)
         _assign(attn, "b_V", torch.zeros_like(attn.b_V), attn.b_V.dtype)
-        u, s, v = FactoredMatrix(_own(attn.W_V), w_o).svd()
+        u, s, v = FactoredMatrix(_precise(attn.W_V), w_o).svd()
         _assign(attn, "W_V", u * s[..., None, :], dtype)
         _assign(attn, "W_O", v.transpose(-1, -2), attn.W_O.dtype)
 
