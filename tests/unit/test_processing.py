@@ -565,7 +565,8 @@ def test_post_norm_layouts_refuse_fold_and_centring(name: str, caplog: Any) -> N
     cfg = processed.cfg
     assert cfg.fold_ln is False and cfg.center_writing_weights is False
     reason = cfg.extra["weight_processing"]["fold_ln"]["reason"]
-    assert "post" in reason and cfg.extra["weight_processing"]["fold_ln"]["applied"] is False
+    assert "after the residual add" in reason
+    assert cfg.extra["weight_processing"]["fold_ln"]["applied"] is False
     assert "fold_ln skipped" in caplog.text
     # Norm weights are untouched.
     norm_names = ("ln1", "ln2") if name == "post_norm" else ("ln1_post", "ln2_post")
