@@ -3,10 +3,17 @@
 For each rule and layer, the first source whose keys all exist is read, its ops run, and the results
 go to the targets. Every problem (missing targets, unexpected checkpoint keys, wrong shapes, ops that
 produce the wrong number of tensors) is collected and reported together.
+
+Key templates: ``{i}`` is the layer and ``{e}`` the expert (one group of tensors per expert). In
+a ``from`` key, ``{h}`` expands in place to one key per head (``n_heads`` of them) and
+``{h:FIELD}`` to ``cfg.FIELD`` keys (``{h:n_key_value_heads}``), so per-head modules stored as a
+list (StableLM's ``q_layernorm.norms.{h}.weight``) reach the ops together, e.g. to be stacked
+into ``[n_heads, d_head]``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,8 +125,21 @@ def _expand_targets(rule: WeightRule, layer: int | None, n_experts: int) -> list
     return names
 
 
-def _source_keys(source: WeightSource, layer: int | None, expert: int | None) -> list[str]:
-    return [_fill(k, layer, expert) for k in source.from_]
+_PER_HEAD = re.compile(r"\{h(?::(\w+))?\}")
+
+
+def _expand_heads(key: str, cfg: Any) -> list[str]:
+    """Expand ``{h}`` / ``{h:FIELD}`` into one key per head (``n_heads`` / ``cfg.FIELD`` keys)."""
+    match = _PER_HEAD.search(key)
+    if match is None:
+        return [key]
+    n = int(getattr(cfg, match.group(1) or "n_heads"))
+    return [key[: match.start()] + str(h) + key[match.end():] for h in range(n)]
+
+
+def _source_keys(source: WeightSource, layer: int | None, expert: int | None,
+                 cfg: Any) -> list[str]:
+    return [k for t in source.from_ for k in _expand_heads(_fill(t, layer, expert), cfg)]
 
 
 def iter_mapped_tensors(
@@ -165,7 +185,7 @@ def iter_mapped_tensors(
             for source in rule.sources():
                 per_expert = any("{e}" in k for k in source.from_)
                 experts = range(n_experts) if per_expert else [None]
-                wanted = [k for e in experts for k in _source_keys(source, layer, e)]
+                wanted = [k for e in experts for k in _source_keys(source, layer, e, cfg)]
                 if all(k in keys for k in wanted):
                     chosen = source
                     break
@@ -175,14 +195,15 @@ def iter_mapped_tensors(
                 continue
             if beyond:
                 experts = range(n_experts) if per_expert else [None]
-                used.update(k for e in experts for k in _source_keys(chosen, layer, e))
+                used.update(k for e in experts for k in _source_keys(chosen, layer, e, cfg))
                 continue
             where = f"weights[{n}] (to {rule.to[0]}), layer {layer}"
             if per_expert:
-                groups = [(_source_keys(chosen, layer, e), [_fill(_fill(t, layer), None, e) for t in rule.to])
+                groups = [(_source_keys(chosen, layer, e, cfg),
+                           [_fill(_fill(t, layer), None, e) for t in rule.to])
                           for e in range(n_experts)]
             else:
-                groups = [(_source_keys(chosen, layer, None), names)]
+                groups = [(_source_keys(chosen, layer, None, cfg), names)]
             for source_keys, group_targets in groups:
                 used.update(source_keys)
                 try:
