@@ -25,7 +25,9 @@ class MoETrait(Trait):
 
     ``routing``: ``softmax_topk`` (softmax over all experts, then top-k, optionally renormalised:
     Mixtral, Qwen) or ``topk_softmax`` (top-k on the logits, softmax over those k: GPT-OSS).
-    ``dense_layers`` marks layers that use a dense gated MLP of width ``d_mlp`` instead.
+    ``dense_layers`` marks layers that use a dense gated MLP of width ``d_mlp`` instead; so do the
+    layers in ``dense_layer_indices`` and, with ``sparse_step`` > 1, every layer ``i`` where
+    ``(i + 1) % sparse_step != 0`` (Qwen-MoE's ``mlp_only_layers`` / ``decoder_sparse_step``).
     ``expert_kind`` ``clamped_swiglu`` is GPT-OSS's ``(clamp(up)+1) * glu(clamp(gate))``.
     """
 
@@ -45,6 +47,23 @@ class MoETrait(Trait):
     shared_expert_size: int | None = None
     shared_expert_gate: bool = False
     dense_layers: list[bool] | None = None
+    dense_layer_indices: list[int] = []
+    sparse_step: int = 1
+
+    def is_dense(self, layer: int) -> bool:
+        """Tell whether a layer uses a dense gated MLP instead of the experts.
+
+        Args:
+            layer: Block index.
+
+        Returns:
+            True for a dense layer.
+        """
+        if self.dense_layers is not None and self.dense_layers[layer]:
+            return True
+        # No experts at all also means dense everywhere (HF's ``num_experts > 0`` condition).
+        return (layer in self.dense_layer_indices or self.n_experts == 0
+                or (layer + 1) % self.sparse_step != 0)
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("num_experts", self.n_experts)
@@ -170,7 +189,7 @@ def make_moe(trait: MoETrait, cfg: Any, layer: int) -> nn.Module:
     Returns:
         The module.
     """
-    if trait.dense_layers is not None and trait.dense_layers[layer]:
+    if trait.is_dense(layer):
         act = trait.act or cfg.act_fn or "silu"
         return GatedMLP(cfg.d_model, cfg.d_mlp, act, cfg.dtype)
     return MoE(trait, cfg)
