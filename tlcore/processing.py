@@ -305,6 +305,12 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     return _up(t, t)
 
 
+def _param(module: nn.Module, name: str) -> torch.Tensor:
+    value = getattr(module, name)
+    assert isinstance(value, torch.Tensor), f"{type(module).__name__}.{name} is not a tensor"
+    return value
+
+
 def _precise(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32 if t.device.type == "mps" else torch.float64)
 
@@ -370,7 +376,7 @@ def _norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | N
     if isinstance(norm, LayerNorm):
         return norm.w, norm.b, True
     if isinstance(norm, RMSNorm):
-        w = norm.w
+        w: torch.Tensor | None = norm.w
         if w is not None and norm.offset:
             w = 1.0 + _own(w)
         return w, None, False
@@ -379,7 +385,9 @@ def _norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | N
 
 def _strip(norm: nn.Module) -> None:
     """Turn a folded norm into its parameter-free ``Pre`` form (LNPre / RMSPre)."""
-    norm.w = None
+    # Assigning None to a registered parameter unregisters it (the state dict loses the key).
+    if isinstance(norm, (LayerNorm, RMSNorm)):
+        norm.w = None
     if isinstance(norm, LayerNorm):
         norm.b = None
 
@@ -434,8 +442,9 @@ def _optimize_layout(model: nn.Module) -> None:
         method()
         return
     for module in model.modules():
-        if module is not model and hasattr(module, "optimize_layout_"):
-            module.optimize_layout_()
+        method = getattr(module, "optimize_layout_", None)
+        if module is not model and callable(method):
+            method()
 
 
 # ---------------------------------------------------------------------------------------- steps
@@ -487,8 +496,11 @@ def _pre_form_traits(cfg: HookedTransformerConfig) -> None:
 def _center_writing_weights(model: Any) -> None:
     _center(model.embed, "W_E")
     pos_embed = getattr(model, "pos_embed", None)
-    if isinstance(getattr(pos_embed, "W_pos", None), torch.Tensor) and getattr(
-        pos_embed, "adds_to_residual", True
+    # Only positions added to the residual stream are writes (rotary/ALiBi have no W_pos).
+    if (
+        isinstance(pos_embed, nn.Module)
+        and isinstance(getattr(pos_embed, "W_pos", None), torch.Tensor)
+        and getattr(pos_embed, "adds_to_residual", True)
     ):
         _center(pos_embed, "W_pos")
     for block in model.blocks:
@@ -528,25 +540,26 @@ def _refactor_factored_attn_matrices(model: Any) -> None:
             raise UnsupportedConfigError(
                 "refactor_factored_attn_matrices needs ungrouped attention"
             )
-        dtype = attn.W_Q.dtype
+        w_q, w_k, w_v, w_o = (_param(attn, n) for n in ("W_Q", "W_K", "W_V", "W_O"))
+        b_q, b_k, b_v, b_o = (_param(attn, n) for n in ("b_Q", "b_K", "b_V", "b_O"))
         # The SVDs run in float64: in fp32 their error alone reaches ~1e-5 in the log-probs.
         # Append the biases as an extra input row, so x W_Q + b_Q = [x, 1] W_Q_eff.
-        q_eff = torch.cat([_precise(attn.W_Q), _precise(attn.b_Q)[:, None, :]], dim=1)
-        k_eff = torch.cat([_precise(attn.W_K), _precise(attn.b_K)[:, None, :]], dim=1)
+        q_eff = torch.cat([_precise(w_q), _precise(b_q)[:, None, :]], dim=1)
+        k_eff = torch.cat([_precise(w_k), _precise(b_k)[:, None, :]], dim=1)
         q_even, k_even_t = FactoredMatrix(q_eff, k_eff.transpose(-1, -2)).make_even().pair
         k_even = k_even_t.transpose(-1, -2)
-        _assign(attn, "W_Q", q_even[:, :-1, :], dtype)
-        _assign(attn, "b_Q", q_even[:, -1, :], attn.b_Q.dtype)
-        _assign(attn, "W_K", k_even[:, :-1, :], dtype)
-        _assign(attn, "b_K", k_even[:, -1, :], attn.b_K.dtype)
-
-        w_o = _precise(attn.W_O)
-        b_o = _precise(attn.b_O) + torch.einsum("hd,hdm->m", _precise(attn.b_V), w_o)
-        _assign(attn, "b_O", b_o, attn.b_O.dtype)
-        _assign(attn, "b_V", torch.zeros_like(attn.b_V), attn.b_V.dtype)
-        u, s, v = FactoredMatrix(_precise(attn.W_V), w_o).svd()
-        _assign(attn, "W_V", u * s[..., None, :], dtype)
-        _assign(attn, "W_O", v.transpose(-1, -2), attn.W_O.dtype)
+        _assign(attn, "W_Q", q_even[:, :-1, :], w_q.dtype)
+        _assign(attn, "b_Q", q_even[:, -1, :], b_q.dtype)
+        _assign(attn, "W_K", k_even[:, :-1, :], w_k.dtype)
+        _assign(attn, "b_K", k_even[:, -1, :], b_k.dtype)
+        # OV: fold b_V into b_O first, then W_V W_O = U S V^T -> W_V = U S, W_O = V^T.
+        w_o_work = _precise(w_o)
+        b_o_new = _precise(b_o) + torch.einsum("hd,hdm->m", _precise(b_v), w_o_work)
+        _assign(attn, "b_O", b_o_new, b_o.dtype)
+        _assign(attn, "b_V", torch.zeros_like(b_v), b_v.dtype)
+        u, s, v = FactoredMatrix(_precise(w_v), w_o_work).svd()
+        _assign(attn, "W_V", u * s[..., None, :], w_v.dtype)
+        _assign(attn, "W_O", v.transpose(-1, -2), w_o.dtype)
 
 
 # -------------------------------------------------------------------------------- public steps
