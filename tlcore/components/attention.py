@@ -236,7 +236,7 @@ class Attention(nn.Module):
             k, v = (t.repeat_interleave(n_heads // n_kv, dim=2) for t in (k, v))
         k, v = self.hook_k(k), self.hook_v(v)
         if self.q_norm is not None and self.trait.qk_norm_scope != "full_width":
-            q, k = self.q_norm(q), self.k_norm(k)
+            q, k = self.q_norm(q), self._norm_keys(k)
         positional = self._positional[0] if self._positional else None
         if positional is not None and positional.rotates_qk:
             q = self.hook_rot_q(positional.rotate(q, ctx.positions, self.layer, ctx.memo))
@@ -251,6 +251,16 @@ class Attention(nn.Module):
         d_head = z.shape[-1]
         w_o = self.W_O.reshape(n_heads * d_head, -1).T
         return F.linear(z.reshape(*z.shape[:-2], n_heads * d_head), w_o, self.b_O)
+
+    def _norm_keys(self, k: torch.Tensor) -> torch.Tensor:
+        n_kv = self.cfg.n_key_value_heads
+        if self.trait.qk_norm_scope == "per_head_distinct" and k.shape[-2] != n_kv:
+            # Ungrouped keys (ungroup_grouped_query_attention): head h is a copy of kv head
+            # h // group, so it takes that head's weight row. Regroup as [..., group, n_kv, d]
+            # for the [n_kv, d] weight to broadcast, without dropping per-copy hook edits.
+            grouped = k.unflatten(-2, (n_kv, -1)).transpose(-2, -3)
+            return self.k_norm(grouped).transpose(-2, -3).flatten(-3, -2)
+        return self.k_norm(k)
 
     def _needs_scores(self) -> bool:
         return (self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks
