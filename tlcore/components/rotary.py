@@ -37,6 +37,11 @@ class RotaryTrait(Trait):
         cfg.setdefault("rotary_dim", self.dim)
         cfg.setdefault("rotary_adjacent_pairs", self.style == "interleaved")
         params = self._params(None)
+        if self.layer_types and "rope_theta" not in params:
+            # Nested per layer type (Gemma 3): TransformerLens's rotary_base is the global layers'
+            # theta (its rotary_base_local is the sliding layers').
+            params = self._params("full_attention" if "full_attention" in self.layer_types
+                                  else self.layer_types[0])
         cfg.setdefault("rotary_base", float(self.base or params.get("rope_theta", 10000.0)))
 
     def _params(self, layer_type: str | None) -> dict[str, Any]:
