@@ -16,7 +16,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    """Factory: ``tiny_checkpoint(spec_name, variant=None)`` → (folder, hf_model), cached per session."""
+    """Factory: ``tiny_checkpoint(spec_name, variant=None)`` → (folder, hf_model), per session."""
     from tlcore.registry import get_registry
     from tlcore.testing.tiny import save_tiny_checkpoint
 
@@ -27,8 +27,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
         if key not in made:
             spec = get_registry().get_spec(name)
             folder = tmp_path_factory.mktemp(f"{name}-{variant or 'base'}")
-            made[key] = save_tiny_checkpoint(spec, folder, variant,
-                                             attn_implementation=spec.parity.attn_for(variant))
+            made[key] = save_tiny_checkpoint(
+                spec, folder, variant, attn_implementation=spec.parity.attn_for(variant)
+            )
         return made[key]
 
     return make

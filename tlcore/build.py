@@ -1,4 +1,6 @@
-"""The generic builder: one pass from a resolved config (its traits) to modules. No per-architecture code.
+"""The generic builder: one pass from a resolved config (its traits) to modules.
+
+No per-architecture code.
 
 Each slot's trait kind names a component factory in the registry; the builder only wires them:
 embedding, positional component, one block per layer (attention + MLP + norms, in the block trait's

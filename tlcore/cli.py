@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tlcore import __version__
     from tlcore.plugins.manager import get_manager
 
-    parser = argparse.ArgumentParser(prog="tlcore", description="tlcore: hooked transformers from YAML specs")
+    parser = argparse.ArgumentParser(
+        prog="tlcore", description="tlcore: hooked transformers from YAML specs"
+    )
     parser.add_argument("--version", action="version", version=f"tlcore {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     manager = get_manager()
@@ -29,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             impl.function(subparsers=subparsers)
         except Exception as exc:  # noqa: BLE001 - one plugin's command must not break the CLI
-            warnings.warn(f"tlcore plugin '{manager.pm.get_name(impl.plugin)}': register_commands "
-                          f"raised {type(exc).__name__}: {exc}", stacklevel=2)
+            warnings.warn(
+                f"tlcore plugin '{manager.pm.get_name(impl.plugin)}': register_commands "
+                f"raised {type(exc).__name__}: {exc}",
+                stacklevel=2,
+            )
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``HookedTransformerConfig``: TransformerLens's config field names, resolved from a spec + HF config."""
+"""``HookedTransformerConfig``: TransformerLens's config fields, from a spec + an HF config."""
 
 from __future__ import annotations
 
@@ -16,25 +16,90 @@ from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.traits import SLOT_KINDS_FROM, SLOTS, Trait
 
 # HF config fields that never change the forward computation.
-HF_FIELDS_WITHOUT_EFFECT: frozenset[str] = frozenset({
-    "architectures", "model_type", "transformers_version", "_name_or_path", "name_or_path",
-    "dtype", "torch_dtype", "use_cache", "bos_token_id", "eos_token_id", "pad_token_id",
-    "sep_token_id", "decoder_start_token_id", "initializer_range", "init_std", "output_attentions",
-    "output_hidden_states", "return_dict", "tie_word_embeddings", "attention_dropout",
-    "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type", "summary_use_proj",
-    "summary_activation", "summary_proj_to_labels", "summary_first_dropout", "dropout",
-    "activation_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
-    "id2label", "label2id", "problem_type", "task_specific_params", "tokenizer_class",
-    "_attn_implementation", "_experts_implementation", "attn_implementation", "chunk_size_feed_forward",
-    "is_encoder_decoder", "is_decoder", "add_cross_attention", "pretraining_tp", "max_length",
-    "router_aux_loss_coef", "output_router_logits", "router_jitter_noise", "layerdrop",
-    "keys_to_ignore_at_inference", "quantization_config", "rope_scaling_validated", "bos_token",
-    "eos_token", "ffn_dropout", "embedding_dropout", "residual_dropout", "n_positions_cached",
-    "_commit_hash", "gradient_checkpointing", "use_return_dict", "tf_legacy_loss", "pruned_heads",
-    "torchscript", "cross_attention_hidden_size", "finetuning_task", "prefix", "suffix",
-    "_output_attentions", "image_token_index", "vocab_size_padded", "max_window_layers_ignored",
-    "attention_bias_ignored", "dtype_", "use_bfloat16", "layer_norm_epsilon_ignored", "mlp_only_layers_ignored",
-})
+HF_FIELDS_WITHOUT_EFFECT: frozenset[str] = frozenset(
+    {
+        "architectures",
+        "model_type",
+        "transformers_version",
+        "_name_or_path",
+        "name_or_path",
+        "dtype",
+        "torch_dtype",
+        "use_cache",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "sep_token_id",
+        "decoder_start_token_id",
+        "initializer_range",
+        "init_std",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+        "tie_word_embeddings",
+        "attention_dropout",
+        "hidden_dropout",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+        "summary_type",
+        "summary_use_proj",
+        "summary_activation",
+        "summary_proj_to_labels",
+        "summary_first_dropout",
+        "dropout",
+        "activation_dropout",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "classifier_dropout",
+        "id2label",
+        "label2id",
+        "problem_type",
+        "task_specific_params",
+        "tokenizer_class",
+        "_attn_implementation",
+        "_experts_implementation",
+        "attn_implementation",
+        "chunk_size_feed_forward",
+        "is_encoder_decoder",
+        "is_decoder",
+        "add_cross_attention",
+        "pretraining_tp",
+        "max_length",
+        "router_aux_loss_coef",
+        "output_router_logits",
+        "router_jitter_noise",
+        "layerdrop",
+        "keys_to_ignore_at_inference",
+        "quantization_config",
+        "rope_scaling_validated",
+        "bos_token",
+        "eos_token",
+        "ffn_dropout",
+        "embedding_dropout",
+        "residual_dropout",
+        "n_positions_cached",
+        "_commit_hash",
+        "gradient_checkpointing",
+        "use_return_dict",
+        "tf_legacy_loss",
+        "pruned_heads",
+        "torchscript",
+        "cross_attention_hidden_size",
+        "finetuning_task",
+        "prefix",
+        "suffix",
+        "_output_attentions",
+        "image_token_index",
+        "vocab_size_padded",
+        "max_window_layers_ignored",
+        "attention_bias_ignored",
+        "dtype_",
+        "use_bfloat16",
+        "layer_norm_epsilon_ignored",
+        "mlp_only_layers_ignored",
+    }
+)
 
 
 @dataclass
@@ -179,8 +244,9 @@ class _RecordingMapping(Mapping[str, Any]):
 _CFG_FIELDS = {f.name for f in dataclasses.fields(HookedTransformerConfig)}
 
 
-def resolve_config(spec: ArchitectureSpec, hf_config: Any, *, check_guard: bool = True,
-                   **overrides: Any) -> HookedTransformerConfig:
+def resolve_config(
+    spec: ArchitectureSpec, hf_config: Any, *, check_guard: bool = True, **overrides: Any
+) -> HookedTransformerConfig:
     """Resolve a spec against an HF config into a :class:`HookedTransformerConfig`.
 
     Args:
@@ -209,8 +275,12 @@ def resolve_config(spec: ArchitectureSpec, hf_config: Any, *, check_guard: bool 
     for slot in SLOTS:
         if slot in spec.traits:
             traits[slot] = resolve_trait(
-                spec.traits[slot], SLOT_KINDS_FROM.get(slot, slot), registry.trait_model, hf,
-                values, f"{where}: traits.{slot}",
+                spec.traits[slot],
+                SLOT_KINDS_FROM.get(slot, slot),
+                registry.trait_model,
+                hf,
+                values,
+                f"{where}: traits.{slot}",
             )
     for slot in SLOTS:
         if slot in traits:

@@ -21,8 +21,9 @@ class HookedTransformerKeyValueCacheEntry:
     frozen: bool = False
 
     @classmethod
-    def init_cache_entry(cls, cfg: Any, device: torch.device | str | None,
-                         batch_size: int = 1) -> HookedTransformerKeyValueCacheEntry:
+    def init_cache_entry(
+        cls, cfg: Any, device: torch.device | str | None, batch_size: int = 1
+    ) -> HookedTransformerKeyValueCacheEntry:
         """Create an empty entry.
 
         Args:
@@ -34,10 +35,14 @@ class HookedTransformerKeyValueCacheEntry:
             The entry.
         """
         shape = (batch_size, 0, cfg.n_key_value_heads, cfg.d_head)
-        return cls(torch.empty(shape, device=device, dtype=cfg.dtype),
-                   torch.empty(shape, device=device, dtype=cfg.dtype))
+        return cls(
+            torch.empty(shape, device=device, dtype=cfg.dtype),
+            torch.empty(shape, device=device, dtype=cfg.dtype),
+        )
 
-    def append(self, new_keys: torch.Tensor, new_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(
+        self, new_keys: torch.Tensor, new_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return past + new keys/values, storing them unless frozen.
 
         Args:
@@ -64,8 +69,9 @@ class HookedTransformerKeyValueCache:
     past_positions: Int[torch.Tensor, "batch pos"] | None = field(default=None)
 
     @classmethod
-    def init_cache(cls, cfg: Any, device: torch.device | str | None,
-                   batch_size: int = 1) -> HookedTransformerKeyValueCache:
+    def init_cache(
+        cls, cfg: Any, device: torch.device | str | None, batch_size: int = 1
+    ) -> HookedTransformerKeyValueCache:
         """Create an empty cache for a model config.
 
         Args:
@@ -76,8 +82,10 @@ class HookedTransformerKeyValueCache:
         Returns:
             The cache.
         """
-        entries = [HookedTransformerKeyValueCacheEntry.init_cache_entry(cfg, device, batch_size)
-                   for _ in range(cfg.n_layers)]
+        entries = [
+            HookedTransformerKeyValueCacheEntry.init_cache_entry(cfg, device, batch_size)
+            for _ in range(cfg.n_layers)
+        ]
         return cls(entries, torch.empty((batch_size, 0), device=device, dtype=torch.int))
 
     def freeze(self) -> None:
@@ -92,7 +100,9 @@ class HookedTransformerKeyValueCache:
         for entry in self.entries:
             entry.frozen = False
 
-    def append_attention_mask(self, attention_mask: Int[torch.Tensor, "batch new_pos"]) -> Int[torch.Tensor, "batch pos"]:
+    def append_attention_mask(
+        self, attention_mask: Int[torch.Tensor, "batch new_pos"]
+    ) -> Int[torch.Tensor, "batch pos"]:
         """Return the mask of cached + new tokens, storing it unless frozen.
 
         Args:
@@ -101,8 +111,10 @@ class HookedTransformerKeyValueCache:
         Returns:
             The full mask.
         """
-        mask = torch.cat([self.previous_attention_mask.to(attention_mask.device),
-                          attention_mask.to(torch.int)], dim=-1)
+        mask = torch.cat(
+            [self.previous_attention_mask.to(attention_mask.device), attention_mask.to(torch.int)],
+            dim=-1,
+        )
         if not self.frozen:
             self.previous_attention_mask = mask
         return mask

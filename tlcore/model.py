@@ -197,7 +197,7 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
     # -- forward ---------------------------------------------------------------------------------
     def input_to_embed(
         self,
-        input: str | list[str] | Int[torch.Tensor, "batch pos"] | Int[torch.Tensor, "pos"],
+        input: str | list[str] | Int[torch.Tensor, "batch pos"] | Int[torch.Tensor, " pos"],
         prepend_bos: bool | None = USE_DEFAULT_VALUE,
         padding_side: Literal["left", "right"] | None = USE_DEFAULT_VALUE,
         attention_mask: torch.Tensor | None = None,

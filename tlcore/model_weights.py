@@ -14,7 +14,7 @@ from tlcore.factored_matrix import FactoredMatrix
 
 
 class WeightsMixin:
-    """Stacked weights and factored attention matrices; expects ``blocks``, ``embed``, ``unembed``."""
+    """Stacked weights and factored attention matrices (from ``blocks``, ``embed``, ``unembed``)."""
 
     blocks: Any
     embed: Any
@@ -34,7 +34,9 @@ class WeightsMixin:
     def W_pos(self) -> Float[torch.Tensor, "n_ctx d_model"]:
         """Learned positional embedding (learned/shortformer positions only)."""
         if not hasattr(self.pos_embed, "W_pos"):
-            raise AttributeError(f"W_pos: this model's positions are {self.cfg.positional_embedding_type}")
+            raise AttributeError(
+                f"W_pos: this model's positions are {self.cfg.positional_embedding_type}"
+            )
         return self.pos_embed.W_pos
 
     @property
@@ -48,7 +50,7 @@ class WeightsMixin:
         return self.unembed.W_U
 
     @property
-    def b_U(self) -> Float[torch.Tensor, "d_vocab"]:
+    def b_U(self) -> Float[torch.Tensor, " d_vocab"]:
         """Unembedding bias."""
         return self.unembed.b_U
 
@@ -119,7 +121,7 @@ class WeightsMixin:
 
     @property
     def QK(self) -> FactoredMatrix:
-        """``W_Q @ W_K.T`` per layer and head, factored: ``[n_layers, n_heads, d_model, d_model]``."""
+        """``W_Q @ W_K.T`` per layer and head, factored: ``[layer, head, d_model, d_model]``."""
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
@@ -133,10 +135,15 @@ class WeightsMixin:
         Returns:
             The labels, layer-major.
         """
-        return [f"L{layer}H{head}" for layer in range(self.cfg.n_layers) for head in range(self.cfg.n_heads)]
+        return [
+            f"L{layer}H{head}"
+            for layer in range(self.cfg.n_layers)
+            for head in range(self.cfg.n_heads)
+        ]
 
-    def accumulated_bias(self, layer: int, mlp_input: bool = False,
-                         include_mlp_biases: bool = True) -> Float[torch.Tensor, "d_model"]:
+    def accumulated_bias(
+        self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
+    ) -> Float[torch.Tensor, " d_model"]:
         """Sum of the biases written to the residual stream before ``layer``.
 
         Args:

@@ -51,7 +51,9 @@ def test_processed_logprobs_match_hf(tiny_checkpoint, name: str) -> None:
 @pytest.mark.parametrize("name", ["gpt2", "llama", "mixtral"])
 def test_hf_model_argument_converts_in_memory_model(tiny_checkpoint, name: str) -> None:
     folder, hf_model = tiny_checkpoint(name)
-    from_memory = HookedTransformer.from_pretrained_no_processing(name, hf_model=hf_model, device="cpu")
+    from_memory = HookedTransformer.from_pretrained_no_processing(
+        name, hf_model=hf_model, device="cpu"
+    )
     from_disk = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
     tokens = parity_tokens(from_disk.cfg.d_vocab)
     with torch.no_grad():
@@ -79,7 +81,8 @@ def test_sdpa_and_explicit_attention_agree(tiny_checkpoint, name: str) -> None:
         fast, fast_cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
         # A hook on the pattern forces every layer onto the explicit (materialised) path.
         slow, slow_cache = model.run_with_cache(
-            tokens, names_filter=lambda n: n.endswith(("hook_z", "hook_pattern")))
+            tokens, names_filter=lambda n: n.endswith(("hook_z", "hook_pattern"))
+        )
     assert len(slow_cache) == 2 * model.cfg.n_layers and len(fast_cache) == model.cfg.n_layers
     for layer in range(model.cfg.n_layers):
         name = f"blocks.{layer}.attn.hook_z"
@@ -92,7 +95,9 @@ def test_sdpa_and_explicit_attention_agree(tiny_checkpoint, name: str) -> None:
 def test_first_n_layers_loads_a_prefix(tiny_checkpoint) -> None:
     folder, _ = tiny_checkpoint("llama")
     full = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-    cut = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu", first_n_layers=1)
+    cut = HookedTransformer.from_pretrained_no_processing(
+        str(folder), device="cpu", first_n_layers=1
+    )
     assert cut.cfg.n_layers == 1 and len(cut.blocks) == 1
     tokens = parity_tokens(full.cfg.d_vocab)
     with torch.no_grad():
@@ -124,8 +129,10 @@ def test_padding_mask_matches_unpadded_runs(tiny_checkpoint, name: str) -> None:
     with torch.no_grad():
         alone = model(tokens)
         left = model(padded, attention_mask=mask)
-        right = model(torch.cat([tokens, torch.zeros(1, 3, dtype=tokens.dtype)], dim=1),
-                      attention_mask=mask.flip(-1))
+        right = model(
+            torch.cat([tokens, torch.zeros(1, 3, dtype=tokens.dtype)], dim=1),
+            attention_mask=mask.flip(-1),
+        )
     assert (left[:, 3:] - alone).abs().max() < 1e-4
     assert (right[:, :7] - alone).abs().max() < 1e-4
 

@@ -25,7 +25,9 @@ def copy_checkpoint(folder: Path, tmp_path: Path) -> Path:
     return target
 
 
-def test_unknown_architecture_lists_supported_and_how_to_add(tiny_checkpoint, tmp_path: Path) -> None:
+def test_unknown_architecture_lists_supported_and_how_to_add(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     folder, _ = tiny_checkpoint("gpt2")
     ckpt = copy_checkpoint(folder, tmp_path)
     config = json.loads((ckpt / "config.json").read_text())
@@ -38,7 +40,9 @@ def test_unknown_architecture_lists_supported_and_how_to_add(tiny_checkpoint, tm
     assert "model_type 'bert'" in message and "gpt2" in message and "spec" in message
 
 
-def test_missing_unexpected_and_misshaped_keys_reported_together(tiny_checkpoint, tmp_path: Path) -> None:
+def test_missing_unexpected_and_misshaped_keys_reported_together(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     folder, _ = tiny_checkpoint("gpt2")
     ckpt = copy_checkpoint(folder, tmp_path)
     tensors = load_file(ckpt / "model.safetensors")

@@ -11,10 +11,23 @@ from tlcore.parity import parity_tokens
 B, P = 2, 12
 
 GPT2_LAYER_HOOKS = [
-    "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k",
-    "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out",
-    "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post",
-    "hook_mlp_out", "hook_resid_post",
+    "hook_resid_pre",
+    "ln1.hook_scale",
+    "ln1.hook_normalized",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_attn_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
 ]
 
 
@@ -71,7 +84,9 @@ def test_rotary_hooks_rotate_and_preserve_norms(tiny_checkpoint) -> None:
     assert rotary_dim < model.cfg.d_head  # partial rotary: the rest passes through
     assert torch.equal(q[..., rotary_dim:], rot_q[..., rotary_dim:])
     assert torch.allclose(q[:, 0], rot_q[:, 0], atol=1e-6)  # position 0: identity rotation
-    assert torch.allclose(q[..., :rotary_dim].norm(dim=-1), rot_q[..., :rotary_dim].norm(dim=-1), atol=1e-4)
+    assert torch.allclose(
+        q[..., :rotary_dim].norm(dim=-1), rot_q[..., :rotary_dim].norm(dim=-1), atol=1e-4
+    )
     assert not torch.allclose(q[:, 3:, :, :rotary_dim], rot_q[:, 3:, :, :rotary_dim])
 
 
@@ -110,6 +125,9 @@ def test_every_hook_point_fires(tiny_checkpoint, name: str) -> None:
     never_fired = set(model.hook_dict) - set(cache.keys())
     # hook_attn_in is the alternative to split q/k/v inputs; MoE experts fire only when routed to;
     # hook_pos_embed exists only with learned positions.
-    allowed = {n for n in never_fired if n.endswith("hook_attn_in") or ".experts." in n
-               or n == "hook_pos_embed"}
+    allowed = {
+        n
+        for n in never_fired
+        if n.endswith("hook_attn_in") or ".experts." in n or n == "hook_pos_embed"
+    }
     assert never_fired == allowed

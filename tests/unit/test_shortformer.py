@@ -23,8 +23,9 @@ def shortformer_model() -> HookedTransformer:
     gpt2 = get_registry().get_spec("gpt2")
     traits = dict(gpt2.traits)
     traits["positional"] = {"kind": "shortformer"}
-    spec = ArchitectureSpec.model_validate({**gpt2.model_dump(by_alias=True), "name": "gpt2_shortformer",
-                                            "traits": traits})
+    spec = ArchitectureSpec.model_validate(
+        {**gpt2.model_dump(by_alias=True), "name": "gpt2_shortformer", "traits": traits}
+    )
     cfg = resolve_config(spec, tiny_hf_config(gpt2))
     model = HookedTransformer(cfg)
     model.init_weights(seed=3)
@@ -65,7 +66,9 @@ def reference_forward(model: HookedTransformer, tokens: torch.Tensor) -> torch.T
 def test_shortformer_matches_reference() -> None:
     model = shortformer_model()
     assert model.cfg.positional_embedding_type == "shortformer"
-    tokens = torch.randint(0, model.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         ours = model(tokens)
         ref = reference_forward(model, tokens)

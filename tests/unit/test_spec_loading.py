@@ -56,17 +56,29 @@ def test_minimal_spec_validates(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutation", "expected"),
     [
-        (("attention: {kind: attention}", "attention: {kind: flash}"), r"unknown attention kind 'flash'"),
-        (("attention: {kind: attention}", "attention: {kind: attention, sofcap: 3}"),
-         r"unknown parameter\(s\) \['sofcap'\]"),
+        (
+            ("attention: {kind: attention}", "attention: {kind: flash}"),
+            r"unknown attention kind 'flash'",
+        ),
+        (
+            ("attention: {kind: attention}", "attention: {kind: attention, sofcap: 3}"),
+            r"unknown parameter\(s\) \['sofcap'\]",
+        ),
         (("mlp: {kind: plain, act: relu}", "mlp: {act: relu}"), r"traits\.mlp.*'kind'"),
-        (("  unembed: {kind: linear}\n", "  unembed: {kind: linear}\n  decoder: {kind: x}\n"),
-         r"traits\.decoder.*unknown slot"),
+        (
+            ("  unembed: {kind: linear}\n", "  unembed: {kind: linear}\n  decoder: {kind: x}\n"),
+            r"traits\.decoder.*unknown slot",
+        ),
         (("  unembed: {kind: linear}\n", ""), r"traits\.unembed.*required slot is missing"),
         (("config: {d_model: 8}", "config: {d_model: {hf: [1]}}"), r"config\.d_model.*'hf' takes"),
-        (("config: {d_model: 8}", "config: {d_model: {mul: [1, 2, 3]}}"), r"config\.d_model.*two operands"),
-        (("hf: {model_types: [tinything]}", "hf: {model_types: tinything, colour: red}"),
-         r"field 'hf\.colour'"),
+        (
+            ("config: {d_model: 8}", "config: {d_model: {mul: [1, 2, 3]}}"),
+            r"config\.d_model.*two operands",
+        ),
+        (
+            ("hf: {model_types: [tinything]}", "hf: {model_types: tinything, colour: red}"),
+            r"field 'hf\.colour'",
+        ),
     ],
 )
 def test_malformed_specs_name_file_field_and_reason(tmp_path: Path, mutation, expected) -> None:
@@ -93,9 +105,19 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 
 def test_extends_merges_traits_weights_and_config(tmp_path: Path) -> None:
     reg = registry_with_builtin_traits()
-    reg.add_spec(write(tmp_path, "tiny.yaml", MINIMAL + "weights:\n  - {to: embed.W_E, from: a}\n"
-                       "  - {to: unembed.W_U, from: b}\n"), BUILTIN)
-    reg.add_spec(write(tmp_path, "child.yaml", """
+    reg.add_spec(
+        write(
+            tmp_path,
+            "tiny.yaml",
+            MINIMAL + "weights:\n  - {to: embed.W_E, from: a}\n  - {to: unembed.W_U, from: b}\n",
+        ),
+        BUILTIN,
+    )
+    reg.add_spec(
+        write(
+            tmp_path,
+            "child.yaml",
+            """
         name: child
         extends: tiny
         hf: {model_types: [childthing]}
@@ -106,7 +128,10 @@ def test_extends_merges_traits_weights_and_config(tmp_path: Path) -> None:
         drop_weights: [unembed.W_U]
         weights:
           - {to: embed.W_E, from: c}
-        """), BUILTIN)
+        """,
+        ),
+        BUILTIN,
+    )
     child = reg.get_spec("child")
     assert child.traits["attention"] == {"kind": "attention", "sliding_window": 4}
     assert child.traits["mlp"] == {"kind": "gated", "act": "silu"}  # another kind replaces
@@ -117,10 +142,15 @@ def test_extends_merges_traits_weights_and_config(tmp_path: Path) -> None:
 
 def test_extends_errors(tmp_path: Path) -> None:
     reg = registry_with_builtin_traits()
-    reg.add_spec(write(tmp_path, "a.yaml", MINIMAL.replace("name: tiny", "name: a\nextends: b")), BUILTIN)
-    reg.add_spec(write(tmp_path, "b.yaml", MINIMAL.replace("name: tiny", "name: b\nextends: a")), BUILTIN)
-    reg.add_spec(write(tmp_path, "c.yaml", MINIMAL.replace("name: tiny", "name: c\nextends: tinny")),
-                 BUILTIN)
+    reg.add_spec(
+        write(tmp_path, "a.yaml", MINIMAL.replace("name: tiny", "name: a\nextends: b")), BUILTIN
+    )
+    reg.add_spec(
+        write(tmp_path, "b.yaml", MINIMAL.replace("name: tiny", "name: b\nextends: a")), BUILTIN
+    )
+    reg.add_spec(
+        write(tmp_path, "c.yaml", MINIMAL.replace("name: tiny", "name: c\nextends: tinny")), BUILTIN
+    )
     with pytest.raises(SpecError, match="cycle"):
         reg.get_spec("a")
     with pytest.raises(SpecError, match="no architecture named 'tinny'"):
@@ -128,14 +158,30 @@ def test_extends_errors(tmp_path: Path) -> None:
 
 
 def test_expressions() -> None:
-    hf = {"hidden_size": 64, "num_attention_heads": 4, "head_dim": None, "layer_types": ["s", "f", "s"],
-          "rope_parameters": {"rope_theta": 1e4}}
-    assert evaluate({"hf": "head_dim", "default": {"div": [{"hf": "hidden_size"},
-                                                            {"hf": "num_attention_heads"}]}}, hf) == 16
+    hf = {
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "head_dim": None,
+        "layer_types": ["s", "f", "s"],
+        "rope_parameters": {"rope_theta": 1e4},
+    }
+    assert (
+        evaluate(
+            {
+                "hf": "head_dim",
+                "default": {"div": [{"hf": "hidden_size"}, {"hf": "num_attention_heads"}]},
+            },
+            hf,
+        )
+        == 16
+    )
     assert evaluate({"map_eq": [{"hf": "layer_types"}, "s"]}, hf) == [True, False, True]
     assert evaluate({"get": [{"hf": "rope_parameters"}, "partial_rotary_factor", 1.0]}, hf) == 1.0
     assert evaluate({"int": {"mul": [16, 0.3]}}, hf) == 4
-    assert evaluate({"if": {"eq": [{"hf": "hidden_size"}, 64]}, "then": "yes", "else": "no"}, hf) == "yes"
+    assert (
+        evaluate({"if": {"eq": [{"hf": "hidden_size"}, 64]}, "then": "yes", "else": "no"}, hf)
+        == "yes"
+    )
     assert evaluate({"cfg": "d_model"}, hf, {"d_model": 3}) == 3
     with pytest.raises(SpecError, match="no field 'n_embd'"):
         evaluate({"hf": "n_embd"}, hf)

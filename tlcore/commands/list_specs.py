@@ -24,16 +24,18 @@ def architecture_rows() -> list[dict[str, Any]]:
     rows = []
     for name in registry.spec_names():
         spec = registry.get_spec(name)
-        rows.append({
-            "name": name,
-            "model_types": spec.hf.model_types,
-            "architectures": spec.hf.architectures,
-            "match": spec.hf.match,
-            "traits": {slot: block.get("kind") for slot, block in spec.traits.items()},
-            "extends": spec.extends,
-            "source": registry.specs[name].source.plugin,
-            "description": spec.description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "model_types": spec.hf.model_types,
+                "architectures": spec.hf.architectures,
+                "match": spec.hf.match,
+                "traits": {slot: block.get("kind") for slot, block in spec.traits.items()},
+                "extends": spec.extends,
+                "source": registry.specs[name].source.plugin,
+                "description": spec.description,
+            }
+        )
     return rows
 
 
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         traits = ", ".join(f"{k}={v}" for k, v in r["traits"].items())
         variant = f" where {r['match']}" if r["match"] else ""
-        print(f"{r['name']:<{width}}  {'/'.join(r['model_types'])}{variant}\n{'':<{width}}  {traits}")
+        print(
+            f"{r['name']:<{width}}  {'/'.join(r['model_types'])}{variant}\n{'':<{width}}  {traits}"
+        )
     print(f"\n{len(rows)} architectures")
     return 0
 
@@ -65,6 +69,8 @@ def add_command(subparsers: Any) -> None:
     Args:
         subparsers: The CLI's sub-parsers.
     """
-    parser = subparsers.add_parser("list", help="list architectures, their HF model types and traits")
+    parser = subparsers.add_parser(
+        "list", help="list architectures, their HF model types and traits"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)

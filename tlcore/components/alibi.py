@@ -23,7 +23,7 @@ class AlibiTrait(Trait):
         cfg.setdefault("positional_embedding_type", "alibi")
 
 
-def alibi_slopes(n_heads: int) -> Float[torch.Tensor, "head_index"]:
+def alibi_slopes(n_heads: int) -> Float[torch.Tensor, " head_index"]:
     """The standard ALiBi slopes, with the interleaved extra powers for non-power-of-two head counts.
 
     Args:

@@ -1,5 +1,8 @@
-"""Rotary position embeddings: rotate-half (NeoX/Llama) or interleaved (GPT-J) style, partial width,
-and every HF ``rope_type`` (via HF's own ``ROPE_INIT_FUNCTIONS``, so scaling rules never drift)."""
+"""Rotary position embeddings: rotate-half (NeoX/Llama) or interleaved (GPT-J) style.
+
+Partial widths and every HF ``rope_type`` are supported; non-default types use HF's own
+``ROPE_INIT_FUNCTIONS``, so scaling rules never drift from HF's.
+"""
 
 from __future__ import annotations
 

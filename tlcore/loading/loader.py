@@ -1,4 +1,4 @@
-"""The streaming loader: checkpoint tensors → a model built on the meta device, one tensor at a time.
+"""The streaming loader: checkpoint tensors → a model built on "meta", one tensor at a time.
 
 Peak memory stays near one copy of the weights: each tensor is read, transformed and assigned
 (``nn.Parameter`` wrapping the converted tensor) before the next is read, and the model's parameters
@@ -16,8 +16,9 @@ from tlcore.loading.weight_map import MappingReport, iter_mapped_tensors
 from tlcore.spec.schema import ArchitectureSpec
 
 # TransformerLens always has these biases; a checkpoint without them means zeros.
-ZERO_DEFAULT_PARAMS = frozenset({"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U",
-                                 "b_gate"})
+ZERO_DEFAULT_PARAMS = frozenset(
+    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U", "b_gate"}
+)
 
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bool) -> None:
@@ -68,8 +69,9 @@ def load_checkpoint(
 
         bar = tqdm(total=len(params), desc=f"loading {spec.name}", unit="tensor")
     filled: set[str] = set()
-    for name, tensor in iter_mapped_tensors(spec, model.cfg, keys, source.get, targets, report, hf,
-                                            skip_layers_from):
+    for name, tensor in iter_mapped_tensors(
+        spec, model.cfg, keys, source.get, targets, report, hf, skip_layers_from
+    ):
         real = aliases.get(name, name)
         _assign(model, real, tensor.to(device=device, dtype=dtype).contiguous(), True)
         filled.add(real)

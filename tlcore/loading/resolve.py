@@ -1,5 +1,7 @@
-"""Resolving what the user asked for (alias, hub id, local folder, ``.gguf`` file, in-memory HF model)
-into a checkpoint source, an HF config object and an architecture spec."""
+"""Resolving a model reference into a checkpoint source, an HF config object and a spec.
+
+A reference is an alias, an HF hub id, a local folder, a ``.gguf`` file or an in-memory HF model.
+"""
 
 from __future__ import annotations
 
@@ -44,12 +46,15 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
     data = dict(config)
     model_type = data.pop("model_type", None)
     if model_type is None:
-        raise UnknownArchitectureError("config.json has no 'model_type'; cannot pick an architecture")
+        raise UnknownArchitectureError(
+            "config.json has no 'model_type'; cannot pick an architecture"
+        )
     try:
         return AutoConfig.for_model(model_type, **data)
     except ValueError as exc:
         raise UnknownArchitectureError(
-            f"transformers does not know model_type '{model_type}': {exc}") from exc
+            f"transformers does not know model_type '{model_type}': {exc}"
+        ) from exc
 
 
 def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
@@ -86,17 +91,22 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
         if all(data.get(k) == v for k, v in spec.hf.match.items()):
             candidates.append(spec)
     if not candidates:
-        supported = sorted({t for n in registry.spec_names() for t in registry.get_spec(n).hf.model_types})
+        supported = sorted(
+            {t for n in registry.spec_names() for t in registry.get_spec(n).hf.model_types}
+        )
         raise UnknownArchitectureError(
             f"no architecture spec covers model_type '{model_type}' "
-            f"(architectures {sorted(classes) or '[]'}). Supported model types: {', '.join(supported)}. "
+            f"(architectures {sorted(classes) or '[]'}). "
+            f"Supported model types: {', '.join(supported)}. "
             f"To add one, write a YAML spec (docs/add_an_architecture.md) and register it from a "
             f"plugin or specs/architectures/."
         )
     return max(candidates, key=lambda s: s.hf.priority)
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike[str] | None, hf_model: Any = None) -> ResolvedCheckpoint:
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike[str] | None, hf_model: Any = None
+) -> ResolvedCheckpoint:
     """Resolve a model reference.
 
     Args:
@@ -118,9 +128,13 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str] | None, hf_model: An
     if hf_model is not None:
         source: Any = StateDictSource(hf_model)
         config = hf_model.config
-        return ResolvedCheckpoint(spec_for_hf_config(config), config, source,
-                                  f"hf_model ({type(hf_model).__name__})",
-                                  model_name=str(name_or_path or getattr(config, "_name_or_path", "custom")))
+        return ResolvedCheckpoint(
+            spec_for_hf_config(config),
+            config,
+            source,
+            f"hf_model ({type(hf_model).__name__})",
+            model_name=str(name_or_path or getattr(config, "_name_or_path", "custom")),
+        )
     assert name_or_path is not None, "pass a model name, a path or hf_model="
     name = str(name_or_path)
     seen: set[str] = set()
@@ -135,22 +149,40 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str] | None, hf_model: An
     elif not path.exists():
         path = _hub_snapshot(name)
     if not (path / "config.json").exists():
-        raise CheckpointMismatchError(f"{path}: no config.json; a checkpoint folder needs config.json and weights")
+        raise CheckpointMismatchError(
+            f"{path}: no config.json; a checkpoint folder needs config.json and weights"
+        )
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
     source = SafetensorsDirSource(path)
-    has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
-    return ResolvedCheckpoint(spec_for_hf_config(config), config, source, str(path),
-                              path if has_tokenizer else None, model_name=str(name_or_path))
+    has_tokenizer = any(
+        (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+    )
+    return ResolvedCheckpoint(
+        spec_for_hf_config(config),
+        config,
+        source,
+        str(path),
+        path if has_tokenizer else None,
+        model_name=str(name_or_path),
+    )
 
 
 def _hub_snapshot(repo_id: str) -> Path:
     """Fetch a hub checkpoint (config, safetensors, tokenizer) or find it in the local HF cache."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
-                "vocab.json", "merges.txt", "special_tokens_map.json", "generation_config.json"]
+    patterns = [
+        "config.json",
+        "*.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer*",
+        "vocab.json",
+        "merges.txt",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except Exception:  # noqa: BLE001 - fall through to a download attempt

@@ -1,7 +1,7 @@
 """Checkpoint sources: where tensors come from (a safetensors directory, an in-memory HF model).
 
-A source has ``keys()``, ``get(key)`` (one tensor, read now) and ``hf_config()``; the loader pulls one
-tensor at a time from it, so a checkpoint is never held twice in memory.
+A source has ``keys()``, ``get(key)`` (one tensor, read now) and ``hf_config()``; the loader pulls
+one tensor at a time from it, so a checkpoint is never held twice in memory.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class TensorSource(Protocol):
 
 
 class SafetensorsDirSource:
-    """A local HF checkpoint folder: ``config.json`` plus ``model.safetensors`` (or a sharded index).
+    """A local HF checkpoint folder: ``config.json`` plus safetensors (one file or a sharded index).
 
     Tensors are read lazily from memory-mapped files. Legacy ``pytorch_model.bin`` checkpoints load
     with ``torch.load(weights_only=True)`` (no pickled code runs).
@@ -71,7 +71,9 @@ class SafetensorsDirSource:
             elif bins:
                 self._bin = {}
                 for file in bins:
-                    self._bin.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+                    self._bin.update(
+                        torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                    )
                 self._index = dict.fromkeys(self._bin, file)
             else:
                 raise CheckpointMismatchError(

@@ -1,8 +1,8 @@
 """Executing a spec's weight map: HF tensors → TransformerLens-named tensors, one rule at a time.
 
 For each rule and layer, the first source whose keys all exist is read, its ops run, and the results
-go to the targets. Every problem (missing targets, unexpected checkpoint keys, wrong shapes, ops that
-produce the wrong number of tensors) is collected and reported together.
+go to the targets. Every problem (missing targets, unexpected checkpoint keys, wrong shapes, ops
+that produce the wrong number of tensors) is collected and reported together.
 
 Key templates: ``{i}`` is the layer and ``{e}`` the expert (one group of tensors per expert). In
 a ``from`` key, ``{h}`` expands in place to one key per head (``n_heads`` of them) and
@@ -27,9 +27,16 @@ from tlcore.spec.expressions import evaluate
 from tlcore.spec.schema import ArchitectureSpec, WeightRule, WeightSource
 
 # Non-persistent HF buffers that some checkpoints still carry; they hold no weights.
-IGNORED_KEY_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias",
-                        "attention.bias", "attention.masked_bias", ".rotary_emb.cos_cached",
-                        ".rotary_emb.sin_cached", "embed_positions")
+IGNORED_KEY_SUFFIXES = (
+    ".rotary_emb.inv_freq",
+    ".attn.bias",
+    ".attn.masked_bias",
+    "attention.bias",
+    "attention.masked_bias",
+    ".rotary_emb.cos_cached",
+    ".rotary_emb.sin_cached",
+    "embed_positions",
+)
 
 
 @dataclass
@@ -53,13 +60,20 @@ class MappingReport:
         """
         if not (self.missing or self.unexpected or self.mis_shaped or self.errors):
             return
-        parts = [f"checkpoint {where} does not match architecture '{spec.name}' "
-                 f"({spec.source_file or 'spec object'}):"]
-        for title, items in (("missing parameters (no checkpoint key maps to them)", self.missing),
-                             ("unexpected checkpoint keys (no rule uses them)", self.unexpected),
-                             ("wrong shapes", self.mis_shaped), ("errors", self.errors)):
+        parts = [
+            f"checkpoint {where} does not match architecture '{spec.name}' "
+            f"({spec.source_file or 'spec object'}):"
+        ]
+        for title, items in (
+            ("missing parameters (no checkpoint key maps to them)", self.missing),
+            ("unexpected checkpoint keys (no rule uses them)", self.unexpected),
+            ("wrong shapes", self.mis_shaped),
+            ("errors", self.errors),
+        ):
             if items:
-                shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+                shown = items[:20] + (
+                    [f"... and {len(items) - 20} more"] if len(items) > 20 else []
+                )
                 parts.append(f"  {title}:\n    " + "\n    ".join(shown))
         raise CheckpointMismatchError("\n".join(parts))
 
@@ -77,13 +91,14 @@ def _parse_op(op: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(op, str):
         return op, {}
     if isinstance(op, dict) and len(op) == 1:
-        (name, params), = op.items()
+        ((name, params),) = op.items()
         return name, dict(params or {})
     raise SpecError(f"weight op {op!r}: expected a name or a one-key mapping {{name: {{params}}}}")
 
 
-def run_ops(ops: list[Any], tensors: list[torch.Tensor], cfg: HookedTransformerConfig,
-            hf: dict[str, Any]) -> list[torch.Tensor]:
+def run_ops(
+    ops: list[Any], tensors: list[torch.Tensor], cfg: HookedTransformerConfig, hf: dict[str, Any]
+) -> list[torch.Tensor]:
     """Run a rule's op list.
 
     Args:
@@ -99,11 +114,15 @@ def run_ops(ops: list[Any], tensors: list[torch.Tensor], cfg: HookedTransformerC
         SpecError: For an unknown op.
     """
     registry = get_registry()
-    cfg_fields = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("traits", "hf_config")}
+    cfg_fields = {
+        k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("traits", "hf_config")
+    }
     for op in ops:
         name, params = _parse_op(op)
         if name not in registry.weight_ops:
-            raise SpecError(f"unknown weight op '{name}' (known: {', '.join(sorted(registry.weight_ops))})")
+            raise SpecError(
+                f"unknown weight op '{name}' (known: {', '.join(sorted(registry.weight_ops))})"
+            )
         params = evaluate(params, hf, cfg_fields, f"op {name}")
         tensors = registry.weight_ops[name].fn(tensors, cfg, **params)
     return tensors
@@ -134,11 +153,12 @@ def _expand_heads(key: str, cfg: Any) -> list[str]:
     if match is None:
         return [key]
     n = int(getattr(cfg, match.group(1) or "n_heads"))
-    return [key[: match.start()] + str(h) + key[match.end():] for h in range(n)]
+    return [key[: match.start()] + str(h) + key[match.end() :] for h in range(n)]
 
 
-def _source_keys(source: WeightSource, layer: int | None, expert: int | None,
-                 cfg: Any) -> list[str]:
+def _source_keys(
+    source: WeightSource, layer: int | None, expert: int | None, cfg: Any
+) -> list[str]:
     return [k for t in source.from_ for k in _expand_heads(_fill(t, layer, expert), cfg)]
 
 
@@ -170,13 +190,23 @@ def iter_mapped_tensors(
     hf = hf or {}
     used: set[str] = set()
     n_experts = int(cfg.num_experts or 0)
-    n_layers_ckpt = cfg.n_layers if skip_layers_from is None else int(
-        getattr(cfg.hf_config, "num_hidden_layers", 0) or hf.get("num_hidden_layers")
-        or hf.get("n_layer") or hf.get("num_layers") or cfg.n_layers)
+    n_layers_ckpt = (
+        cfg.n_layers
+        if skip_layers_from is None
+        else int(
+            getattr(cfg.hf_config, "num_hidden_layers", 0)
+            or hf.get("num_hidden_layers")
+            or hf.get("n_layer")
+            or hf.get("num_layers")
+            or cfg.n_layers
+        )
+    )
     for n, rule in enumerate(spec.weights):
         for layer in _layers_of(rule, n_layers_ckpt):
             names = _expand_targets(rule, layer, n_experts)
-            beyond = skip_layers_from is not None and layer is not None and layer >= skip_layers_from
+            beyond = (
+                skip_layers_from is not None and layer is not None and layer >= skip_layers_from
+            )
             present = [name for name in names if name in targets]
             if not present and not beyond:
                 continue  # the model has no such parameters at this layer (e.g. dense MoE layers)
@@ -199,9 +229,13 @@ def iter_mapped_tensors(
                 continue
             where = f"weights[{n}] (to {rule.to[0]}), layer {layer}"
             if per_expert:
-                groups = [(_source_keys(chosen, layer, e, cfg),
-                           [_fill(_fill(t, layer), None, e) for t in rule.to])
-                          for e in range(n_experts)]
+                groups = [
+                    (
+                        _source_keys(chosen, layer, e, cfg),
+                        [_fill(_fill(t, layer), None, e) for t in rule.to],
+                    )
+                    for e in range(n_experts)
+                ]
             else:
                 groups = [(_source_keys(chosen, layer, None, cfg), names)]
             for source_keys, group_targets in groups:
@@ -216,16 +250,22 @@ def iter_mapped_tensors(
                     continue
                 if len(outputs) != len(group_targets):
                     report.errors.append(
-                        f"{where}: ops produced {len(outputs)} tensors for {len(group_targets)} targets")
+                        f"{where}: ops produced {len(outputs)} tensors "
+                        f"for {len(group_targets)} targets"
+                    )
                     continue
                 for name, tensor in zip(group_targets, outputs):
                     if name not in targets:
-                        report.unexpected.extend(f"{k} (→ {name}, not a model parameter)" for k in source_keys)
+                        report.unexpected.extend(
+                            f"{k} (→ {name}, not a model parameter)" for k in source_keys
+                        )
                         continue
                     if tuple(tensor.shape) != targets[name]:
                         report.mis_shaped.append(
-                            f"{name}: checkpoint gives {tuple(tensor.shape)} (from {', '.join(source_keys)}), "
-                            f"model expects {targets[name]}")
+                            f"{name}: checkpoint gives {tuple(tensor.shape)} "
+                            f"(from {', '.join(source_keys)}), "
+                            f"model expects {targets[name]}"
+                        )
                         continue
                     yield name, tensor
     leftover = sorted(k for k in keys - used if not k.endswith(IGNORED_KEY_SUFFIXES))

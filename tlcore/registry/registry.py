@@ -70,8 +70,12 @@ class Registry:
     _validated: dict[str, ArchitectureSpec] = field(default_factory=dict)
 
     # -- registration ---------------------------------------------------------------------------
-    def add_spec(self, spec: Mapping[str, Any] | ArchitectureSpec | str | Path, source: Source,
-                 override: bool = False) -> list[str]:
+    def add_spec(
+        self,
+        spec: Mapping[str, Any] | ArchitectureSpec | str | Path,
+        source: Source,
+        override: bool = False,
+    ) -> list[str]:
         """Register a spec given as a document, an object, a YAML file or a folder of YAML files.
 
         Args:
@@ -109,14 +113,20 @@ class Registry:
         self._validated.clear()
         return names
 
-    def add_trait(self, slot: str, model: type[Trait], component: Callable[..., Any],
-                  source: Source, override: bool = False) -> None:
+    def add_trait(
+        self,
+        slot: str,
+        model: type[Trait],
+        component: Callable[..., Any],
+        source: Source,
+        override: bool = False,
+    ) -> None:
         """Register a trait kind (its ``kind`` comes from the model's ``kind`` field default).
 
         Args:
             slot: The slot it fills.
             model: Its pydantic parameter model (a :class:`Trait` subclass with a ``kind`` default).
-            component: Factory ``(trait, cfg, layer) -> nn.Module`` (the signature depends on the slot).
+            component: Factory building the module (its signature depends on the slot).
             source: The registering plugin.
             override: Replace an existing kind.
 
@@ -137,8 +147,9 @@ class Registry:
         self.traits[key] = TraitKind(slot, kind, model, component, source)
         self._validated.clear()
 
-    def add_weight_op(self, name: str, fn: Callable[..., Any], source: Source,
-                      override: bool = False) -> None:
+    def add_weight_op(
+        self, name: str, fn: Callable[..., Any], source: Source, override: bool = False
+    ) -> None:
         """Register a weight transform.
 
         Args:
@@ -229,10 +240,14 @@ class Registry:
             return dict(entry.doc)
         where = entry.doc.get("source_file") or name
         if parent in seen or parent == name:
-            raise SpecError(f"{where}: field 'extends': cycle through {' -> '.join(seen + (name,))}")
+            raise SpecError(
+                f"{where}: field 'extends': cycle through {' -> '.join(seen + (name,))}"
+            )
         if parent not in self.specs:
-            raise SpecError(f"{where}: field 'extends': no architecture named '{parent}'"
-                            + _suggest(parent, self.specs))
+            raise SpecError(
+                f"{where}: field 'extends': no architecture named '{parent}'"
+                + _suggest(parent, self.specs)
+            )
         return merge_extends(self._merged_doc(parent, seen + (name,)), entry.doc)
 
     def get_spec(self, name: str) -> ArchitectureSpec:
@@ -251,7 +266,8 @@ class Registry:
         if name not in self._validated:
             if name not in self.specs:
                 raise UnknownArchitectureError(
-                    f"no architecture named '{name}'" + _suggest(name, self.specs)
+                    f"no architecture named '{name}'"
+                    + _suggest(name, self.specs)
                     + f". Registered: {', '.join(self.spec_names()) or 'none'}."
                 )
             doc = self._merged_doc(name)

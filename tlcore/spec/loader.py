@@ -60,10 +60,11 @@ def _merge_trait(parent: Any, child: Any) -> Any:
 def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
     """Merge a child spec document onto its parent (``extends:``).
 
-    ``config``, ``test_config`` and ``test_variants`` merge key by key; a trait slot without ``kind`` (or
-    with the parent's kind) updates the parent's parameters, one with another kind replaces it; weight
-    rules replace the parent's rule with the same targets, new ones are appended, and ``drop_weights``
-    removes parent rules by target; guard lists are united; ``hf`` is the child's own.
+    ``config``, ``test_config`` and ``test_variants`` merge key by key; a trait slot without
+    ``kind`` (or with the parent's kind) updates the parent's parameters, one with another kind
+    replaces it; weight rules replace the parent's rule with the same targets, new ones are
+    appended, and ``drop_weights`` removes parent rules by target; guard lists are united; ``hf`` is
+    the child's own.
 
     Args:
         parent: The fully merged parent document.
@@ -120,9 +121,9 @@ def validate_spec(
     """Validate a merged spec document (first pass of trait validation).
 
     The trait blocks are checked against the model registered for their ``(slot, kind)``: unknown
-    slots, unknown kinds and unknown parameter names fail here, and expressions are checked for syntax.
-    Parameter *types* are checked when the spec is resolved against an HF config (second pass), because
-    a parameter may be an expression until then.
+    slots, unknown kinds and unknown parameter names fail here, and expressions are checked for
+    syntax. Parameter *types* are checked when the spec is resolved against an HF config (second
+    pass), because a parameter may be an expression until then.
 
     Args:
         doc: The merged document (``extends`` already applied).
@@ -148,7 +149,9 @@ def validate_spec(
         field = f"traits.{slot}"
         if slot not in SLOTS:
             raise SpecError(f"{where}: field '{field}': unknown slot (slots: {', '.join(SLOTS)})")
-        check_trait_block(block, SLOT_KINDS_FROM.get(slot, slot), lookup, kinds, f"{where}: {field}")
+        check_trait_block(
+            block, SLOT_KINDS_FROM.get(slot, slot), lookup, kinds, f"{where}: {field}"
+        )
     for key, value in spec.config.items():
         check_expression(value, f"{where}: config.{key}")
     for n, rule in enumerate(spec.weights):
@@ -206,8 +209,8 @@ def resolve_trait(
 ) -> Trait:
     """Evaluate a trait block's expressions and validate it fully (second pass).
 
-    Parameters declared with ``json_schema_extra={"trait_slot": ...}`` hold nested traits (a norm inside
-    an attention trait) and are resolved recursively.
+    Parameters declared with ``json_schema_extra={"trait_slot": ...}`` hold nested traits (a norm
+    inside an attention trait) and are resolved recursively.
 
     Args:
         block: The raw trait block.
@@ -230,7 +233,9 @@ def resolve_trait(
         nested = model.model_fields[key].json_schema_extra if key in model.model_fields else None
         value = evaluate(raw, hf, cfg, f"{where}.{key}")
         if isinstance(nested, dict) and nested.get("trait_slot") and isinstance(value, Mapping):
-            value = resolve_trait(value, str(nested["trait_slot"]), lookup, hf, cfg, f"{where}.{key}")
+            value = resolve_trait(
+                value, str(nested["trait_slot"]), lookup, hf, cfg, f"{where}.{key}"
+            )
         values[key] = value
     try:
         return model.model_validate(values)

@@ -28,8 +28,9 @@ class HFMatch(BaseModel):
 class ConfigGuard(BaseModel):
     """Guard against silently wrong models: HF config fields a spec has looked at.
 
-    A checkpoint whose HF config sets a field to a non-default value that is neither read by the spec
-    (through ``config:``/trait expressions), nor listed in ``handled`` or ``ignored``, is refused.
+    A checkpoint whose HF config sets a field to a non-default value that is neither read by the
+    spec (through ``config:``/trait expressions), nor listed in ``handled`` or ``ignored``, is
+    refused.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,11 +56,13 @@ class WeightSource(BaseModel):
 class WeightRule(BaseModel):
     """Canonical (TransformerLens) name templates ← HF key templates plus named transforms.
 
-    ``{i}`` is the block index and ``{e}`` the expert index. The ops run on the list of source tensors
-    and must produce one tensor per target (a target with ``{e}`` takes ``n_experts`` tensors). ``alt``
-    lists other sources tried in order when the keys of the first are absent (on-disk layouts, tied
-    weights saved once). A rule applies to a layer only where the model has its targets (dense layers
-    of a MoE model have no experts). ``optional: true`` skips the rule when no source is present.
+    ``{i}`` is the block index and ``{e}`` the expert index. The ops run on the list of source
+    tensors and must produce one tensor per target (a target with ``{e}`` takes ``n_experts``
+    tensors).
+    ``alt`` lists other sources tried in order when the keys of the first are absent (on-disk
+    layouts, tied weights saved once). A rule applies to a layer only where the model has its
+    targets (dense layers of a MoE model have no experts). ``optional: true`` skips the rule when no
+    source is present.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -91,7 +94,8 @@ class ParitySettings(BaseModel):
 
     atol: float = 1e-4
     attn_implementation: str = "eager"
-    """HF attention used as the reference; ``sdpa`` where HF's eager path is wrong (Falcon ALiBi)."""
+    """HF attention used as the reference; ``sdpa`` where HF's eager path is wrong (Falcon
+    ALiBi)."""
     variant_attn_implementation: dict[str, str] = Field(default_factory=dict)
     """Per test variant override of ``attn_implementation``."""
     note: str = ""

@@ -1,0 +1,88 @@
+"""The two benchmark models (random weights): GPT-2-small-sized and a Llama-GQA of similar size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BENCH_MODELS: dict[str, dict[str, Any]] = {
+    "gpt2-small-random": {
+        "model_type": "gpt2",
+        "config": {
+            "n_embd": 768,
+            "n_layer": 12,
+            "n_head": 12,
+            "vocab_size": 50257,
+            "n_positions": 1024,
+        },
+        "tl": {
+            "d_model": 768,
+            "n_layers": 12,
+            "n_heads": 12,
+            "d_head": 64,
+            "d_mlp": 3072,
+            "d_vocab": 50257,
+            "n_ctx": 1024,
+            "act_fn": "gelu_new",
+            "normalization_type": "LN",
+        },
+    },
+    "llama-gqa-random": {
+        "model_type": "llama",
+        "config": {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 4,
+            "intermediate_size": 2048,
+            "vocab_size": 32000,
+            "max_position_embeddings": 2048,
+        },
+        "tl": {
+            "d_model": 768,
+            "n_layers": 12,
+            "n_heads": 12,
+            "n_key_value_heads": 4,
+            "d_head": 64,
+            "d_mlp": 2048,
+            "d_vocab": 32000,
+            "n_ctx": 2048,
+            "act_fn": "silu",
+            "normalization_type": "RMS",
+            "positional_embedding_type": "rotary",
+            "rotary_dim": 64,
+            "gated_mlp": True,
+            "final_rms": True,
+        },
+    },
+}
+
+
+def cache_root() -> Path:
+    """Where benchmark checkpoints live (outside the repository)."""
+    root = Path(os.environ.get("TLCORE_BENCH_DIR", Path.home() / ".cache" / "tlcore-bench"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def checkpoint(name: str) -> Path:
+    """Write (once) and return the random-weight checkpoint folder of a benchmark model."""
+    folder = cache_root() / name
+    if (folder / "config.json").exists():
+        return folder
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = BENCH_MODELS[name]
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(spec["model_type"], **spec["config"])
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(folder)
+    return folder
+
+
+def weight_bytes(folder: Path) -> int:
+    """Bytes of the checkpoint's weight files."""
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
