@@ -78,14 +78,11 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
         self.hook_pos_embed = HookPoint()
         self.hook_tokens = HookPoint()
         self.blocks = modules.blocks
-        if modules.ln_final is not None:
-            self.ln_final = modules.ln_final
-        else:
-            self.ln_final = None
+        self.ln_final: nn.Module | None = modules.ln_final
         self.unembed = modules.unembed
         self.tokenizer = None
         if tokenizer is not None:
-            self.set_tokenizer(tokenizer, default_padding_side=cfg.default_padding_side)
+            self.set_tokenizer(tokenizer, default_padding_side=cfg.default_padding_side)  # type: ignore[arg-type]
         if init_weights:
             self.init_weights()
         if move_to_device and cfg.device is not None and not self._on_meta():
@@ -124,8 +121,9 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
             The model.
         """
         for module in self.modules():
-            if module is not self and hasattr(module, "optimize_layout_"):
-                module.optimize_layout_()
+            relayout = getattr(module, "optimize_layout_", None)
+            if module is not self and callable(relayout):
+                relayout()
         return self
 
     # -- flags -----------------------------------------------------------------------------------
@@ -242,7 +240,7 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
             new = attention_mask if attention_mask is not None else torch.ones(batch, q_len, dtype=torch.int, device=device)
             full = past_kv_cache.append_attention_mask(new)
         else:
-            full = attention_mask
+            full = attention_mask  # type: ignore[assignment]
         k_len = full.shape[1] if full is not None else q_len
         if full is not None and not bool(full.all()):
             key_positions = (full.cumsum(-1) - 1).clamp(min=0).to(torch.long)
@@ -293,7 +291,7 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
             resid, tokens, ctx = self.input_to_embed(input, prepend_bos, padding_side, attention_mask,
                                                      past_kv_cache)
         else:
-            resid = input
+            resid = input  # type: ignore[assignment]
             ctx = self._context(resid.shape[0], resid.shape[1], attention_mask, past_kv_cache, resid.device)
             if self.pos_embed.adds_to_qk_input:
                 ctx.shortformer_pos_embed = (shortformer_pos_embed if shortformer_pos_embed is not None

@@ -13,7 +13,7 @@ from tlcore.loading.weight_ops import BUILTIN_WEIGHT_OPS
 from tlcore.plugins.hookspecs import hookimpl
 from tlcore.plugins.registrar import Registrar
 
-TRAITS = [
+TRAITS: list[tuple[str, Any, Any]] = [
     ("embedding", embed.TokenEmbeddingTrait, embed.make_embed),
     ("positional", positions.NoPositionTrait, positions.make_no_position),
     ("positional", positions.LearnedPositionTrait, positions.make_learned_positions),

@@ -149,7 +149,8 @@ class Attention(nn.Module):
         self.b_O = nn.Parameter(torch.zeros(d_model, dtype=dtype))
         if trait.sinks:
             self.sinks = nn.Parameter(torch.zeros(n_heads, dtype=dtype))
-        self.q_norm = self.k_norm = None
+        self.q_norm: nn.Module | None = None
+        self.k_norm: nn.Module | None = None
         if trait.qk_norm is not None:
             q_shape: Any = {"per_head": d_head, "per_head_distinct": (n_heads, d_head),
                             "full_width": n_heads * d_head}[trait.qk_norm_scope]
@@ -253,6 +254,7 @@ class Attention(nn.Module):
         return F.linear(z.reshape(*z.shape[:-2], n_heads * d_head), w_o, self.b_O)
 
     def _norm_keys(self, k: torch.Tensor) -> torch.Tensor:
+        assert self.k_norm is not None
         n_kv = self.cfg.n_key_value_heads
         if self.trait.qk_norm_scope == "per_head_distinct" and k.shape[-2] != n_kv:
             # Ungrouped keys (ungroup_grouped_query_attention): head h is a copy of kv head
@@ -321,7 +323,7 @@ class GroupedQueryAttention(Attention):
 
     _grouped = True
 
-    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+    def _expand(self, t: Any) -> torch.Tensor:
         return t.repeat_interleave(self.cfg.n_heads // self.cfg.n_key_value_heads, dim=0)
 
     @property

@@ -221,7 +221,7 @@ class PostNormBlock(TransformerBlock):
 class SandwichBlock(TransformerBlock):
     """Pre- and post-norm around each branch; ``hook_attn_out``/``hook_mlp_out`` see the post-normed output."""
 
-    norm_names = ("ln1", "ln1_post", "ln2", "ln2_post")
+    norm_names: tuple[str, ...] = ("ln1", "ln1_post", "ln2", "ln2_post")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

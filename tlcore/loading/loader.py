@@ -69,8 +69,9 @@ def load_checkpoint(
 
         bar = tqdm(total=len(params), desc=f"loading {spec.name}", unit="tensor")
     filled: set[str] = set()
+    cfg: Any = model.cfg
     for name, tensor in iter_mapped_tensors(
-        spec, model.cfg, keys, source.get, targets, report, hf, skip_layers_from
+        spec, cfg, keys, source.get, targets, report, hf, skip_layers_from
     ):
         real = aliases.get(name, name)
         _assign(model, real, tensor.to(device=device, dtype=dtype).contiguous(), True)

@@ -214,7 +214,7 @@ def add(tensors: Tensors, cfg: Any, value: float) -> Tensors:
     return [t + value for t in tensors]
 
 
-BUILTIN_WEIGHT_OPS = {
+BUILTIN_WEIGHT_OPS: dict[str, Any] = {
     "transpose": transpose,
     "rearrange": rearrange,
     "reshape": reshape,
