@@ -287,7 +287,10 @@ def _record(cfg: HookedTransformerConfig, flag: str, applied: bool, reason: str)
 
 
 def _skip(cfg: HookedTransformerConfig, flag: str, reason: str) -> bool:
-    logger.warning("%s skipped: %s", flag, reason)
+    # TransformerLens skips centring silently for RMS models, where it is never possible; every
+    # other skip surprises someone who asked for it, so it is a warning.
+    log = logger.info if flag == "center_writing_weights" else logger.warning
+    log("%s skipped: %s", flag, reason)
     return _record(cfg, flag, False, reason)
 
 
