@@ -159,3 +159,56 @@ def test_gpt_oss_saved_config_is_what_the_spec_reads(tiny_checkpoint) -> None:
     assert windows == [5 if t == "sliding_attention" else None for t in config["layer_types"]]
     assert None in windows and 5 in windows
     assert all(block.attn.trait.sinks for block in model.blocks)
+
+
+# Abridged config.json files of real checkpoints (Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B, gpt-oss-20b):
+# they must pass the config guard and resolve to the behaviour HF gives them.
+HUB_CONFIGS = {
+    "qwen2_moe": dict(
+        decoder_sparse_step=1, hidden_size=2048, intermediate_size=5632,
+        max_position_embeddings=8192, max_window_layers=21, moe_intermediate_size=1408,
+        norm_topk_prob=False,
+        num_attention_heads=16, num_experts=60, num_experts_per_tok=4, num_hidden_layers=24,
+        num_key_value_heads=16, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        shared_expert_intermediate_size=5632, sliding_window=32768, use_sliding_window=False,
+        vocab_size=151936),
+    "qwen3_moe": dict(
+        attention_bias=False, decoder_sparse_step=1, head_dim=128, hidden_size=2048,
+        intermediate_size=6144, max_position_embeddings=40960, max_window_layers=48,
+        mlp_only_layers=[], moe_intermediate_size=768, norm_topk_prob=True, num_attention_heads=32,
+        num_experts=128, num_experts_per_tok=8, num_hidden_layers=48, num_key_value_heads=4,
+        rms_norm_eps=1e-6, rope_scaling=None, rope_theta=1000000.0, sliding_window=None,
+        use_sliding_window=False, vocab_size=151936),
+    "gpt_oss": dict(
+        attention_bias=True, experts_per_token=4, head_dim=64, hidden_size=2880,
+        initial_context_length=4096, intermediate_size=2880,
+        layer_types=["sliding_attention", "full_attention"] * 12, max_position_embeddings=131072,
+        num_attention_heads=64, num_experts_per_tok=4, num_hidden_layers=24, num_key_value_heads=8,
+        num_local_experts=32, rms_norm_eps=1e-5,
+        rope_scaling={"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+                      "original_max_position_embeddings": 4096, "rope_type": "yarn",
+                      "truncate": False},
+        rope_theta=150000, sliding_window=128, swiglu_limit=7.0, vocab_size=201088),
+}
+# spec -> (d_head, n_experts, top_k, renormalize, shared expert size, window per layer 0/1)
+HUB_EXPECTED = {
+    "qwen2_moe": (128, 60, 4, False, 5632, (None, None)),
+    "qwen3_moe": (128, 128, 8, True, None, (None, None)),
+    "gpt_oss": (64, 32, 4, False, None, (128, None)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_CONFIGS))
+def test_hub_configs_resolve(name: str) -> None:
+    from transformers import AutoConfig
+
+    from tlcore.config import resolve_config
+
+    hf_config = AutoConfig.for_model(name, **HUB_CONFIGS[name])
+    cfg = resolve_config(get_registry().get_spec(name), hf_config)
+    moe, attn = cfg.traits["mlp"], cfg.traits["attention"]
+    d_head, n_experts, top_k, renorm, shared, windows = HUB_EXPECTED[name]
+    assert (cfg.d_head, cfg.num_experts, cfg.experts_per_token) == (d_head, n_experts, top_k)
+    assert (moe.renormalize, moe.shared_expert_size) == (renorm, shared)
+    assert (attn.window(0), attn.window(1)) == windows
+    assert not any(moe.is_dense(i) for i in range(cfg.n_layers))
