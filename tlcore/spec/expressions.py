@@ -3,20 +3,17 @@
 A value in a spec's ``config:`` block or in a trait parameter is either a literal (number, string,
 bool, null, list) or a one-operator mapping:
 
-============================  ======================================================================
-``{hf: name}``                the HF config field ``name`` (``{hf: [a, b]}``: the first one present
-                              and not null); ``default:`` beside it gives the fallback
-``{cfg: name}``               a canonical field resolved earlier in the same ``config:`` block
-``{add|sub|mul|div|pow: [x, y]}``  arithmetic; ``div`` of two ints is exact integer division
-``{min|max: [x, y, ...]}``    smallest / largest
-``{eq: [x, y]}`` / ``{not: x}``  comparison and negation
-``{if: c, then: x, else: y}`` conditional
-``{map_eq: [list, value]}``   per-element equality (HF ``layer_types`` == ``"sliding_attention"``)
-``{index: [list, i]}``        list element
-``{get: [mapping, key, default]}``  mapping entry, with a fallback
-``{int: x}`` / ``{float: x}``  conversion (``int`` floors, as HF's ``int(d * factor)``)
-``{len: x}``                  length of a list
-============================  ======================================================================
+- ``{hf: name}``: the HF config field ``name`` (``{hf: [a, b]}``: the first one present and not
+  null); ``default:`` beside it gives the fallback.
+- ``{cfg: name}``: a canonical field resolved earlier in the same ``config:`` block.
+- ``{add|sub|mul|div|pow: [x, y]}``: arithmetic; ``div`` of two ints is exact integer division.
+- ``{min|max: [x, y, ...]}``: smallest / largest.
+- ``{eq: [x, y]}``, ``{not: x}``: comparison and negation.
+- ``{if: c, then: x, else: y}``: conditional.
+- ``{map_eq: [list, value]}``: per-element equality (HF ``layer_types`` == ``"sliding_attention"``).
+- ``{index: [list, i]}``: a list element; ``{get: [mapping, key, default]}``: a mapping entry.
+- ``{int: x}``, ``{float: x}``: conversion (``int`` floors, as HF's ``int(d * factor)``).
+- ``{len: x}``: the length of a list.
 """
 
 from __future__ import annotations

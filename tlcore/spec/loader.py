@@ -77,6 +77,8 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
     out["hf"] = copy.deepcopy(child.get("hf", {}))
     for key in ("config", "test_config", "test_variants", "parity"):
         out[key] = {**out.get(key, {}), **copy.deepcopy(child.get(key, {}))}
+    # A child drops an inherited test variant that does not apply to it with ``name: null``.
+    out["test_variants"] = {k: v for k, v in out["test_variants"].items() if v is not None}
     traits = dict(out.get("traits", {}))
     for slot, block in child.get("traits", {}).items():
         traits[slot] = _merge_trait(traits.get(slot), block)
