@@ -24,7 +24,10 @@ typecheck:
 pytest:
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
-test: install lint typecheck pytest
+docs:
+	$(PYTHON) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+test: install lint typecheck docs pytest
 
 bench: install
 	$(PYTHON) tools/bench/run.py
