@@ -419,7 +419,6 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
                                center_unembed=center_unembed, fold_value_biases=fold_value_biases,
                                refactor_factored_attn_matrices=refactor_factored_attn_matrices)
-        model.optimize_layout_()
         model.setup()
         return model
 

@@ -6,7 +6,7 @@ GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head
 
 The forward uses ``F.scaled_dot_product_attention`` unless something needs the scores themselves: a
 hook (or cache) on ``hook_attn_scores``/``hook_pattern``, a logit soft-cap, or attention sinks.
-Projection weights are kept in memory in ``F.linear``'s layout (see :func:`linear_layout`), so the
+Projection weights are kept in memory in ``F.linear``'s layout (see :mod:`tlcore.components.layout`), so the
 projections run the same kernels as HuggingFace with no copies.
 """
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from tlcore.components.context import ForwardContext
+from tlcore.components.layout import LinearLayout, linear_layout
 from tlcore.components.positions import PositionalEncoding
 from tlcore.hooks import HookPoint
 from tlcore.spec.traits import Trait
@@ -98,29 +99,7 @@ class AttentionTrait(Trait):
             cfg.setdefault("attn_types", ["local" if self.window(i) else "global" for i in range(n)])
 
 
-def linear_layout(param: torch.Tensor, kind: str) -> torch.Tensor:
-    """Re-stride a TransformerLens-shaped weight so its ``F.linear`` view is contiguous.
-
-    Values and shapes are unchanged; only the memory order differs, which lets the forward pass call
-    the same matmul kernels as HF with no copy.
-
-    Args:
-        param: The weight.
-        kind: ``"in_heads"`` (``W_Q``-like ``[n, d_model, d_head]``), ``"out_heads"`` (``W_O``),
-            or ``"matrix"`` (``[d_in, d_out]``: ``W_in``, ``W_out``, ``W_U``).
-
-    Returns:
-        A tensor equal to ``param`` with the preferred strides.
-    """
-    if kind == "in_heads":
-        return param.permute(0, 2, 1).contiguous().permute(0, 2, 1)
-    if kind == "out_heads":
-        n, d_head, d_model = param.shape
-        return param.reshape(n * d_head, d_model).T.contiguous().T.view(n, d_head, d_model)
-    return param.T.contiguous().T
-
-
-class Attention(nn.Module):
+class Attention(LinearLayout):
     """Multi-head attention (grouped variants in :class:`GroupedQueryAttention`).
 
     Args:
@@ -175,17 +154,10 @@ class Attention(nn.Module):
             self.hook_rot_q = HookPoint()
 
     _grouped = False
+    linear_layouts = {"W_Q": "in_heads", "W_K": "in_heads", "_W_K": "in_heads",
+                      "W_V": "in_heads", "_W_V": "in_heads", "W_O": "out_heads"}
 
     # -- parameters ------------------------------------------------------------------------------
-    def optimize_layout_(self) -> None:
-        """Re-stride the projection weights for ``F.linear`` (values unchanged)."""
-        for name, kind in (("W_Q", "in_heads"), ("W_K", "in_heads"), ("W_V", "in_heads"),
-                           ("W_O", "out_heads")):
-            raw = ("_" + name) if self._grouped and name in ("W_K", "W_V") else name
-            param = getattr(self, raw)
-            if param.device.type != "meta":
-                param.data = linear_layout(param.data, kind)
-
     def _raw(self, name: str) -> torch.Tensor:
         grouped = self._grouped and name in ("W_K", "W_V", "b_K", "b_V")
         return getattr(self, "_" + name) if grouped else getattr(self, name)

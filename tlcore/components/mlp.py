@@ -14,7 +14,7 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.activations import get_activation
-from tlcore.components.attention import linear_layout
+from tlcore.components.layout import LinearLayout
 from tlcore.hooks import HookPoint
 from tlcore.spec.traits import Trait
 
@@ -47,7 +47,7 @@ class GatedMLPTrait(Trait):
         cfg.setdefault("gated_mlp", True)
 
 
-class MLP(nn.Module):
+class MLP(LinearLayout):
     """Plain MLP: ``W_in [d_model, d_mlp]``, ``b_in``, ``W_out [d_mlp, d_model]``, ``b_out``.
 
     Args:
@@ -67,12 +67,7 @@ class MLP(nn.Module):
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
 
-    def optimize_layout_(self) -> None:
-        """Re-stride weights for ``F.linear`` (values unchanged)."""
-        for name in ("W_in", "W_gate", "W_out"):
-            param = getattr(self, name, None)
-            if param is not None and param.device.type != "meta":
-                param.data = linear_layout(param.data, "matrix")
+    linear_layouts = {"W_in": "matrix", "W_gate": "matrix", "W_out": "matrix"}
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
         """Apply the MLP.

@@ -134,12 +134,6 @@ class MoE(nn.Module):
         self.hook_expert_weights = HookPoint()
         self.hook_expert_indices = HookPoint()
 
-    def optimize_layout_(self) -> None:
-        """Re-stride every expert's weights for ``F.linear``."""
-        for expert in [*self.experts, self.shared_expert]:
-            if expert is not None:
-                expert.optimize_layout_()
-
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
         """Route each token to its top-k experts and sum their weighted outputs.
 

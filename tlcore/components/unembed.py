@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
-from tlcore.components.attention import linear_layout
+from tlcore.components.layout import LinearLayout
 from tlcore.spec.traits import Trait
 
 
@@ -31,7 +31,7 @@ class UnembedTrait(Trait):
             cfg.setdefault("output_logits_soft_cap", self.softcap)
 
 
-class Unembed(nn.Module):
+class Unembed(LinearLayout):
     """``W_U [d_model, d_vocab_out]``, ``b_U [d_vocab_out]``.
 
     Args:
@@ -45,10 +45,7 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out, dtype=cfg.dtype))
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
-    def optimize_layout_(self) -> None:
-        """Re-stride ``W_U`` for ``F.linear`` (values unchanged)."""
-        if self.W_U.device.type != "meta":
-            self.W_U.data = linear_layout(self.W_U.data, "matrix")
+    linear_layouts = {"W_U": "matrix"}
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
         """Compute logits.

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlcore.components.layout import linear_layout
 from tlcore.loading.weight_map import MappingReport, iter_mapped_tensors
 from tlcore.spec.schema import ArchitectureSpec
 
@@ -21,10 +22,17 @@ ZERO_DEFAULT_PARAMS = frozenset(
 )
 
 
-def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bool) -> None:
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bool) -> nn.Parameter:
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
-    module._parameters[leaf] = nn.Parameter(tensor, requires_grad=requires_grad)
+    kind = getattr(module, "linear_layouts", {}).get(leaf)
+    if kind is not None:
+        # Lay the weight out now, while it is the only copy: most nn.Linear weights already are
+        # in F.linear's order (no copy at all); Conv1D and fused weights are copied once here.
+        tensor = linear_layout(tensor, kind)
+    param = nn.Parameter(tensor, requires_grad=requires_grad)
+    module._parameters[leaf] = param
+    return param
 
 
 def load_checkpoint(
@@ -69,12 +77,40 @@ def load_checkpoint(
 
         bar = tqdm(total=len(params), desc=f"loading {spec.name}", unit="tensor")
     filled: set[str] = set()
+    already_read: set[str] = set()
+
+    def read(key: str) -> torch.Tensor:
+        # A key feeding two parameters (a tied embedding read again as the unembedding) is read
+        # the second time through a separate copy-on-write map: the parameters are independent,
+        # as in TransformerLens, yet share memory until one is written.
+        if key in already_read:
+            try:
+                return source.get(key, separate_map=True)
+            except TypeError:  # a source without separate maps
+                return source.get(key).clone()
+        already_read.add(key)
+        return source.get(key)
+
     cfg: Any = model.cfg
+    just_assigned: list[torch.Tensor] = []
+    release = getattr(source, "release", None)
+
+    def group_done(sources: list[tuple[str, torch.Tensor]]) -> None:
+        # A source whose memory no parameter uses (it was copied: transposed, split, cast) is
+        # handed back at once, so the load never holds the checkpoint and the model side by side.
+        kept = {p.untyped_storage().data_ptr() for p in just_assigned}
+        just_assigned.clear()
+        if release is None:
+            return
+        for key, tensor in sources:
+            if tensor.untyped_storage().data_ptr() not in kept:
+                release(key, tensor)
+
     for name, tensor in iter_mapped_tensors(
-        spec, cfg, keys, source.get, targets, report, hf, skip_layers_from
+        spec, cfg, keys, read, targets, report, hf, skip_layers_from, group_done
     ):
         real = aliases.get(name, name)
-        _assign(model, real, tensor.to(device=device, dtype=dtype).contiguous(), True)
+        just_assigned.append(_assign(model, real, tensor.to(device=device, dtype=dtype), True))
         filled.add(real)
         if bar is not None:
             bar.update(1)

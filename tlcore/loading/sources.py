@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from tlcore.errors import CheckpointMismatchError
+from tlcore.loading.safetensors_file import SafetensorsFile
 
 
 class TensorSource(Protocol):
@@ -34,8 +35,9 @@ class TensorSource(Protocol):
 class SafetensorsDirSource:
     """A local HF checkpoint folder: ``config.json`` plus safetensors (one file or a sharded index).
 
-    Tensors are read lazily from memory-mapped files. Legacy ``pytorch_model.bin`` checkpoints load
-    with ``torch.load(weights_only=True)`` (no pickled code runs).
+    Tensors are zero-copy views of private memory maps (see :mod:`tlcore.loading.safetensors_file`).
+    Legacy ``pytorch_model.bin`` checkpoints load with ``torch.load(weights_only=True)`` (no pickled
+    code runs).
 
     Args:
         path: The folder.
@@ -47,39 +49,35 @@ class SafetensorsDirSource:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._index: dict[str, Path] = {}
-        self._handles: dict[Path, Any] = {}
+        self._files: dict[Path, SafetensorsFile] = {}
         self._bin: dict[str, torch.Tensor] | None = None
         index_file = self.path / "model.safetensors.index.json"
-        single = self.path / "model.safetensors"
         if index_file.exists():
             weight_map = json.loads(index_file.read_text())["weight_map"]
             self._index = {k: self.path / v for k, v in weight_map.items()}
-        elif single.exists():
-            from safetensors import safe_open
-
-            with safe_open(single, framework="pt") as handle:
-                self._index = dict.fromkeys(handle.keys(), single)
         else:
             shards = sorted(self.path.glob("*.safetensors"))
             bins = sorted(self.path.glob("pytorch_model*.bin"))
             if shards:
-                from safetensors import safe_open
-
                 for shard in shards:
-                    with safe_open(shard, framework="pt") as handle:
-                        self._index.update(dict.fromkeys(handle.keys(), shard))
+                    self._index.update(dict.fromkeys(self._file(shard).keys(), shard))
             elif bins:
                 self._bin = {}
                 for file in bins:
                     self._bin.update(
                         torch.load(file, map_location="cpu", weights_only=True, mmap=True)
                     )
-                self._index = dict.fromkeys(self._bin, file)
+                self._index = dict.fromkeys(self._bin, bins[0])
             else:
                 raise CheckpointMismatchError(
                     f"{self.path}: no weights found (expected model.safetensors, a sharded "
                     f"model.safetensors.index.json, or pytorch_model.bin)"
                 )
+
+    def _file(self, path: Path) -> SafetensorsFile:
+        if path not in self._files:
+            self._files[path] = SafetensorsFile(path)
+        return self._files[path]
 
     @property
     def n_files(self) -> int:
@@ -94,23 +92,30 @@ class SafetensorsDirSource:
         """
         return set(self._index)
 
-    def get(self, key: str) -> torch.Tensor:
-        """Read one tensor.
+    def get(self, key: str, separate_map: bool = False) -> torch.Tensor:
+        """Read one tensor (a zero-copy view of the file map for safetensors).
 
         Args:
             key: Its name.
+            separate_map: Read it through its own copy-on-write map (a second, independent
+                parameter over the same pages).
 
         Returns:
             The tensor (CPU).
         """
         if self._bin is not None:
-            return self._bin[key]
-        file = self._index[key]
-        if file not in self._handles:
-            from safetensors import safe_open
+            return self._bin[key].clone() if separate_map else self._bin[key]
+        return self._file(self._index[key]).get(key, separate_map)
 
-            self._handles[file] = safe_open(file, framework="pt")
-        return self._handles[file].get_tensor(key)
+    def release(self, key: str, tensor: torch.Tensor) -> None:
+        """Give back the memory pages under a tensor the loader has copied and no longer needs.
+
+        Args:
+            key: Its name.
+            tensor: The tensor :meth:`get` returned.
+        """
+        if self._bin is None:
+            self._file(self._index[key]).release(tensor)
 
     def hf_config(self) -> dict[str, Any]:
         """Read ``config.json``.
@@ -121,8 +126,8 @@ class SafetensorsDirSource:
         return json.loads((self.path / "config.json").read_text())
 
     def close(self) -> None:
-        """Release file handles."""
-        self._handles.clear()
+        """Drop file handles (tensors still in use keep their maps alive)."""
+        self._files.clear()
         self._bin = None
 
 

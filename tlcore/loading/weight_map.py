@@ -171,6 +171,7 @@ def iter_mapped_tensors(
     report: MappingReport,
     hf: dict[str, Any] | None = None,
     skip_layers_from: int | None = None,
+    on_group_done: Callable[[list[tuple[str, torch.Tensor]]], None] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(canonical name, tensor)`` for every target the weight map fills.
 
@@ -183,6 +184,8 @@ def iter_mapped_tensors(
         report: Collects problems.
         hf: HF config dict (for op parameter expressions).
         skip_layers_from: Ignore checkpoint layers at or above this index (``first_n_layers``).
+        on_group_done: Called with the ``(key, tensor)`` sources of each rule application once its
+            targets have been consumed (the loader frees sources it copied).
 
     Yields:
         Canonical names and tensors, one at a time.
@@ -240,12 +243,10 @@ def iter_mapped_tensors(
                 groups = [(_source_keys(chosen, layer, None, cfg), names)]
             for source_keys, group_targets in groups:
                 used.update(source_keys)
+                inputs = [read(k) for k in source_keys]
                 try:
-                    outputs = run_ops(chosen.ops, [read(k) for k in source_keys], cfg, hf)
-                except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                    report.errors.append(f"{where}: ops failed: {type(exc).__name__}: {exc}")
-                    continue
-                except Exception as exc:  # einops raises its own error type
+                    outputs = run_ops(chosen.ops, inputs, cfg, hf)
+                except Exception as exc:  # noqa: BLE001 - torch and einops raise many types
                     report.errors.append(f"{where}: ops failed: {type(exc).__name__}: {exc}")
                     continue
                 if len(outputs) != len(group_targets):
@@ -268,5 +269,7 @@ def iter_mapped_tensors(
                         )
                         continue
                     yield name, tensor
+                if on_group_done is not None:
+                    on_group_done(list(zip(source_keys, inputs)))
     leftover = sorted(k for k in keys - used if not k.endswith(IGNORED_KEY_SUFFIXES))
     report.unexpected.extend(leftover)
