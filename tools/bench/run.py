@@ -63,6 +63,11 @@ def main() -> int:
             f" {load_ours['peak_rss_delta_mb'] / load_hf['peak_rss_delta_mb']:10.3f}"
             f"   (tlcore / weight bytes: {load_ours['peak_rss_delta_mb'] / weights:.2f})"
         )
+        hf_fwd, ours_fwd = (
+            load_hf["peak_rss_after_forward_mb"],
+            load_ours["peak_rss_after_forward_mb"],
+        )
+        print(f"{'RSS after forward':<18} {hf_fwd:9.0f} {ours_fwd:9.0f} {ours_fwd / hf_fwd:10.3f}")
     out_dir = Path("bench_results")
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(report, indent=2))

@@ -49,8 +49,18 @@ def load_task(name: str, impl: str) -> dict[str, Any]:
     else:
         model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
     seconds = time.perf_counter() - start
+    after_load = peak_rss_mb() - base
     n_params = sum(p.numel() for p in model.parameters())
-    return {"seconds": seconds, "peak_rss_delta_mb": peak_rss_mb() - base, "params": n_params}
+    # Memory-mapped weights become resident when first used: measure after one small forward too.
+    tokens = torch.zeros(1, 16, dtype=torch.long)
+    with torch.inference_mode():
+        model(tokens)
+    return {
+        "seconds": seconds,
+        "peak_rss_delta_mb": after_load,
+        "params": n_params,
+        "peak_rss_after_forward_mb": peak_rss_mb() - base,
+    }
 
 
 def tl_model(name: str) -> Any:
