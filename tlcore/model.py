@@ -102,13 +102,13 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
         generator = torch.Generator().manual_seed(seed if seed is not None else (self.cfg.seed or 0))
         with torch.no_grad():
             for name, param in self.named_parameters():
-                leaf = name.rpartition(".")[2]
                 if param.is_meta:
                     continue
-                if leaf in ("w",) or name.endswith("norm.w"):
-                    offset = getattr(self.get_submodule(name.rpartition(".")[0]), "offset", False)
-                    param.fill_(0.0 if offset else 1.0)
-                elif leaf.startswith("b") or leaf in ("sinks",) or name.endswith(".bias"):
+                owner_name, _, leaf = name.rpartition(".")
+                owner = self.get_submodule(owner_name)
+                if leaf == "w":  # norm weights: the identity (0 for 1+w norms)
+                    param.fill_(0.0 if getattr(owner, "offset", False) else 1.0)
+                elif param.dim() == 1 or leaf.startswith("b"):  # biases, sinks
                     param.zero_()
                 else:
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
@@ -412,8 +412,6 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
         materialize_meta_buffers(model, target)
         if tokenizer is None and resolved.tokenizer_dir is not None:
             tokenizer = _load_tokenizer(resolved.tokenizer_dir)
-        elif tokenizer is None and hf_model is not None:
-            tokenizer = None
         if tokenizer is not None:
             model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
         model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
@@ -539,5 +537,3 @@ def _load_tokenizer(path: Any) -> Any:
         logger.warning("could not load the tokenizer from %s: %s", path, exc)
         return None
 
-
-_ = nn
