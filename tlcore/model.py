@@ -108,7 +108,7 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
                 owner = self.get_submodule(owner_name)
                 if leaf == "w":  # norm weights: the identity (0 for 1+w norms)
                     param.fill_(0.0 if getattr(owner, "offset", False) else 1.0)
-                elif param.dim() == 1 or leaf.startswith("b"):  # biases, sinks
+                elif param.dim() == 1 or leaf.lstrip("_").startswith("b"):  # biases, sinks
                     param.zero_()
                 else:
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
