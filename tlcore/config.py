@@ -181,6 +181,12 @@ class HookedTransformerConfig:
                 f"n_heads ({self.n_heads}) must be a multiple of n_key_value_heads "
                 f"({self.n_key_value_heads})"
             )
+        if self.d_mlp is None and not self.attn_only:
+            self.d_mlp = 4 * self.d_model
+        if not self.traits:
+            from tlcore.config_traits import traits_from_fields
+
+            self.traits = traits_from_fields(self)
 
     @property
     def is_grouped(self) -> bool:

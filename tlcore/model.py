@@ -57,17 +57,22 @@ class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
     """A decoder-only transformer with a hook point at every TransformerLens activation name.
 
     Args:
-        cfg: The resolved config (from :func:`tlcore.config.resolve_config`).
+        cfg: A resolved config (from :func:`tlcore.config.resolve_config`), or one written by hand
+            with TransformerLens's fields (a ``HookedTransformerConfig`` or a dict), whose traits
+            are derived from those fields.
         tokenizer: A transformers tokenizer, or None.
         move_to_device: Move the model to ``cfg.device`` after building.
         default_padding_side: ``"right"`` or ``"left"``.
         init_weights: Randomly initialise parameters (set False when weights are loaded next).
     """
 
-    def __init__(self, cfg: HookedTransformerConfig, tokenizer: Any = None, move_to_device: bool = True,
+    def __init__(self, cfg: HookedTransformerConfig | dict[str, Any], tokenizer: Any = None,
+                 move_to_device: bool = True,
                  default_padding_side: Literal["left", "right"] | None = None,
                  init_weights: bool = True) -> None:
         super().__init__()
+        if isinstance(cfg, dict):  # TransformerLens accepts a plain dict of config fields
+            cfg = HookedTransformerConfig(**cfg)
         self.cfg = cfg
         if default_padding_side is not None:
             cfg.default_padding_side = default_padding_side
