@@ -34,6 +34,8 @@ class RotaryTrait(Trait):
     base: float | None = None
     """Theta; defaults to ``rope_parameters['rope_theta']``."""
     layer_types: list[str] | None = None
+    in_fp32: bool = False
+    """Rotate in fp32 with fp32 cos/sin, then cast back (OLMo, OLMo 2); else in the input dtype."""
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("positional_embedding_type", "rotary")
@@ -135,7 +137,11 @@ class Rotary(PositionalEncoding):
             The rotated tensor, same dtype as ``x``.
         """
         cos, sin = self.cos_sin(positions, layer, ctx)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        dtype = x.dtype
+        if self.trait.in_fp32:
+            x = x.float()  # exact for bf16/fp16 inputs; only the result is rounded, as HF does
+        else:
+            cos, sin = cos.to(dtype), sin.to(dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim :]
         if self.trait.style == "half":
             half = self.dim // 2
@@ -143,7 +149,7 @@ class Rotary(PositionalEncoding):
         else:
             rotated = torch.stack((-rot[..., 1::2], rot[..., ::2]), dim=-1).flatten(-2)
         out = rot * cos + rotated * sin
-        return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+        return (torch.cat((out, rest), dim=-1) if rest.shape[-1] else out).to(dtype)
 
 
 def make_rotary(trait: RotaryTrait, cfg: Any) -> PositionalEncoding:
