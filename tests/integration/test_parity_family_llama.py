@@ -278,6 +278,25 @@ def test_olmo2_norms_multiply_by_the_weight_in_fp32(tiny_checkpoint: Any) -> Non
         assert not torch.equal(ours(x), theirs(x))
 
 
+@pytest.mark.parametrize("name", ["olmo", "olmo2"])
+def test_olmo_rotary_runs_in_fp32(tiny_checkpoint: Any, name: str) -> None:
+    # OLMo's rotary keeps cos/sin in fp32 and rotates bf16 q/k in fp32 before casting back; the
+    # usual order (cos/sin cast to bf16 first) rounds differently.
+    import importlib
+
+    model, hf_model, _ = _load(tiny_checkpoint, name)
+    hf_module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+    generator = torch.Generator().manual_seed(0)
+    q = (3 * torch.randn(2, 12, 4, 16, generator=generator)).bfloat16()  # [batch, pos, head, d]
+    positions = torch.arange(12).expand(2, 12)
+    cos, sin = hf_model.model.rotary_emb(q, positions)
+    theirs, _ = hf_module.apply_rotary_pos_emb(q.transpose(1, 2), q.transpose(1, 2), cos, sin)
+    rotary = model.pos_embed
+    assert torch.equal(rotary.rotate(q, positions, 0), theirs.transpose(1, 2))
+    rotary.trait = rotary.trait.model_copy(update={"in_fp32": False})
+    assert not torch.equal(rotary.rotate(q, positions, 0), theirs.transpose(1, 2))
+
+
 # -- real hub configs: the guard accepts them and the config reads them right --------------------
 
 # The config.json files of released checkpoints, abridged to the fields that matter to the guard.
