@@ -210,6 +210,22 @@ def test_parity_detects_a_broken_feature(
     )
 
 
+@pytest.mark.parametrize("name", FAMILY)
+def test_in_memory_hf_model_loads_like_the_saved_folder(tiny_checkpoint: Any, name: str) -> None:
+    # hf_model= reads HF's in-memory state dict, the folder what save_pretrained wrote: the spec's
+    # weight map must serve both.
+    folder, hf_model = tiny_checkpoint(name)
+    from_memory = HookedTransformer.from_pretrained_no_processing(
+        name, hf_model=hf_model, device="cpu"
+    )
+    from_disk = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+    disk_params = dict(from_disk.named_parameters())
+    for param_name, param in from_memory.named_parameters():
+        assert torch.equal(param, disk_params[param_name]), param_name
+    tokens = parity_tokens(from_disk.cfg.d_vocab)
+    assert _diff(from_memory, hf_model, tokens) < ATOL
+
+
 # -- structure: windows per layer, absent parameters, fused splits ------------------------------
 
 WINDOWS = [
