@@ -683,10 +683,21 @@ def test_center_weights_false_keeps_reading_means() -> None:
     assert (log_probs(model, tokens) - reference).abs().max() < ATOL
 
 
-def test_plan_for_config_without_traits() -> None:
-    cfg = HookedTransformerConfig(d_model=8, n_layers=1, n_ctx=4, d_head=4, n_heads=2, d_vocab=10)
-    plan = processing_plan(cfg)
-    assert not any(applies for applies, _ in plan.values())
+def test_plan_for_hand_written_config_follows_its_fields() -> None:
+    """A TransformerLens-style config gets traits from its flat fields, and a plan from those."""
+    fields = {
+        "d_model": 8,
+        "n_layers": 1,
+        "n_ctx": 4,
+        "d_head": 4,
+        "n_heads": 2,
+        "d_vocab": 10,
+        "act_fn": "relu",
+    }
+    layer_norm = processing_plan(HookedTransformerConfig(**fields, normalization_type="LN"))
+    assert layer_norm["fold_ln"][0] and layer_norm["center_writing_weights"][0]
+    rms = processing_plan(HookedTransformerConfig(**fields, normalization_type="RMS"))
+    assert rms["fold_ln"][0] and not rms["center_writing_weights"][0]
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
