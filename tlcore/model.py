@@ -26,6 +26,7 @@ from tlcore.config import HookedTransformerConfig, resolve_config
 from tlcore.errors import HookNameError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
+from tlcore.model_generate import GenerateMixin
 from tlcore.model_tokens import TokenizerMixin
 from tlcore.model_weights import WeightsMixin
 from tlcore.utils.losses import lm_cross_entropy_loss
@@ -53,7 +54,7 @@ class Output(NamedTuple):
     loss: torch.Tensor
 
 
-class HookedTransformer(TokenizerMixin, WeightsMixin, HookedRootModule):
+class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootModule):
     """A decoder-only transformer with a hook point at every TransformerLens activation name.
 
     Args:

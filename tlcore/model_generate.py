@@ -1,0 +1,431 @@
+"""Text generation: TransformerLens 2.x's ``generate`` and ``generate_stream``.
+
+The prompt runs once; each later step feeds only the newest token, reusing keys and values from a
+:class:`~tlcore.kv_cache.HookedTransformerKeyValueCache` (``use_past_kv_cache=True``, the default).
+Hooks fire on every step as in any forward pass.
+
+Batches of prompts are left-padded, with padding masked and positions counted from each row's
+first real token, so every row generates what it would alone (greedy decoding is token-identical
+to HuggingFace's ``generate(do_sample=False)`` on the same weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+
+from tlcore.errors import TokenizerRequiredError
+from tlcore.kv_cache import HookedTransformerKeyValueCache
+from tlcore.utils.losses import get_attention_mask
+from tlcore.utils.sampling import sample_logits
+
+logger = logging.getLogger(__name__)
+
+GenerateInput = (
+    str
+    | list[str]
+    | Int[torch.Tensor, "batch pos"]
+    | Int[torch.Tensor, " pos"]
+    | Float[torch.Tensor, "batch pos d_model"]
+)
+ReturnType = Literal["input", "str", "tokens", "embeds"]
+_RETURN_TYPES = ("input", "str", "tokens", "embeds")
+
+
+@dataclass
+class _Prompt:
+    """A prompt made ready for generation."""
+
+    kind: Literal["str", "list", "tokens", "embeds"]
+    tokens: torch.Tensor | None  # [batch, pos]; None for embeddings input
+    embeds: torch.Tensor | None  # [batch, pos, d_model]; only for embeddings input
+    mask: torch.Tensor | None  # [batch, pos], 1 = real token; None when nothing is padded
+
+    @property
+    def batch(self) -> int:
+        source = self.tokens if self.tokens is not None else self.embeds
+        assert source is not None
+        return source.shape[0]
+
+
+class GenerateMixin:
+    """``generate`` and ``generate_stream``; expects ``HookedTransformer``'s forward and tokens."""
+
+    cfg: Any
+    tokenizer: Any
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        input: GenerateInput = "",
+        max_new_tokens: int = 10,
+        stop_at_eos: bool = True,
+        eos_token_id: int | Sequence[int] | None = None,
+        do_sample: bool = True,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        freq_penalty: float = 0.0,
+        use_past_kv_cache: bool = True,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        return_type: ReturnType = "input",
+        verbose: bool = True,
+    ) -> (
+        str
+        | list[str]
+        | Int[torch.Tensor, "batch new_pos"]
+        | Float[torch.Tensor, "batch new_pos d_model"]
+    ):
+        """Generate tokens after a prompt, sampling (or greedy) until EOS or ``max_new_tokens``.
+
+        When some rows of a batch finish (emit EOS) before others, they keep being padded with
+        EOS while the rest continue; generation stops early once every row has finished.
+
+        Args:
+            input: A text, a list of texts (left-padded), tokens ``[batch, pos]`` or ``[pos]``
+                (with a tokenizer whose padding side is left, leading pad tokens are masked), or
+                token embeddings ``[batch, pos, d_model]`` (what ``model.embed`` returns; position
+                embeddings are added here).
+            max_new_tokens: How many tokens to generate at most.
+            stop_at_eos: Stop a row when it emits an EOS token.
+            eos_token_id: The EOS id, or several (any of them stops a row); default the
+                tokenizer's EOS.
+            do_sample: Sample (with ``top_k``/``top_p``/``temperature``/``freq_penalty``, as
+                :func:`tlcore.utils.sample_logits`); False takes the argmax (greedy).
+            top_k: Sample among the k most likely tokens.
+            top_p: Sample from the smallest set of tokens with probability at least ``top_p``.
+            temperature: Softmax temperature (0 is greedy).
+            freq_penalty: Subtract this times each token's count so far (prompt included,
+                padding excluded) from its logit.
+            use_past_kv_cache: Reuse keys and values across steps (same tokens, much faster).
+            prepend_bos: For text input (default ``cfg.default_prepend_bos``).
+            padding_side: For tokens input: ``"left"`` masks leading pad tokens. Texts are always
+                left-padded, since every row must end at its last real token.
+            return_type: ``"str"``, ``"tokens"`` (prompt + new tokens ``[batch, pos + new]``),
+                ``"embeds"`` (token embeddings of prompt + new tokens) or ``"input"``: text for
+                text input (a string per text, special tokens removed), tokens for tokens,
+                embeddings for embeddings.
+            verbose: Show a progress bar.
+
+        Returns:
+            The prompt with its continuation, in the form ``return_type`` asks for. For embeddings
+            input, ``"tokens"`` gives the new tokens only.
+
+        Raises:
+            TokenizerRequiredError: For text input or ``return_type="str"`` without a tokenizer,
+                or ``stop_at_eos`` with neither a tokenizer nor ``eos_token_id``.
+            ValueError: For an unknown ``return_type`` or input shape.
+
+        Example:
+            >>> prompt = "The capital of France is"
+            >>> model.generate(prompt, max_new_tokens=3, do_sample=False)  # doctest: +SKIP
+            'The capital of France is Paris. The'
+        """
+        if return_type not in _RETURN_TYPES:
+            raise ValueError(
+                f"return_type must be one of {list(_RETURN_TYPES)}, got {return_type!r}"
+            )
+        prompt = self._generation_prompt(input, prepend_bos, padding_side)
+        if return_type == "input":
+            return_type = {"str": "str", "list": "str", "tokens": "tokens", "embeds": "embeds"}[
+                prompt.kind
+            ]  # type: ignore[assignment]
+        if return_type == "str":
+            self._require_tokenizer("return_type='str'")  # type: ignore[attr-defined]
+        new: list[torch.Tensor] = []
+        steps = self._generation_steps(
+            prompt,
+            max_new_tokens,
+            stop_at_eos,
+            eos_token_id,
+            do_sample,
+            top_k,
+            top_p,
+            temperature,
+            freq_penalty,
+            use_past_kv_cache,
+        )
+        for sampled in _progress(steps, max_new_tokens, verbose):
+            new.append(sampled[:, None])
+        generated = (
+            torch.cat(new, dim=1)
+            if new
+            else torch.zeros(prompt.batch, 0, dtype=torch.long, device=self._device())  # type: ignore[attr-defined]
+        )
+        if return_type == "embeds":
+            start = prompt.embeds if prompt.embeds is not None else self.embed(prompt.tokens)  # type: ignore[attr-defined]
+            return torch.cat([start, self.embed(generated)], dim=1)  # type: ignore[attr-defined]
+        tokens = (
+            generated if prompt.tokens is None else torch.cat([prompt.tokens, generated], dim=1)
+        )
+        if return_type == "tokens":
+            return tokens
+        texts = self.tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
+        return texts[0] if prompt.kind in ("str", "tokens", "embeds") and len(texts) == 1 else texts
+
+    @torch.inference_mode()
+    def generate_stream(
+        self,
+        input: GenerateInput = "",
+        max_new_tokens: int = 10,
+        max_tokens_per_yield: int = 1,
+        stop_at_eos: bool = True,
+        eos_token_id: int | Sequence[int] | None = None,
+        do_sample: bool = True,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        freq_penalty: float = 0.0,
+        use_past_kv_cache: bool = True,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+        return_type: Literal["input", "str", "tokens"] = "input",
+    ) -> Iterator[str | list[str] | Int[torch.Tensor, "batch new"]]:
+        """Generate like :meth:`generate`, yielding the new tokens as they come.
+
+        Joining the chunks gives exactly :meth:`generate`'s continuation (same arguments and
+        random state). Text chunks never split a multi-byte character: undecodable bytes wait
+        for the next chunk.
+
+        Args:
+            input: As :meth:`generate`.
+            max_new_tokens: As :meth:`generate`.
+            max_tokens_per_yield: Yield after this many new tokens (and at the end).
+            stop_at_eos: As :meth:`generate`.
+            eos_token_id: As :meth:`generate`.
+            do_sample: As :meth:`generate`.
+            top_k: As :meth:`generate`.
+            top_p: As :meth:`generate`.
+            temperature: As :meth:`generate`.
+            freq_penalty: As :meth:`generate`.
+            use_past_kv_cache: As :meth:`generate`.
+            prepend_bos: As :meth:`generate`.
+            padding_side: As :meth:`generate`.
+            return_type: ``"tokens"`` yields ``[batch, n]`` new token ids; ``"str"`` yields the
+                new text (a string, or a list per row for a list of texts); ``"input"`` picks
+                text for text input, else tokens.
+
+        Yields:
+            Chunks of the continuation (the prompt is not repeated).
+
+        Raises:
+            ValueError: For an unknown ``return_type`` or ``max_tokens_per_yield < 1``.
+        """
+        if return_type not in ("input", "str", "tokens"):
+            raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
+        if max_tokens_per_yield < 1:
+            raise ValueError(f"max_tokens_per_yield must be at least 1, got {max_tokens_per_yield}")
+        prompt = self._generation_prompt(input, prepend_bos, padding_side)
+        as_text = return_type == "str" or (
+            return_type == "input" and prompt.kind in ("str", "list")
+        )
+        if as_text:
+            self._require_tokenizer("return_type='str'")  # type: ignore[attr-defined]
+        steps = self._generation_steps(
+            prompt,
+            max_new_tokens,
+            stop_at_eos,
+            eos_token_id,
+            do_sample,
+            top_k,
+            top_p,
+            temperature,
+            freq_penalty,
+            use_past_kv_cache,
+        )
+        generated: list[list[int]] = [[] for _ in range(prompt.batch)]
+        emitted = [""] * prompt.batch  # text already yielded, per row
+        pending: list[torch.Tensor] = []
+
+        def flush(final: bool) -> Any:
+            chunk = torch.cat(pending, dim=1)
+            pending.clear()
+            if not as_text:
+                return chunk
+            texts = []
+            for row, ids in enumerate(chunk.tolist()):
+                generated[row].extend(ids)
+                text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                if not final:  # hold back a partial UTF-8 sequence until its last byte arrives
+                    text = text.rstrip("\ufffd")
+                texts.append(text[len(emitted[row]) :])
+                emitted[row] = text
+            return texts if prompt.kind == "list" else texts[0]
+
+        for sampled in steps:
+            pending.append(sampled[:, None])
+            if len(pending) == max_tokens_per_yield:
+                yield flush(final=False)
+        if pending:
+            yield flush(final=True)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _generation_prompt(
+        self, input: GenerateInput, prepend_bos: bool | None, padding_side: str | None
+    ) -> _Prompt:
+        device = self._device()  # type: ignore[attr-defined]
+        if isinstance(input, (str, list)):
+            if isinstance(input, list) and len(input) > 1 and padding_side == "right":
+                logger.info("generate left-pads a batch of texts (each row must end at its prompt)")
+            tokens, mask = self._tokens_and_mask(input, prepend_bos, "left")  # type: ignore[attr-defined]
+            if tokens.shape[1] == 0:
+                raise ValueError("the prompt is empty: pass prepend_bos=True or some text")
+            return _Prompt(
+                "str" if isinstance(input, str) else "list",
+                tokens.to(device),
+                None,
+                mask.to(device) if not bool(mask.all()) else None,
+            )
+        if not isinstance(input, torch.Tensor):
+            raise ValueError(f"Invalid input type to generate: {type(input).__name__}")
+        if input.is_floating_point():
+            if input.dim() != 3:
+                raise ValueError(
+                    f"embeddings input must be [batch, pos, d_model], got {tuple(input.shape)}"
+                )
+            return _Prompt("embeds", None, input.to(device), None)
+        tokens = (input[None] if input.dim() == 1 else input).to(device)
+        if tokens.dim() != 2:
+            raise ValueError(
+                f"tokens input must be [batch, pos] or [pos], got {tuple(input.shape)}"
+            )
+        mask = None
+        side = padding_side or self.cfg.default_padding_side
+        if self.tokenizer is not None and side == "left":
+            bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+            tokenizer = _PaddingView(self.tokenizer, side)
+            mask = get_attention_mask(tokenizer, tokens, bos)  # type: ignore[arg-type]
+            mask = None if bool(mask.all()) else mask
+        return _Prompt("tokens", tokens, None, mask)
+
+    def _stop_tokens(
+        self, stop_at_eos: bool, eos_token_id: int | Sequence[int] | None
+    ) -> tuple[list[int], int]:
+        """The ids that end a row, and the id that pads a finished row."""
+        if not stop_at_eos:
+            return [], 0
+        tokenizer_eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
+        if eos_token_id is None:
+            if tokenizer_eos is None:
+                raise TokenizerRequiredError(
+                    "stop_at_eos=True needs eos_token_id= or a tokenizer with an EOS token"
+                )
+            eos_token_id = tokenizer_eos
+        if isinstance(eos_token_id, int):
+            return [eos_token_id], eos_token_id
+        stops = [int(t) for t in eos_token_id]
+        return stops, tokenizer_eos if tokenizer_eos is not None else stops[0]
+
+    def _generation_steps(
+        self,
+        prompt: _Prompt,
+        max_new_tokens: int,
+        stop_at_eos: bool,
+        eos_token_id: int | Sequence[int] | None,
+        do_sample: bool,
+        top_k: int | None,
+        top_p: float | None,
+        temperature: float,
+        freq_penalty: float,
+        use_past_kv_cache: bool,
+    ) -> Iterator[torch.Tensor]:
+        """Yield each step's new tokens ``[batch]`` (EOS-padded once a row has finished)."""
+        stop_tokens, eos_pad = self._stop_tokens(stop_at_eos, eos_token_id)
+        device = self._device()  # type: ignore[attr-defined]
+        batch = prompt.batch
+        stop_ids = torch.tensor(stop_tokens, dtype=torch.long, device=device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        cache = (
+            HookedTransformerKeyValueCache.init_cache(self.cfg, device, batch)
+            if use_past_kv_cache
+            else None
+        )
+        # Token counts for the frequency penalty: the prompt's real tokens, then each new one.
+        counts = None
+        if do_sample and freq_penalty > 0:
+            counts = torch.zeros(batch, self.cfg.d_vocab_out, device=device)
+            if prompt.tokens is not None:
+                weight = prompt.mask if prompt.mask is not None else torch.ones_like(prompt.tokens)
+                counts.scatter_add_(1, prompt.tokens, weight.to(counts.dtype))
+        self.eval()  # type: ignore[attr-defined]
+        tokens, embeds, mask = prompt.tokens, prompt.embeds, prompt.mask
+        latest: torch.Tensor | None = None
+        for _ in range(max_new_tokens):
+            if latest is None or cache is None:  # the whole sequence (first step, or no cache)
+                logits = self._generation_forward(tokens, embeds, mask, cache)
+            else:  # only the newest token; everything before it is in the cache
+                new_embeds = None if embeds is None else self.embed(latest[:, None])  # type: ignore[attr-defined]
+                new_tokens = None if embeds is not None else latest[:, None]
+                logits = self._generation_forward(new_tokens, new_embeds, None, cache)
+            final_logits = logits[:, -1, :]
+            if do_sample:
+                if counts is not None and temperature != 0.0:
+                    # sample_logits' own order (temperature, then penalty), on masked counts.
+                    final_logits = final_logits / temperature - freq_penalty * counts
+                    sampled = sample_logits(final_logits, top_k=top_k, top_p=top_p)
+                else:
+                    sampled = sample_logits(
+                        final_logits, top_k=top_k, top_p=top_p, temperature=temperature
+                    )
+            else:
+                sampled = final_logits.argmax(-1)
+            sampled = sampled.to(device)
+            if stop_at_eos:
+                sampled[finished] = eos_pad
+                finished |= torch.isin(sampled, stop_ids)
+            if counts is not None:
+                counts.scatter_add_(1, sampled[:, None], torch.ones(batch, 1, device=device))
+            latest = sampled
+            yield sampled
+            if stop_at_eos and bool(finished.all()):
+                break
+            if cache is None:  # the uncached path re-runs everything, so keep the whole sequence
+                if embeds is not None:
+                    embeds = torch.cat([embeds, self.embed(sampled[:, None])], dim=1)  # type: ignore[attr-defined]
+                else:
+                    assert tokens is not None
+                    tokens = torch.cat([tokens, sampled[:, None]], dim=1)
+                if mask is not None:
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+
+    def _generation_forward(
+        self,
+        tokens: torch.Tensor | None,
+        embeds: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        cache: HookedTransformerKeyValueCache | None,
+    ) -> torch.Tensor:
+        if embeds is None:
+            return self(tokens, past_kv_cache=cache, attention_mask=mask)  # type: ignore[operator]
+        # Embeddings input: add position embeddings as input_to_embed would, then run the blocks.
+        past = cache.previous_attention_mask.shape[1] if cache is not None else 0
+        resid = self.hook_embed(embeds)  # type: ignore[attr-defined]
+        pos_embed = self.pos_embed  # type: ignore[attr-defined]
+        if pos_embed.adds_to_residual:
+            positions = torch.arange(past, past + embeds.shape[1], device=embeds.device)
+            positions = positions[None].expand(embeds.shape[0], -1)
+            resid = resid + self.hook_pos_embed(pos_embed.embed(positions))  # type: ignore[attr-defined]
+        return self(resid, start_at_layer=0, past_kv_cache=cache)  # type: ignore[operator]
+
+
+class _PaddingView:
+    """A tokenizer's pad/BOS ids with a chosen padding side, for ``get_attention_mask``."""
+
+    def __init__(self, tokenizer: Any, padding_side: str) -> None:
+        self.pad_token_id = tokenizer.pad_token_id
+        self.bos_token_id = tokenizer.bos_token_id
+        self.padding_side = padding_side
+
+
+def _progress(steps: Iterator[torch.Tensor], total: int, verbose: bool) -> Iterator[torch.Tensor]:
+    if not verbose:
+        return steps
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(steps, total=total))
