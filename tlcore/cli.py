@@ -7,9 +7,11 @@ plugin cannot break ``tlcore --help``: plugin failures are reported as warnings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,16 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tlcore {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    manager = get_manager()
-    for impl in manager.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(subparsers=subparsers)
-        except Exception as exc:  # noqa: BLE001 - one plugin's command must not break the CLI
-            warnings.warn(
-                f"tlcore plugin '{manager.pm.get_name(impl.plugin)}': register_commands "
-                f"raised {type(exc).__name__}: {exc}",
-                stacklevel=2,
-            )
+    # Each plugin's register_commands runs isolated: a failing one warns and adds nothing.
+    get_manager().add_commands(subparsers)
     return parser
 
 
@@ -48,12 +42,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    return int(args.func(args) or 0)
+    from tlcore.errors import PluginError
+
+    with _plugin_warnings_as_messages():
+        try:
+            parser = build_parser()
+        except PluginError as exc:  # strict mode (TLCORE_STRICT_PLUGINS=1): no traceback
+            print(f"tlcore: error: {exc}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        return int(args.func(args) or 0)
+
+
+@contextlib.contextmanager
+def _plugin_warnings_as_messages() -> Iterator[None]:
+    """Print plugin warnings as one ``tlcore: warning: ...`` line, not as a source location."""
+    from tlcore.plugins.manager import PluginWarning
+
+    default = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, PluginWarning):
+            print(f"tlcore: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = default
 
 
 if __name__ == "__main__":

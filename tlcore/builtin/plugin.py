@@ -80,7 +80,11 @@ def register_specs(register: Registrar) -> None:
     register.spec(specs_dir() / "architectures")
 
 
-COMMAND_MODULES: tuple[str, ...] = ("tlcore.commands.list_specs", "tlcore.commands.demo")
+COMMAND_MODULES: tuple[str, ...] = (
+    "tlcore.commands.list_specs",
+    "tlcore.commands.demo",
+    "tlcore.commands.plugins",
+)
 """Modules whose ``add_command(subparsers)`` adds a built-in CLI command."""
 
 

@@ -1,27 +1,35 @@
 """Plugin discovery and loading: built-ins first, then ``tlcore`` entry points, each isolated.
 
-Loading is lazy (first registry use, never at ``import tlcore``) and idempotent. Each entry point is
-imported and each of its hooks is called in its own try/except: a broken plugin yields one warning
-naming it and its distribution, its partial registrations are rolled back, and everything else keeps
-working. Environment switches:
+Loading is lazy (first registry use, never at ``import tlcore``) and idempotent. Each entry point
+is imported and its registration hooks are called inside its own try/except: a broken plugin yields
+one :class:`PluginWarning` naming the plugin and its distribution, everything it registered is
+rolled back, and everything else keeps working. Specs are validated once every plugin has
+registered (a spec may use another plugin's trait kinds); an invalid spec is dropped on its own,
+with a warning naming its plugin. Environment switches:
 
 - ``TLCORE_STRICT_PLUGINS=1``: raise :class:`tlcore.errors.PluginError` instead of warning;
-- ``TLCORE_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (built-ins still load);
-- ``TLCORE_LOAD_PLUGINS=a,b``: load only these entry points (by entry-point or distribution name);
-- ``TLCORE_BLOCK_PLUGINS=a,b``: never load these.
+- ``TLCORE_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (built-ins still load), unless
+  ``TLCORE_LOAD_PLUGINS`` names some;
+- ``TLCORE_LOAD_PLUGINS=a,b``: load only these entry points (entry-point or distribution names;
+  set but empty: none);
+- ``TLCORE_BLOCK_PLUGINS=a,b``: never load these (wins over ``TLCORE_LOAD_PLUGINS``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import copy
 import importlib
 import importlib.metadata as md
+import json
 import os
+import re
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
@@ -30,35 +38,70 @@ from tlcore.plugins import hookspecs
 from tlcore.plugins.registrar import Registrar
 from tlcore.registry.registry import Registry, Source
 
-ENTRY_POINT_GROUP = "tlcore"
+ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 BUILTIN_PLUGINS: tuple[str, ...] = ("tlcore.builtin.plugin",)
 """Modules registered before any entry point, through the same hooks."""
 
-# Registration order matters: specs may use traits and ops of any plugin.
-_REGISTRATION_HOOKS = ("register_traits", "register_weight_ops", "register_specs",
-                       "register_aliases")
+REGISTRATION_HOOKS: tuple[str, ...] = (
+    "register_traits",
+    "register_weight_ops",
+    "register_specs",
+    "register_aliases",
+)
+"""Registration hooks, in the order each plugin's are run (specs may use traits and ops)."""
+
+STRICT_ENV = "TLCORE_STRICT_PLUGINS"
+DISABLE_ENV = "TLCORE_DISABLE_PLUGIN_AUTOLOAD"
+LOAD_ENV = "TLCORE_LOAD_PLUGINS"
+BLOCK_ENV = "TLCORE_BLOCK_PLUGINS"
+
+State = Literal["ok", "failed", "blocked", "skipped"]
 
 
 class PluginWarning(UserWarning):
-    """A plugin failed to load or register; tlcore carries on without it."""
+    """A plugin (or one of its specs) failed to load; tlcore carries on without it."""
 
 
 @dataclass
 class PluginRecord:
-    """What one plugin is and what it registered (shown by ``tlcore plugins``)."""
+    """What one plugin is and what it registered (shown by ``tlcore plugins``).
+
+    ``state`` is ``ok`` (loaded; ``errors`` may still list specs of it that were dropped),
+    ``failed`` (nothing of it is registered; ``errors`` says why), ``blocked``
+    (``TLCORE_BLOCK_PLUGINS``) or ``skipped`` (not selected by ``TLCORE_LOAD_PLUGINS`` or autoload
+    disabled).
+    """
 
     name: str
     distribution: str | None = None
     version: str | None = None
+    module: str | None = None
     builtin: bool = False
+    state: State = "ok"
     registered: dict[str, list[str]] = field(default_factory=dict)
     hooks: list[str] = field(default_factory=list)
-    error: str | None = None
+    errors: list[str] = field(default_factory=list)
 
     @property
     def source(self) -> Source:
         """The :class:`Source` stamped on this plugin's registry entries."""
         return Source(self.name, self.distribution, self.version)
+
+    @property
+    def error(self) -> str | None:
+        """All failure reasons joined, or None."""
+        return "; ".join(self.errors) if self.errors else None
+
+    def describe(self) -> str:
+        """Name the plugin and its distribution, as warnings and errors do.
+
+        Returns:
+            ``plugin 'name' (distribution dist 1.0)`` or ``plugin 'name'``.
+        """
+        if self.distribution:
+            where = f"{self.distribution} {self.version}" if self.version else self.distribution
+            return f"plugin '{self.name}' (distribution {where})"
+        return f"plugin '{self.name}'"
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-able view.
@@ -67,176 +110,372 @@ class PluginRecord:
             The record as a dict.
         """
         return {
-            "name": self.name, "distribution": self.distribution, "version": self.version,
-            "builtin": self.builtin, "hooks": self.hooks, "registered": self.registered,
-            "status": "ok" if self.error is None else f"failed: {self.error}",
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "builtin": self.builtin,
+            "status": self.state,
+            "hooks": list(self.hooks),
+            "registered": {k: list(v) for k, v in self.registered.items() if v},
+            "errors": list(self.errors),
         }
 
 
-def _env_list(name: str) -> set[str]:
-    return {part.strip() for part in os.environ.get(name, "").split(",") if part.strip()}
+def _env_set(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {_normalize(part) for part in value.split(",") if part.strip()}
 
 
-def _strict() -> bool:
-    return os.environ.get("TLCORE_STRICT_PLUGINS", "").lower() in ("1", "true", "yes")
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _normalize(name: str) -> str:
+    """PEP 503 name normalisation, so ``tlcore_foo`` selects distribution ``tlcore-foo``."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def strict() -> bool:
+    """Tell whether plugin failures raise (``TLCORE_STRICT_PLUGINS``) instead of warning.
+
+    Returns:
+        True in strict mode.
+    """
+    return _truthy(STRICT_ENV)
 
 
 class TlcorePluginManager:
     """The pluggy manager plus the registry it fills and a record per plugin."""
 
     def __init__(self) -> None:
-        self.pm = pluggy.PluginManager("tlcore")
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.records: dict[str, PluginRecord] = {}
 
     # -- loading --------------------------------------------------------------------------------
     def load(self, entry_points: bool = True) -> None:
-        """Register the built-in plugins, then (optionally) entry points, and run their hooks.
+        """Register the built-in plugins, then (optionally) entry points, and validate the specs.
 
         Args:
             entry_points: Discover ``tlcore`` entry points (subject to the environment switches).
         """
         for module_name in BUILTIN_PLUGINS:
-            self.add_plugin(importlib.import_module(module_name), module_name, builtin=True)
-        if entry_points and os.environ.get("TLCORE_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0"):
+            module = importlib.import_module(module_name)
+            self.add_plugin(module, module_name, builtin=True, validate=False)
+        if entry_points:
             self._load_entry_points()
-        self._validate_specs()
+        self.validate_specs()
 
     def _load_entry_points(self) -> None:
-        only, blocked = _env_list("TLCORE_LOAD_PLUGINS"), _env_list("TLCORE_BLOCK_PLUGINS")
-        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        only, blocked = _env_set(LOAD_ENV), _env_set(BLOCK_ENV) or set()
+        autoload = not _truthy(DISABLE_ENV)
+        found: set[str] = set()
+        eps = sorted(
+            md.entry_points(group=ENTRY_POINT_GROUP),
+            key=lambda ep: (_normalize(ep.dist.name) if ep.dist else "", ep.name),
+        )
+        for ep in eps:
             dist = ep.dist.name if ep.dist else None
-            names = {ep.name, dist} - {None}
-            if (only and not names & only) or names & blocked:
-                if names & blocked:
-                    self.pm.set_blocked(ep.name)
+            record = PluginRecord(ep.name, dist, ep.dist.version if ep.dist else None, ep.value)
+            keys = {_normalize(ep.name)} | ({_normalize(dist)} if dist else set())
+            found |= keys
+            if keys & blocked:
+                self.pm.set_blocked(ep.name)
+                record.state = "blocked"
+                self.records.setdefault(ep.name, record)
                 continue
-            if ep.name in self.records:
+            if (only is not None and not keys & only) or (only is None and not autoload):
+                record.state = "skipped"
+                self.records.setdefault(ep.name, record)
                 continue
-            record = PluginRecord(ep.name, dist, ep.dist.version if ep.dist else None)
+            taken = self.records.get(ep.name)
+            if taken is not None and taken.state != "skipped":
+                # Two distributions declare the same entry-point name: the second cannot be
+                # registered under it, and must not overwrite the first one's record.
+                record.name = f"{ep.name} [{dist}]"
+                self._fail(
+                    record, f"entry point name '{ep.name}' is already used by {taken.describe()}"
+                )
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import failure must be isolated
-                self._fail(record, f"import failed: {type(exc).__name__}: {exc}")
+                self._fail(record, f"import of '{ep.value}' failed: {type(exc).__name__}: {exc}")
                 continue
-            self.add_plugin(plugin, ep.name, record=record)
-        missing = only - {r.name for r in self.records.values()} - {
-            r.distribution for r in self.records.values()}
-        for name in sorted(missing):
-            self._fail(PluginRecord(name), "requested by TLCORE_LOAD_PLUGINS but not installed")
+            self.add_plugin(plugin, ep.name, record=record, validate=False)
+        for name in sorted((only or set()) - found):
+            self._fail(
+                PluginRecord(name),
+                f"requested by {LOAD_ENV} but no installed distribution provides it "
+                f"(entry-point group '{ENTRY_POINT_GROUP}')",
+            )
 
-    def add_plugin(self, plugin: ModuleType | object, name: str, builtin: bool = False,
-                   record: PluginRecord | None = None) -> PluginRecord:
+    def add_plugin(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        builtin: bool = False,
+        record: PluginRecord | None = None,
+        validate: bool = True,
+    ) -> PluginRecord:
         """Register one plugin object with pluggy and run its registration hooks, isolated.
 
-        On failure the plugin's registrations are rolled back and it is unregistered.
+        On failure every registration of the plugin is rolled back, it is unregistered, and a
+        :class:`PluginWarning` is issued (:class:`~tlcore.errors.PluginError` in strict mode).
 
         Args:
             plugin: A module or object with ``@hookimpl`` functions.
-            name: Its plugin name.
+            name: Its plugin name (default: its ``__name__``).
             builtin: Whether it ships with tlcore.
             record: A pre-filled record (entry-point metadata).
+            validate: Validate the registered specs now (the loader validates once at the end).
 
         Returns:
-            The plugin's record (``error`` set on failure).
+            The plugin's record (``state == "failed"`` on failure).
+
+        Raises:
+            PluginError: If a loaded plugin already has that name.
         """
-        record = record or PluginRecord(name, builtin=builtin)
-        record.builtin = builtin
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        existing = self.records.get(name)
+        if self.pm.has_plugin(name) or (existing is not None and existing.state == "ok"):
+            raise PluginError(f"a tlcore plugin named '{name}' is already registered")
+        if record is None:
+            record = PluginRecord(name, module=getattr(plugin, "__name__", None))
+        if builtin:
+            from tlcore import __version__
+
+            record.builtin, record.distribution, record.version = True, "tlcore", __version__
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - pluggy raises ValueError and its own errors
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self._fail(record, f"invalid plugin: {exc}")
+            self._fail(record, f"invalid plugin: {type(exc).__name__}: {exc}")
             return record
         record.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
         snapshot = self._snapshot()
+        failure = self._run_registration(plugin, record)
+        if failure is not None:
+            self._restore(snapshot)
+            self.pm.unregister(plugin)
+            self._fail(record, failure)
+            return record
+        record.state = "ok"
+        self.records[name] = record
+        if validate:
+            self.validate_specs()
+        return record
+
+    def _run_registration(self, plugin: object, record: PluginRecord) -> str | None:
+        """Call the plugin's registration hooks; return a failure reason or None."""
         registrar = Registrar(self.registry, record.source)
-        for hook_name in _REGISTRATION_HOOKS:
+        for hook_name in REGISTRATION_HOOKS:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
                 try:
-                    impl.function(register=registrar)
-                except Exception as exc:  # noqa: BLE001
-                    self._restore(snapshot)
-                    self.pm.unregister(plugin)
-                    self._fail(record, f"hook {hook_name} raised {type(exc).__name__}: {exc}")
-                    return record
+                    # A hookimpl may declare fewer arguments than the spec (pluggy allows it).
+                    impl.function(**{arg: registrar for arg in impl.argnames})
+                except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
+                    return f"hook {hook_name} raised {type(exc).__name__}: {exc}"
+        commands = record.registered.get("commands", [])
         record.registered = {k: v for k, v in registrar.registered.items() if v}
-        self.records[name] = record
-        return record
+        if commands:
+            record.registered["commands"] = commands
+        return None
 
     def remove_plugin(self, name: str) -> None:
-        """Unregister a plugin and rebuild the registry from the remaining ones.
+        """Unregister a plugin and rebuild the registry from the remaining plugins.
 
         Args:
             name: The plugin name.
+
+        Raises:
+            KeyError: If no plugin has that name.
         """
         plugin = self.pm.get_plugin(name)
+        if plugin is None and name not in self.records:
+            raise KeyError(f"no tlcore plugin named '{name}' (plugins: {sorted(self.records)})")
         if plugin is not None:
             self.pm.unregister(plugin)
         self.records.pop(name, None)
-        remaining = [(n, self.pm.get_plugin(n), r) for n, r in self.records.items()]
         self.registry = Registry()
-        self.records = {}
-        for plugin_name, obj, record in remaining:
-            if obj is not None:
+        for record in self.records.values():
+            obj = self.pm.get_plugin(record.name)
+            if obj is None or record.state != "ok":
+                continue
+            record.errors = []
+            failure = self._run_registration(obj, record)
+            if failure is not None:  # it registered fine before; only a conflict can do this
                 self.pm.unregister(obj)
-                self.add_plugin(obj, plugin_name, builtin=record.builtin, record=PluginRecord(
-                    record.name, record.distribution, record.version))
-        self._validate_specs()
+                self._fail(record, failure)
+        self.validate_specs()
 
-    def _validate_specs(self) -> None:
-        for name in list(self.registry.specs):
-            try:
-                self.registry.get_spec(name)
-            except SpecError as exc:
-                source = self.registry.specs[name].source
-                del self.registry.specs[name]
-                self.registry._validated.clear()
-                record = self.records.get(source.plugin)
-                if record is not None:
-                    record.registered.get("specs", []).remove(name) if name in \
-                        record.registered.get("specs", []) else None
-                self._fail(record or PluginRecord(source.plugin), f"invalid spec '{name}': {exc}",
-                           keep=record is not None)
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[TlcorePluginManager]:
+        """Undo, on exit, every plugin added and every registration made inside the block.
+
+        Yields:
+            This manager.
+
+        Example:
+            >>> manager = get_manager()
+            >>> with manager.scoped():
+            ...     _ = manager.add_plugin(object(), "nothing")
+            >>> "nothing" in manager.records
+            False
+        """
+        plugins = {self.pm.get_name(p) for p in self.pm.get_plugins()}
+        registry = self._snapshot()
+        records = copy.deepcopy(self.records)
+        try:
+            yield self
+        finally:
+            for plugin in list(self.pm.get_plugins()):
+                plugin_name = self.pm.get_name(plugin)
+                if plugin_name not in plugins:
+                    self.pm.unregister(plugin)
+            self._restore(registry)
+            self.records = records
+
+    def validate_specs(self) -> None:
+        """Validate every registered spec; drop each invalid one with a warning naming its plugin.
+
+        Runs until no spec fails, since dropping a spec breaks the specs that extend it. Also
+        refuses a spec that covers the same HF model type or class as another plugin's spec with
+        the same ``hf.match`` and ``hf.priority`` (which one loads would be arbitrary).
+        """
+        while True:
+            failed = False
+            for name in list(self.registry.specs):
+                try:
+                    self.registry.get_spec(name)
+                except SpecError as exc:
+                    self._drop_spec(name, f"invalid spec '{name}': {exc}")
+                    failed = True
+                    break
+            if not failed:
+                failed = self._drop_ambiguous_spec()
+            if not failed:
+                return
+
+    def _drop_ambiguous_spec(self) -> bool:
+        seen: dict[tuple[str, str, str, int], str] = {}
+        for name, entry in self.registry.specs.items():
+            hf = self.registry.get_spec(name).hf
+            match = json.dumps(hf.match, sort_keys=True, default=str)
+            keys = [("model type", t) for t in hf.model_types]
+            keys += [("class", c) for c in hf.architectures]
+            for what, value in keys:
+                key = (what, value, match, hf.priority)
+                other = seen.setdefault(key, name)
+                if other == name or self.registry.specs[other].source.plugin == entry.source.plugin:
+                    continue
+                self._drop_spec(
+                    name,
+                    f"architecture '{name}' covers HF {what} '{value}' exactly as architecture "
+                    f"'{other}' from {self.registry.specs[other].source} does (same hf.match, "
+                    f"same hf.priority {hf.priority}), so which one loads would be arbitrary; "
+                    f"give it a higher hf.priority to take precedence, or register it under the "
+                    f"same name with override=True to replace it",
+                )
+                return True
+        return False
+
+    def _drop_spec(self, name: str, reason: str) -> None:
+        source = self.registry.specs[name].source
+        record = self.records.get(source.plugin) or PluginRecord(
+            source.plugin, source.distribution, source.version
+        )
+        # Strict mode raises before anything changes, so the registry stays as it was.
+        self._fail(record, reason, keep=True)
+        del self.registry.specs[name]
+        self.registry._validated.clear()
+        specs = record.registered.get("specs", [])
+        if name in specs:
+            specs.remove(name)
 
     def _snapshot(self) -> Registry:
         reg = self.registry
         return Registry(dict(reg.specs), dict(reg.traits), dict(reg.weight_ops), dict(reg.aliases))
 
     def _restore(self, snapshot: Registry) -> None:
-        self.registry.specs, self.registry.traits = snapshot.specs, snapshot.traits
-        self.registry.weight_ops, self.registry.aliases = snapshot.weight_ops, snapshot.aliases
+        self.registry.specs, self.registry.traits = dict(snapshot.specs), dict(snapshot.traits)
+        self.registry.weight_ops = dict(snapshot.weight_ops)
+        self.registry.aliases = dict(snapshot.aliases)
         self.registry._validated.clear()
 
     def _fail(self, record: PluginRecord, reason: str, keep: bool = False) -> None:
-        dist = f" (distribution {record.distribution} {record.version or ''})".rstrip() \
-            if record.distribution else ""
-        message = f"tlcore plugin '{record.name}'{dist}: {reason}"
-        if _strict():
+        """Record a failure and warn, or raise in strict mode.
+
+        Args:
+            record: The plugin's record.
+            reason: What went wrong.
+            keep: The plugin stays loaded (one of its specs was dropped).
+
+        Raises:
+            PluginError: In strict mode.
+        """
+        message = f"tlcore {record.describe()}: {reason}"
+        if strict():
             raise PluginError(message)
+        record.errors.append(reason)
         if not keep:
-            record.error = reason
+            record.state = "failed"
+            record.registered = {}
             self.records[record.name] = record
-        else:
-            record.error = (record.error + "; " if record.error else "") + reason
-        warnings.warn(message, PluginWarning, stacklevel=3)
+        warnings.warn(message, PluginWarning, stacklevel=2)
+
+    # -- CLI commands -----------------------------------------------------------------------------
+    def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
+        """Run every plugin's ``register_commands`` hook, each isolated.
+
+        A plugin whose hook raises (or adds a command name already taken) loses the commands it
+        added and gets a warning; the CLI keeps working.
+
+        Args:
+            subparsers: The CLI's sub-parsers.
+        """
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            record = self.records.get(plugin_name) or PluginRecord(plugin_name)
+            before = dict(subparsers.choices)
+            actions = list(subparsers._choices_actions)
+            try:
+                impl.function(**{arg: subparsers for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - one plugin's command must not break the CLI
+                subparsers.choices.clear()
+                subparsers.choices.update(before)
+                subparsers._choices_actions[:] = actions
+                self._fail(
+                    record, f"hook register_commands raised {type(exc).__name__}: {exc}", keep=True
+                )
+                continue
+            added = sorted(set(subparsers.choices) - set(before))
+            if added:
+                record.registered["commands"] = added
 
     # -- queries ----------------------------------------------------------------------------------
     def failures(self) -> list[PluginRecord]:
-        """Return the records of plugins that failed.
+        """Return the records of plugins that failed or had specs dropped.
 
         Returns:
-            Failed plugin records.
+            Records with errors.
         """
-        return [r for r in self.records.values() if r.error]
+        return [r for r in self.records.values() if r.errors]
 
     def resolve_hf_config(self, hf_config: dict[str, Any]) -> str | None:
-        """Ask plugins to pick an architecture for an HF config (first non-None answer).
+        """Ask plugins to pick an architecture for an HF config (first registered answer wins).
+
+        A plugin whose hook raises, or answers a name that is not registered, is skipped with a
+        warning (an error in strict mode): one buggy plugin must not break loading other models.
 
         Args:
             hf_config: The HF config dict.
@@ -244,7 +483,28 @@ class TlcorePluginManager:
         Returns:
             An architecture name or None.
         """
-        return self.pm.hook.resolve_hf_config(hf_config=copy.deepcopy(hf_config))
+        for impl in reversed(self.pm.hook.resolve_hf_config.get_hookimpls()):
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            record = self.records.get(plugin_name) or PluginRecord(plugin_name)
+            try:
+                answer = impl.function(**{arg: copy.deepcopy(hf_config) for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001
+                self._fail(
+                    record, f"hook resolve_hf_config raised {type(exc).__name__}: {exc}", keep=True
+                )
+                continue
+            if answer is None:
+                continue
+            if answer not in self.registry.specs:
+                self._fail(
+                    record,
+                    f"hook resolve_hf_config answered '{answer}', which is not a registered "
+                    f"architecture; ignored",
+                    keep=True,
+                )
+                continue
+            return str(answer)
+        return None
 
 
 _MANAGER: TlcorePluginManager | None = None
@@ -256,6 +516,9 @@ def get_manager() -> TlcorePluginManager:
 
     Returns:
         The loaded manager.
+
+    Raises:
+        PluginError: In strict mode (``TLCORE_STRICT_PLUGINS=1``), when a plugin fails.
     """
     global _MANAGER
     if _MANAGER is None:
@@ -268,6 +531,7 @@ def get_manager() -> TlcorePluginManager:
 
 
 def reset_manager() -> None:
-    """Forget the loaded plugins so the next registry use discovers them again (tests, notebooks)."""
+    """Forget the loaded plugins: the next registry use discovers them again (tests, notebooks)."""
     global _MANAGER
-    _MANAGER = None
+    with _LOCK:
+        _MANAGER = None
