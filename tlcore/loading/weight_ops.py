@@ -186,6 +186,39 @@ def select(tensors: Tensors, cfg: Any, indices: list[int]) -> Tensors:
     return [tensors[i] for i in indices]
 
 
+def matmul(tensors: Tensors, cfg: Any, transpose: list[bool] | None = None) -> Tensors:
+    """Multiply all tensors, in order, into one matrix (fold a bias-free projection into a weight).
+
+    OPT-350m embeds into ``word_embed_proj_dim`` and projects up with ``project_in``; folding
+    ``embed_tokens @ project_in.T`` gives the ``[d_vocab, d_model]`` embedding of the residual stream.
+
+    Args:
+        tensors: 2-D inputs.
+        cfg: Model config.
+        transpose: Per input, whether to transpose it first (default: none).
+
+    Returns:
+        One tensor, the product (computed in float64 and cast back, so the fold adds no rounding
+        beyond one cast).
+
+    Raises:
+        ValueError: If ``transpose`` does not give one flag per tensor.
+
+    Example:
+        >>> a, b = torch.ones(3, 2), torch.ones(4, 2)
+        >>> matmul([a, b], None, transpose=[False, True])[0].shape
+        torch.Size([3, 4])
+    """
+    flags = transpose or [False] * len(tensors)
+    if not tensors or len(flags) != len(tensors):
+        raise ValueError(f"matmul: {len(flags)} transpose flags for {len(tensors)} tensors")
+    factors = [t.double().T if flip else t.double() for t, flip in zip(tensors, flags)]
+    product = factors[0]
+    for factor in factors[1:]:
+        product = product @ factor
+    return [product.to(tensors[0].dtype)]
+
+
 def scale(tensors: Tensors, cfg: Any, value: float) -> Tensors:
     """Multiply by a constant.
 
@@ -226,6 +259,7 @@ BUILTIN_WEIGHT_OPS: dict[str, Any] = {
     "concat": concat,
     "stack": stack,
     "select": select,
+    "matmul": matmul,
     "scale": scale,
     "add": add,
 }
