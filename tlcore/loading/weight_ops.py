@@ -190,7 +190,7 @@ def matmul(tensors: Tensors, cfg: Any, transpose: list[bool] | None = None) -> T
     """Multiply all tensors, in order, into one matrix (fold a bias-free projection into a weight).
 
     OPT-350m embeds into ``word_embed_proj_dim`` and projects up with ``project_in``; folding
-    ``embed_tokens @ project_in.T`` gives the ``[d_vocab, d_model]`` embedding of the residual stream.
+    ``embed_tokens @ project_in.T`` gives the residual stream's ``[d_vocab, d_model]`` embedding.
 
     Args:
         tensors: 2-D inputs.
