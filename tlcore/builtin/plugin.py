@@ -84,6 +84,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tlcore.commands.list_specs",
     "tlcore.commands.demo",
     "tlcore.commands.plugins",
+    "tlcore.commands.parity",
 )
 """Modules whose ``add_command(subparsers)`` adds a built-in CLI command."""
 

@@ -1,29 +1,43 @@
 """Compare a tlcore model with its HuggingFace reference: logits, log-probs and every layer.
 
-``compare_spec`` builds the HF model of a spec's tiny test config, fills it from tlcore's own seeded
-generator, writes it with ``save_pretrained``, loads it back through tlcore's real loader and compares
-on a fixed token batch. On a mismatch the result names the first diverging layer and hook.
+``compare_spec`` builds the HF model of a spec's tiny test config, fills it from tlcore's own
+seeded generator, writes it with ``save_pretrained``, loads it back through tlcore's real loader
+and compares on a fixed token batch. On a mismatch the result names the first diverging layer and
+the first diverging hook inside it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Int
 from torch import nn
 
 from tlcore.spec.schema import ArchitectureSpec
 
 DEFAULT_ATOL = 1e-4
 TOKEN_SEED = 0
+BATCH_SHAPE = (2, 12)
+"""The parity batch: long enough for the test configs' sliding windows, small for snapshots."""
 
 
 @dataclass
 class ParityResult:
-    """Outcome of one comparison (all diffs are max absolute differences, fp32)."""
+    """Outcome of one comparison (all diffs are max absolute differences, fp32).
+
+    ``first_divergence`` describes where tlcore and HF first disagree; ``first_hook`` is the exact
+    TransformerLens hook name there (``blocks.0.attn.hook_q``), or a coarser place
+    (``blocks.0``, ``unembed``) when no finer hook could be compared. ``error`` is set when the
+    case could not run at all (the spec does not build, the checkpoint does not load).
+    """
 
     spec: str
     variant: str | None
@@ -36,17 +50,57 @@ class ParityResult:
     first_divergence: str | None = None
     atol: float = DEFAULT_ATOL
     message: str = ""
+    first_hook: str | None = None
+    error: str | None = None
+    spec_hash: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """``spec`` or ``spec/variant``."""
+        return case_label(self.spec, self.variant)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``fail`` (numbers differ) or ``error`` (the case did not run)."""
+        if self.error is not None:
+            return "error"
+        return "ok" if self.ok else "fail"
 
     def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict.
+        """Return a JSON-able dict (NaN diffs become None).
 
         Returns:
-            The fields.
+            The fields plus ``name`` and ``status``.
         """
-        return asdict(self)
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = None
+        out["name"], out["status"] = self.name, self.status
+        return out
 
 
-def parity_tokens(d_vocab: int, batch: int = 2, pos: int = 12, seed: int = TOKEN_SEED) -> torch.Tensor:
+def case_label(spec: str, variant: str | None) -> str:
+    """The printed name of a case.
+
+    Args:
+        spec: Spec name.
+        variant: Test variant or None.
+
+    Returns:
+        ``spec`` or ``spec/variant``.
+
+    Example:
+        >>> case_label("llama", "mha"), case_label("gpt2", None)
+        ('llama/mha', 'gpt2')
+    """
+    return f"{spec}/{variant}" if variant else spec
+
+
+def parity_tokens(
+    d_vocab: int, batch: int = BATCH_SHAPE[0], pos: int = BATCH_SHAPE[1], seed: int = TOKEN_SEED
+) -> Int[torch.Tensor, "batch pos"]:
     """The fixed token batch parity runs on (long enough for the test configs' sliding windows).
 
     Args:
@@ -65,39 +119,196 @@ def parity_tokens(d_vocab: int, batch: int = 2, pos: int = 12, seed: int = TOKEN
     return torch.randint(0, d_vocab, (batch, pos), generator=torch.Generator().manual_seed(seed))
 
 
+# -- HF side: capture module inputs/outputs --------------------------------------------------------
+
+_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
+_MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe")
+_O_PROJ_NAMES = ("o_proj", "dense", "out_proj", "c_proj", "o")
+_DOWN_PROJ_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
+
+
 def _decoder_layers(hf_model: nn.Module, n_layers: int) -> nn.ModuleList:
-    lists = [m for _, m in hf_model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers]
+    lists = [
+        m
+        for _, m in hf_model.named_modules()
+        if isinstance(m, nn.ModuleList) and len(m) == n_layers
+    ]
     if not lists:
         raise RuntimeError(f"cannot find the HF model's list of {n_layers} decoder layers")
     return lists[0]
 
 
-def _hf_layer_io(hf_model: nn.Module, n_layers: int, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Run HF, capturing the first layer's input and every layer's output."""
-    layers = _decoder_layers(hf_model, n_layers)
-    captured: dict[str, Any] = {"out": [None] * n_layers}
+def _child(module: nn.Module | None, names: tuple[str, ...]) -> nn.Module | None:
+    for name in names:
+        sub = getattr(module, name, None) if module is not None else None
+        if isinstance(sub, nn.Module):
+            return sub
+    return None
 
-    def pre_hook(module: nn.Module, args: Any, kwargs: Any) -> None:
-        captured["in"] = args[0] if args else kwargs["hidden_states"]
 
-    def make_hook(i: int):  # noqa: ANN202
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            captured["out"][i] = output[0] if isinstance(output, tuple) else output
-        return hook
+def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    value = kwargs.get("hidden_states", kwargs.get("input"))
+    return value if isinstance(value, torch.Tensor) else None
 
-    handles = [layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True)]
-    handles += [layer.register_forward_hook(make_hook(i)) for i, layer in enumerate(layers)]
+
+def _output_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextlib.contextmanager
+def _capture(
+    targets: dict[str, tuple[nn.Module, str]],
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record ``input`` or ``output`` tensors of HF submodules while the block runs."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for key, (module, which) in targets.items():
+        if which == "input":
+
+            def pre(mod: nn.Module, args: Any, kwargs: Any, key: str = key) -> None:
+                value = _first_tensor(args, kwargs)
+                if value is not None:
+                    captured[key] = value.detach()
+
+            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        else:
+
+            def post(mod: nn.Module, args: Any, output: Any, key: str = key) -> None:
+                captured[key] = _output_tensor(output).detach()
+
+            handles.append(module.register_forward_hook(post))
     try:
-        with torch.no_grad():
-            logits = hf_model(tokens).logits
+        yield captured
     finally:
         for handle in handles:
             handle.remove()
-    return captured["in"], captured["out"], logits
 
 
-def compare_model(model: Any, hf_model: nn.Module, tokens: torch.Tensor, atol: float = DEFAULT_ATOL,
-                  spec_name: str = "?", variant: str | None = None) -> ParityResult:
+def _hf_layer_io(
+    hf_model: nn.Module, n_layers: int, tokens: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """Run HF: the first layer's input, every layer's output, logits and ``lm_head``'s input."""
+    layers = _decoder_layers(hf_model, n_layers)
+    targets = {"in": (layers[0], "input")}
+    targets.update({f"out{i}": (layer, "output") for i, layer in enumerate(layers)})
+    head = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
+    if isinstance(head, nn.Module):
+        targets["head_in"] = (head, "input")
+    with _capture(targets) as captured, torch.no_grad():
+        logits = hf_model(tokens).logits
+    return (
+        captured["in"],
+        [captured[f"out{i}"] for i in range(n_layers)],
+        logits,
+        captured.get("head_in"),
+    )
+
+
+# -- divergence location --------------------------------------------------------------------------
+
+
+@dataclass
+class _Probe:
+    """One comparable point inside a layer: a tlcore hook and the HF tensor it must equal."""
+
+    hook: str
+    hf_module: nn.Module
+    which: str  # "input" or "output" of hf_module
+
+
+def _layer_probes(model: Any, hf_layer: nn.Module, layer: int) -> list[_Probe]:
+    """The hooks of one block that have an HF counterpart, in forward order.
+
+    Only pairs that mean the same thing in both libraries are listed, so that a correct model never
+    shows a false divergence (the parity tests check this on every spec): branch outputs are
+    compared only where tlcore's ``hook_attn_out``/``hook_mlp_out`` sit before any post-norm, and
+    q/k/v only where no qk-norm or clamp runs between HF's projection and tlcore's hook.
+    """
+    cfg = model.cfg
+    block = model.blocks[layer]
+    kind = getattr(cfg.traits.get("block"), "kind", "pre_norm")
+    prefix = f"blocks.{layer}"
+    attn, mlp = _child(hf_layer, _ATTN_NAMES), _child(hf_layer, _MLP_NAMES)
+    probes: list[_Probe] = []
+    # TransformerLens's RMSNorm hooks ``hook_normalized`` before the weight, LayerNorm after it:
+    # only a LayerNorm's hook equals the HF branch input.
+    norm_kind = getattr(cfg.traits.get("norm"), "kind", None)
+    ln_hooked = norm_kind == "layernorm"
+    pre_norm_attn = kind in ("pre_norm", "parallel", "sandwich") and getattr(block, "ln1", None)
+    if attn is not None and pre_norm_attn and ln_hooked:
+        probes.append(_Probe(f"{prefix}.ln1.hook_normalized", attn, "input"))
+    tl_attn = block.attn
+    plain_qkv = (
+        getattr(tl_attn, "q_norm", None) is None
+        and getattr(getattr(tl_attn, "trait", None), "clip_qkv", None) is None
+    )
+    for letter in "qkv":
+        proj = _child(attn, (f"{letter}_proj",))
+        if proj is not None and plain_qkv:
+            probes.append(_Probe(f"{prefix}.attn.hook_{letter}", proj, "output"))
+    o_proj = _child(attn, _O_PROJ_NAMES)
+    if o_proj is not None:
+        probes.append(_Probe(f"{prefix}.attn.hook_z", o_proj, "input"))
+    branch_outputs = kind in ("pre_norm", "parallel", "post_norm")
+    if attn is not None and branch_outputs:
+        probes.append(_Probe(f"{prefix}.hook_attn_out", attn, "output"))
+    mlp_norm = {"pre_norm": "ln2", "sandwich": "ln2"}.get(kind)
+    if kind == "parallel":
+        mlp_norm = "ln2" if getattr(block, "ln2", None) is not None else "ln1"
+    if mlp is not None and mlp_norm and ln_hooked and getattr(block, mlp_norm, None) is not None:
+        probes.append(_Probe(f"{prefix}.{mlp_norm}.hook_normalized", mlp, "input"))
+    down = _child(mlp, _DOWN_PROJ_NAMES)
+    if down is not None and not cfg.num_experts:
+        probes.append(_Probe(f"{prefix}.mlp.hook_post", down, "input"))
+    if mlp is not None and branch_outputs:
+        probes.append(_Probe(f"{prefix}.hook_mlp_out", mlp, "output"))
+    return probes
+
+
+def probe_layer(
+    model: Any, hf_model: nn.Module, tokens: Int[torch.Tensor, "batch pos"], layer: int
+) -> list[tuple[str, float]]:
+    """Compare every hook of one block that has an HF counterpart.
+
+    Args:
+        model: An unprocessed tlcore model.
+        hf_model: Its HF reference.
+        tokens: ``[batch, pos]`` tokens.
+        layer: Block index.
+
+    Returns:
+        ``(hook name, max abs diff)`` in forward order (heads flattened to match HF's layout).
+    """
+    hf_layer = _decoder_layers(hf_model, model.cfg.n_layers)[layer]
+    probes = _layer_probes(model, hf_layer, layer)
+    names = [p.hook for p in probes]
+    targets = {p.hook: (p.hf_module, p.which) for p in probes}
+    with _capture(targets) as captured, torch.no_grad():
+        hf_model(tokens)
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+    out = []
+    for name in names:
+        if name not in captured or name not in cache.cache_dict:
+            continue
+        ours, ref = cache[name], captured[name]
+        if ours.dim() == 4 and ref.dim() == 3:  # [batch, pos, head, d_head] vs [batch, pos, h*d]
+            ours = ours.flatten(-2)
+        if ours.shape != ref.shape:
+            continue
+        out.append((name, float((ours - ref).abs().max())))
+    return out
+
+
+def compare_model(
+    model: Any,
+    hf_model: nn.Module,
+    tokens: Int[torch.Tensor, "batch pos"],
+    atol: float = DEFAULT_ATOL,
+    spec_name: str = "?",
+    variant: str | None = None,
+) -> ParityResult:
     """Compare an unprocessed tlcore model with an HF model on ``tokens``.
 
     Args:
@@ -111,69 +322,265 @@ def compare_model(model: Any, hf_model: nn.Module, tokens: torch.Tensor, atol: f
     Returns:
         The result (``ok`` false names the first diverging layer and hook).
     """
+    return _compare_model(model, hf_model, tokens, atol, spec_name, variant)[0]
+
+
+def _compare_model(
+    model: Any,
+    hf_model: nn.Module,
+    tokens: torch.Tensor,
+    atol: float,
+    spec_name: str,
+    variant: str | None,
+) -> tuple[ParityResult, torch.Tensor]:
+    """:func:`compare_model`, also returning tlcore's logits (for snapshots)."""
     n_layers = model.cfg.n_layers
-    hf_in, hf_out, hf_logits = _hf_layer_io(hf_model, n_layers, tokens)
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+    hf_in, hf_out, hf_logits, hf_head_in = _hf_layer_io(hf_model, n_layers, tokens)
+    names = ["blocks.0.hook_resid_pre", "ln_final.hook_normalized"]
+    names += [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+    names = [n for n in names if n in model.hook_dict]  # post-norm models have no ln_final
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=names)
     embed_diff = float((cache["blocks.0.hook_resid_pre"] - hf_in).abs().max())
-    layer_diffs = [float((cache[f"blocks.{i}.hook_resid_post"] - hf_out[i]).abs().max()) for i in range(n_layers)]
+    layer_diffs = [
+        float((cache[f"blocks.{i}.hook_resid_post"] - hf_out[i]).abs().max())
+        for i in range(n_layers)
+    ]
     logit_diff = float((logits - hf_logits).abs().max())
     logprob_diff = float((logits.log_softmax(-1) - hf_logits.log_softmax(-1)).abs().max())
-    first = None
+    first, hook = None, None
     if embed_diff > atol:
-        first = f"hook_embed / blocks.0.hook_resid_pre (max diff {embed_diff:.3g})"
+        hook = "blocks.0.hook_resid_pre"
+        first = f"{hook} (embedding; max diff {embed_diff:.3g})"
     else:
         for i, diff in enumerate(layer_diffs):
             if diff > atol:
-                first = f"blocks.{i} ({_first_hook_in_layer(model, hf_model, tokens, i)}; " \
-                        f"hook_resid_post max diff {diff:.3g})"
+                inner = [(n, d) for n, d in probe_layer(model, hf_model, tokens, i) if d > atol]
+                if inner:
+                    hook = inner[0][0]
+                    first = (
+                        f"{hook} (max diff {inner[0][1]:.3g}; "
+                        f"blocks.{i}.hook_resid_post max diff {diff:.3g})"
+                    )
+                else:
+                    hook = f"blocks.{i}.hook_resid_post"
+                    first = f"{hook} (max diff {diff:.3g}; no finer hook located)"
                 break
     if first is None and logit_diff > atol:
-        first = f"ln_final / unembed (logits max diff {logit_diff:.3g})"
+        final = "ln_final.hook_normalized"
+        ours_final = cache.cache_dict.get(final)
+        try:
+            final_kind = getattr(model.cfg.trait("final_norm"), "kind", None)
+        except KeyError:
+            final_kind = None
+        if (
+            final_kind == "layernorm"  # RMSNorm's hook_normalized precedes its weight
+            and hf_head_in is not None
+            and ours_final is not None
+            and ours_final.shape == hf_head_in.shape
+            and float((ours_final - hf_head_in).abs().max()) > atol
+        ):
+            hook = final
+            first = f"{final} (max diff {float((ours_final - hf_head_in).abs().max()):.3g})"
+        else:
+            hook = "unembed"
+            first = f"unembed (logits max diff {logit_diff:.3g})"
     ok = first is None
-    message = "ok" if ok else f"{spec_name}{'/' + variant if variant else ''}: first divergence at {first}"
-    return ParityResult(spec_name, variant, ok, logit_diff, logprob_diff, None, layer_diffs, embed_diff,
-                        first, atol, message)
+    label = case_label(spec_name, variant)
+    message = "ok" if ok else f"{label}: first divergence at {first}"
+    result = ParityResult(
+        spec_name,
+        variant,
+        ok,
+        logit_diff,
+        logprob_diff,
+        None,
+        layer_diffs,
+        embed_diff,
+        first,
+        atol,
+        message,
+        first_hook=hook,
+    )
+    return result, logits.detach()
 
 
-def _first_hook_in_layer(model: Any, hf_model: nn.Module, tokens: torch.Tensor, layer: int) -> str:
-    """Locate the sub-part of a diverging layer: attention or MLP output, by HF submodule names."""
-    hf_layer = _decoder_layers(hf_model, model.cfg.n_layers)[layer]
-    parts = {"attn": ("self_attn", "attn", "attention", "self_attention"),
-             "mlp": ("mlp", "feed_forward", "block_sparse_moe")}
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-    for part, candidates in parts.items():
-        for cand in candidates:
-            sub = getattr(hf_layer, cand, None)
-            if isinstance(sub, nn.Module):
-                def hook(module: nn.Module, args: Any, output: Any, part: str = part) -> None:
-                    captured[part] = output[0] if isinstance(output, tuple) else output
-                handles.append(sub.register_forward_hook(hook))
-                break
-    try:
+# -- spec-level comparison -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def resolving_to(spec: ArchitectureSpec) -> Iterator[str]:
+    """Make checkpoint resolution pick ``spec``, registering it for the duration if needed.
+
+    A spec registered under its own name with identical content is used as it is, so the real
+    resolution path (``hf.model_types``, ``hf.match``, priorities) is what gets tested. Any other
+    spec (an unregistered object, a modified copy) is registered through a temporary plugin, with
+    a priority above every registered spec, that also answers ``resolve_hf_config`` with it; the
+    plugin and its registrations are undone afterwards (``manager.scoped()``).
+
+    Args:
+        spec: The spec to load checkpoints with.
+
+    Yields:
+        The registered name that checkpoints resolve to.
+    """
+    from tlcore.plugins.hookspecs import hookimpl
+    from tlcore.plugins.manager import get_manager
+
+    manager = get_manager()
+    registry = manager.registry
+    same = False
+    if spec.name in registry.specs:
+        try:
+            same = registry.get_spec(spec.name).content_hash() == spec.content_hash()
+        except Exception:  # noqa: BLE001 - a broken registered spec: use the given one instead
+            same = False
+    if same:
+        yield spec.name
+        return
+    temp_name = f"_parity_{spec.name}_{spec.content_hash()}"
+    # A higher priority than any registered spec: the manager refuses two specs that claim the
+    # same HF model type with equal priority, and resolution must pick this one.
+    top = max((registry.get_spec(n).hf.priority for n in registry.spec_names()), default=0)
+    hf_match = spec.hf.model_copy(update={"priority": max(top, spec.hf.priority) + 1})
+    doc = spec.model_copy(update={"name": temp_name, "extends": None, "hf": hf_match})
+
+    class _ParityPlugin:
+        @hookimpl
+        def register_specs(self, register: Any) -> None:
+            register.spec(doc, override=True)
+
+        @hookimpl
+        def resolve_hf_config(self, hf_config: dict[str, Any]) -> str | None:
+            return temp_name
+
+    with manager.scoped():
+        record = manager.add_plugin(_ParityPlugin(), f"tlcore-parity:{temp_name}")
+        if record.error or temp_name not in manager.registry.specs:
+            from tlcore.errors import SpecError
+
+            raise SpecError(f"spec '{spec.name}' cannot be registered: {record.error}")
+        yield temp_name
+
+
+def _resolve_spec(spec: ArchitectureSpec | str) -> ArchitectureSpec:
+    from tlcore.registry import get_registry
+
+    return get_registry().get_spec(spec) if isinstance(spec, str) else spec
+
+
+@dataclass
+class CaseRun:
+    """Everything one tiny-checkpoint run produced (the parity tool shares it across outputs)."""
+
+    result: ParityResult
+    tokens: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_case(
+    spec: ArchitectureSpec | str,
+    variant: str | None = None,
+    *,
+    hf: bool = True,
+    processed: bool = True,
+    atol: float | None = None,
+    seed: int | None = None,
+    tokens: torch.Tensor | None = None,
+    workdir: str | Path | None = None,
+    attn_implementation: str | None = None,
+    inspect: Callable[[Any, torch.Tensor], dict[str, Any]] | None = None,
+) -> CaseRun:
+    """Build a spec's tiny checkpoint once and derive everything the parity tool needs from it.
+
+    Args:
+        spec: A spec or an architecture name.
+        variant: A named test variant.
+        hf: Run the HF forward and compare (otherwise only tlcore's logits are produced).
+        processed: Also compare the processed model's log-softmax (needs ``hf``).
+        atol: Tolerance (default: the spec's ``parity.atol``).
+        seed: Weight-fill seed (default :data:`tlcore.testing.tiny.DEFAULT_SEED`).
+        tokens: Token batch (default: :func:`parity_tokens`).
+        workdir: Where to write the checkpoint (default: a temporary folder).
+        attn_implementation: HF reference attention (default: the spec's ``parity`` settings).
+        inspect: ``inspect(model, tokens) -> dict`` called on the loaded unprocessed model; its
+            answer is returned in ``extra``.
+
+    Returns:
+        The run (``result.ok`` is true when ``hf`` is false and the model ran).
+
+    Raises:
+        SpecError: If the spec's own test config resolves to a different spec.
+    """
+    from tlcore.errors import SpecError
+    from tlcore.model import HookedTransformer
+    from tlcore.testing.tiny import DEFAULT_SEED, save_tiny_checkpoint
+
+    start = time.perf_counter()
+    spec = _resolve_spec(spec)
+    atol = spec.parity.atol if atol is None else atol
+    attn_implementation = attn_implementation or spec.parity.attn_for(variant)
+    seed = DEFAULT_SEED if seed is None else seed
+    with contextlib.ExitStack() as stack:
+        folder = (
+            Path(workdir)
+            if workdir is not None
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlcore-parity-")))
+        )
+        _, hf_model = save_tiny_checkpoint(
+            spec, folder, variant, seed, attn_implementation=attn_implementation
+        )
+        expected = stack.enter_context(resolving_to(spec))
+        model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+        if model.cfg.spec_name != expected:
+            raise SpecError(
+                f"spec '{spec.name}': the test config of {case_label(spec.name, variant)} "
+                f"resolves to spec '{model.cfg.spec_name}' (check hf.match / hf.priority)"
+            )
+        tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
+        if hf:
+            result, _ = _compare_model(model, hf_model, tokens, atol, spec.name, variant)
+        else:
+            result = ParityResult(spec.name, variant, True, float("nan"), atol=atol, message="ok")
+        # Snapshots store a plain forward (not run_with_cache's logits): writing and checking
+        # must take the same numerical path, which differs from the cached one by fp32 noise.
         with torch.no_grad():
-            hf_model(tokens)
-            _, cache = model.run_with_cache(tokens, names_filter=[f"blocks.{layer}.hook_attn_out",
-                                                                  f"blocks.{layer}.hook_mlp_out"])
-    finally:
-        for handle in handles:
-            handle.remove()
-    for part, hook_name in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
-        if part in captured:
-            ours = cache[f"blocks.{layer}.{hook_name}"]
-            if ours.shape == captured[part].shape:
-                diff = float((ours - captured[part]).abs().max())
-                if diff > DEFAULT_ATOL:
-                    return f"first hook: blocks.{layer}.{hook_name}, max diff {diff:.3g}"
-    return "first hook: not located below the layer output"
+            logits = model(tokens).detach()
+        if hf and processed:
+            processed_model = HookedTransformer.from_pretrained(str(folder), device="cpu")
+            with torch.no_grad():
+                ours = processed_model(tokens).log_softmax(-1)
+                ref = hf_model(tokens).logits.log_softmax(-1)
+            diff = float((ours - ref).abs().max())
+            result.processed_logprobs_max_diff = diff
+            if diff > atol and result.ok:
+                result.ok = False
+                result.first_hook = "weight processing"
+                result.first_divergence = (
+                    f"weight processing (processed log-softmax max diff {diff:.3g})"
+                )
+                result.message = f"{result.name}: {result.first_divergence}"
+        extra = inspect(model, tokens) if inspect is not None else {}
+    result.spec_hash = spec.content_hash()
+    result.seconds = time.perf_counter() - start
+    return CaseRun(result, tokens, logits, extra)
 
 
-def compare_spec(spec: ArchitectureSpec | str, variant: str | None = None, atol: float | None = None,
-                 workdir: str | Path | None = None, processed: bool = True, seed: int | None = None,
-                 attn_implementation: str | None = None) -> ParityResult:
+def compare_spec(
+    spec: ArchitectureSpec | str,
+    variant: str | None = None,
+    atol: float | None = None,
+    workdir: str | Path | None = None,
+    processed: bool = True,
+    seed: int | None = None,
+    attn_implementation: str | None = None,
+) -> ParityResult:
     """Prove a spec against HF on its tiny test config, through tlcore's real loading path.
+
+    A spec object that is not registered (or differs from the registered one of its name) is
+    registered for the duration of the check, so plugin authors and mutation tests can check a spec
+    before shipping it.
 
     Args:
         spec: A spec or an architecture name.
@@ -187,30 +594,13 @@ def compare_spec(spec: ArchitectureSpec | str, variant: str | None = None, atol:
     Returns:
         The result.
     """
-    from tlcore.model import HookedTransformer
-    from tlcore.registry import get_registry
-    from tlcore.testing.tiny import DEFAULT_SEED, save_tiny_checkpoint
-
-    if isinstance(spec, str):
-        spec = get_registry().get_spec(spec)
-    atol = spec.parity.atol if atol is None else atol
-    attn_implementation = attn_implementation or spec.parity.attn_for(variant)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(workdir) if workdir is not None else Path(tmp)
-        _, hf_model = save_tiny_checkpoint(spec, folder, variant, seed if seed is not None else DEFAULT_SEED,
-                                           attn_implementation=attn_implementation)
-        model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-        tokens = parity_tokens(model.cfg.d_vocab)
-        result = compare_model(model, hf_model, tokens, atol, spec.name, variant)
-        if processed:
-            processed_model = HookedTransformer.from_pretrained(str(folder), device="cpu")
-            with torch.no_grad():
-                ours = processed_model(tokens).log_softmax(-1)
-                ref = hf_model(tokens).logits.log_softmax(-1)
-            diff = float((ours - ref).abs().max())
-            result.processed_logprobs_max_diff = diff
-            if diff > atol and result.ok:
-                result.ok = False
-                result.first_divergence = f"weight processing (processed log-softmax max diff {diff:.3g})"
-                result.message = f"{spec.name}: {result.first_divergence}"
-    return result
+    return run_case(
+        spec,
+        variant,
+        hf=True,
+        processed=processed,
+        atol=atol,
+        seed=seed,
+        workdir=workdir,
+        attn_implementation=attn_implementation,
+    ).result

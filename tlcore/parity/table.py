@@ -1,0 +1,481 @@
+"""The model table: traits, cfg, parameter/activation shapes and parity status per spec.
+
+One row per spec and test variant, written as JSONL and as a static self-contained HTML page.
+
+Shapes come from the tiny test model (``run_with_cache`` on the ``[2, 12]`` parity batch, no
+weight processing). Layer-indexed names are folded into ``blocks.{i}.…`` when every layer has the
+same shape; layers that differ (MoE every other layer, per-layer windows) are listed one by one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+
+CFG_FIELDS = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "n_key_value_heads",
+    "d_head",
+    "d_mlp",
+    "d_vocab",
+    "d_vocab_out",
+    "n_ctx",
+    "act_fn",
+    "normalization_type",
+    "eps",
+    "positional_embedding_type",
+    "rotary_dim",
+    "rotary_base",
+    "rotary_adjacent_pairs",
+    "parallel_attn_mlp",
+    "gated_mlp",
+    "num_experts",
+    "experts_per_token",
+    "attn_scale",
+    "attn_scores_soft_cap",
+    "output_logits_soft_cap",
+    "use_qk_norm",
+    "use_local_attn",
+    "window_size",
+    "attn_types",
+    "use_normalization_before_and_after",
+    "post_embedding_ln",
+    "tie_word_embeddings",
+    "original_architecture",
+)
+"""TransformerLens cfg fields shown per row (the JSONL has them all)."""
+
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def fold_layers(shapes: dict[str, list[int]], n_layers: int) -> dict[str, list[int]]:
+    """Fold ``blocks.N.x`` names into ``blocks.{i}.x`` where every layer has the same shape.
+
+    Args:
+        shapes: Name → shape, in model order.
+        n_layers: Number of blocks.
+
+    Returns:
+        The folded mapping, first-appearance order.
+
+    Example:
+        >>> fold_layers({"blocks.0.a": [2], "blocks.1.a": [2], "blocks.0.b": [3], "x": [1]}, 2)
+        {'blocks.{i}.a': [2], 'blocks.0.b': [3], 'x': [1]}
+    """
+    groups: dict[str, dict[int, list[int]]] = {}
+    for name, shape in shapes.items():
+        match = _LAYER.match(name)
+        if match:
+            groups.setdefault(_LAYER.sub("blocks.{i}.", name), {})[int(match.group(1))] = shape
+    out: dict[str, list[int]] = {}
+    for name, shape in shapes.items():
+        match = _LAYER.match(name)
+        if not match:
+            out[name] = shape
+            continue
+        pattern = _LAYER.sub("blocks.{i}.", name)
+        layers = groups[pattern]
+        uniform = len(layers) == n_layers and all(s == shape for s in layers.values())
+        if uniform:
+            out.setdefault(pattern, shape)
+        else:
+            out[name] = shape
+    return out
+
+
+def inspect_model(model: Any, tokens: Int[torch.Tensor, "batch pos"]) -> dict[str, Any]:
+    """Collect a loaded model's table facts: cfg, traits, parameter and activation shapes.
+
+    Args:
+        model: An unprocessed :class:`tlcore.HookedTransformer`.
+        tokens: The batch to run for activation shapes.
+
+    Returns:
+        ``cfg``, ``traits``, ``parameters``, ``activations``, ``n_params``.
+    """
+    cfg = model.cfg
+    params = {name: list(p.shape) for name, p in model.named_parameters()}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+    activations = {name: list(t.shape) for name, t in cache.items()}
+    traits = {}
+    for slot, trait in cfg.traits.items():
+        dumped = trait.model_dump(mode="json", exclude_defaults=True)
+        traits[slot] = {"kind": getattr(trait, "kind", None), **dumped}
+    return {
+        "cfg": {f: _jsonable(getattr(cfg, f, None)) for f in CFG_FIELDS},
+        "traits": _jsonable(traits),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "parameters": fold_layers(params, cfg.n_layers),
+        "activations": fold_layers(activations, cfg.n_layers),
+        "activation_batch": list(tokens.shape),
+    }
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(f"{value:.3g}")
+
+
+def table_row(case: Any, run: Any, snapshot: Any = None) -> dict[str, Any]:
+    """One row of the model table.
+
+    Args:
+        case: A :class:`tlcore.parity.runner.Case`.
+        run: Its :class:`tlcore.parity.compare.CaseRun`.
+        snapshot: Its :class:`tlcore.parity.snapshots.SnapshotResult`, if checked.
+
+    Returns:
+        The row (JSON-able).
+    """
+    spec, result = case.spec, run.result
+    status = result.status
+    if snapshot is not None and not snapshot.ok and status == "ok":
+        status = f"snapshot {snapshot.status}"
+    return {
+        "name": case.name,
+        "spec": spec.name,
+        "variant": case.variant,
+        "source": case.source,
+        "description": spec.description,
+        "extends": spec.extends,
+        "hf_model_types": list(spec.hf.model_types),
+        "hf_architectures": list(spec.hf.architectures),
+        "hf_match": _jsonable(spec.hf.match),
+        "content_hash": spec.content_hash(),
+        "test_config": _jsonable({**spec.test_config, **spec.test_variants.get(case.variant, {})})
+        if case.variant
+        else _jsonable(spec.test_config),
+        **run.extra,
+        "parity": {
+            "status": status,
+            "logits_max_diff": _num(result.logits_max_diff),
+            "logprobs_max_diff": _num(result.logprobs_max_diff),
+            "processed_logprobs_max_diff": _num(result.processed_logprobs_max_diff),
+            "layers_max_diff": _num(max(result.layer_max_diffs))
+            if result.layer_max_diffs
+            else None,
+            "atol": result.atol,
+            "first_divergence": result.first_divergence,
+            "error": result.error,
+            "snapshot": snapshot.status if snapshot is not None else None,
+            "snapshot_max_diff": _num(snapshot.max_diff) if snapshot is not None else None,
+        },
+    }
+
+
+def model_table(
+    specs: Any = None, variants: bool = True, processed: bool = True, workers: int = 1
+) -> list[dict[str, Any]]:
+    """Build the model table: one row per spec and test variant, with HF parity.
+
+    Args:
+        specs: Spec names or objects (default: every registered spec).
+        variants: Include test variants.
+        processed: Include the processed-model comparison in the parity columns.
+        workers: Processes.
+
+    Returns:
+        Rows (see :func:`table_row`).
+    """
+    from tlcore.parity.runner import verify
+
+    report = verify(specs, variants, hf=True, processed=processed, table=True, workers=workers)
+    return [c.table_row for c in report.cases if c.table_row is not None]
+
+
+def default_docs_dir() -> Path:
+    """Where the table goes: the checkout's ``docs/`` (else ``./docs``).
+
+    Returns:
+        The folder.
+    """
+    checkout = Path(__file__).resolve().parents[2] / "docs"
+    return checkout if checkout.is_dir() else Path.cwd() / "docs"
+
+
+def write_model_table(
+    rows: list[dict[str, Any]], directory: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``model_table.jsonl`` and ``model_table.html``.
+
+    Args:
+        rows: Table rows (:func:`model_table`).
+        directory: Output folder (default :func:`default_docs_dir`).
+
+    Returns:
+        ``(jsonl_path, html_path)``.
+    """
+    from tlcore.parity.snapshots import versions
+
+    folder = Path(directory) if directory is not None else default_docs_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["spec"], r["variant"] or ""))
+    jsonl = folder / "model_table.jsonl"
+    jsonl.write_text("".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
+    meta = {
+        "generated": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": versions(),
+    }
+    page = folder / "model_table.html"
+    page.write_text(render_html(rows, meta))
+    return jsonl, page
+
+
+def render_html(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+    """Render the self-contained HTML page (inline CSS/JS, no network).
+
+    Args:
+        rows: Table rows.
+        meta: ``generated`` date and ``versions`` for the footer.
+
+    Returns:
+        The page.
+
+    Example:
+        >>> "<table" in render_html([])
+        True
+    """
+    meta = meta or {}
+    # "<" escaped so no "</script>" inside the data can end the script element.
+    data = json.dumps(rows).replace("<", "\\u003c")
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+    footer = html.escape(f"Generated {meta.get('generated', '')} with {versions}".strip())
+    return _PAGE.replace("__DATA__", data).replace("__FOOTER__", footer)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tlcore model table</title>
+<style>
+:root { --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700; --line: #d0d7de; --head: #f6f8fa; }
+body { font: 13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.2em;
+  color: #1f2328; }
+h1 { font-size: 1.4em; margin: 0 0 .3em; }
+p.lead { margin: 0 0 .8em; color: #57606a; max-width: 75em; }
+#bar { display: flex; gap: 1em; align-items: center; margin-bottom: .6em; flex-wrap: wrap; }
+#filter { font-size: 14px; padding: .35em .6em; width: 28em; border: 1px solid var(--line);
+  border-radius: 6px; }
+#count { color: #57606a; }
+button { font-size: 13px; padding: .3em .7em; border: 1px solid var(--line); border-radius: 6px;
+  background: var(--head); cursor: pointer; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid var(--line); padding: .25em .45em; text-align: left;
+  vertical-align: top; white-space: nowrap; }
+th { background: var(--head); position: sticky; top: 0; cursor: pointer; user-select: none; }
+th.sorted-asc::after { content: " \\25B2"; font-size: .8em; }
+th.sorted-desc::after { content: " \\25BC"; font-size: .8em; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.row { cursor: pointer; }
+tr.row:hover { background: #f3f8ff; }
+tr.details > td { background: #fbfcfd; white-space: normal; padding: .6em 1.2em; }
+.ok { color: var(--ok); font-weight: 600; }
+.bad { color: var(--bad); font-weight: 600; }
+.warn { color: var(--warn); font-weight: 600; }
+.tw { display: inline-block; background: #eef1f4; border-radius: 4px; padding: 0 .35em;
+  margin: 0 .2em .1em 0; font-size: 12px; }
+.caret { display: inline-block; width: 1em; color: #57606a; }
+.grid { display: flex; gap: 2em; flex-wrap: wrap; }
+.grid > div { min-width: 22em; }
+.grid h3 { font-size: 1em; margin: .2em 0 .3em; }
+.grid table td, .grid table th { font-size: 12px; padding: .1em .5em; position: static;
+  cursor: default; white-space: normal; overflow-wrap: anywhere; }
+.grid table td:first-child { white-space: nowrap; overflow-wrap: normal; }
+.grid > div.wide { flex-basis: 100%; max-width: 110em; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
+footer { margin-top: 1em; color: #57606a; font-size: 12px; }
+</style>
+</head>
+<body>
+<h1>tlcore model table</h1>
+<p class="lead">Every registered architecture spec and test variant, on its tiny seeded test
+checkpoint: traits, TransformerLens config fields, parameter and activation shapes (activations of
+a <code>[2, 12]</code> token batch; <code>blocks.{i}</code> = the same in every layer), and parity
+with HuggingFace (max abs logit difference, unprocessed fp32). Click a column to sort, a row for
+details.</p>
+<div id="bar">
+<input id="filter" type="search" placeholder="Filter: name, model type, trait, hook, status..."
+  autofocus>
+<button id="expand">Expand all</button><button id="collapse">Collapse all</button>
+<span id="count"></span>
+</div>
+<table id="models">
+<thead><tr id="head"></tr></thead>
+<tbody id="body"></tbody>
+</table>
+<footer>__FOOTER__</footer>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+"use strict";
+const ROWS = JSON.parse(document.getElementById("data").textContent);
+const c = (r, k) => (r.cfg || {})[k];
+const fmt = v => v === null || v === undefined ? "" : (typeof v === "number" && !Number.isInteger(v)
+  ? v.toExponential(2) : String(v));
+const COLUMNS = [
+  {key: "name", label: "spec / variant", get: r => r.name},
+  {key: "status", label: "parity", get: r => r.parity.status},
+  {key: "diff", label: "logits diff", num: true, get: r => r.parity.logits_max_diff},
+  {key: "snap", label: "snapshot", get: r => r.parity.snapshot},
+  {key: "types", label: "HF model types", get: r => r.hf_model_types.join(", ")},
+  {key: "block", label: "block", get: r => (r.traits && r.traits.block || {}).kind},
+  {key: "norm", label: "norm", get: r => (r.traits && r.traits.norm || {}).kind},
+  {key: "pos", label: "positions", get: r => (r.traits && r.traits.positional || {}).kind},
+  {key: "mlp", label: "mlp", get: r => (r.traits && r.traits.mlp || {}).kind},
+  {key: "act_fn", label: "act_fn", get: r => c(r, "act_fn")},
+  {key: "d_model", label: "d_model", num: true, get: r => c(r, "d_model")},
+  {key: "n_layers", label: "layers", num: true, get: r => c(r, "n_layers")},
+  {key: "n_heads", label: "heads", num: true, get: r => c(r, "n_heads")},
+  {key: "n_kv", label: "kv heads", num: true, get: r => c(r, "n_key_value_heads")},
+  {key: "d_head", label: "d_head", num: true, get: r => c(r, "d_head")},
+  {key: "d_mlp", label: "d_mlp", num: true, get: r => c(r, "d_mlp")},
+  {key: "d_vocab", label: "d_vocab", num: true, get: r => c(r, "d_vocab")},
+  {key: "params", label: "params", num: true, get: r => r.n_params},
+];
+let sortKey = null, sortDir = 1;
+const open = new Set();
+const esc = s => String(s).replace(/[&<>"]/g, ch => ({"&": "&amp;", "<": "&lt;", ">": "&gt;",
+  '"': "&quot;"}[ch]));
+const haystack = ROWS.map(r => JSON.stringify(r).toLowerCase());
+
+function statusClass(s) {
+  if (["ok", "written", "updated", "unchanged", "removed"].includes(s)) return "ok";
+  if (!s) return "";
+  return /stale|missing|skipped/.test(s) ? "warn" : "bad";
+}
+
+function shapeTable(title, shapes) {
+  const rows = Object.entries(shapes || {}).map(([k, v]) =>
+    `<tr><td class="mono">${esc(k)}</td><td class="mono">[${v.join(", ")}]</td></tr>`).join("");
+  return `<div><h3>${esc(title)} (${Object.keys(shapes || {}).length})</h3>` +
+    `<table><tbody>${rows}</tbody></table></div>`;
+}
+
+function kvTable(title, obj) {
+  const rows = Object.entries(obj || {}).filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `<tr><td class="mono">${esc(k)}</td><td class="mono">` +
+      `${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td></tr>`).join("");
+  return `<div><h3>${esc(title)}</h3><table><tbody>${rows}</tbody></table></div>`;
+}
+
+function details(r) {
+  const traits = Object.entries(r.traits || {}).map(([slot, t]) => {
+    const params = Object.entries(t).filter(([k]) => k !== "kind")
+      .map(([k, v]) => `${esc(k)}=${esc(JSON.stringify(v))}`).join(", ");
+    return `<tr><td class="mono">${esc(slot)}</td><td class="mono"><b>${esc(t.kind)}</b>` +
+      `${params ? " " + params : ""}</td></tr>`;
+  }).join("");
+  const p = r.parity;
+  const parity = {status: p.status, "logits max diff": p.logits_max_diff,
+    "log-probs max diff": p.logprobs_max_diff, "processed log-probs max diff":
+    p.processed_logprobs_max_diff, "residual streams max diff": p.layers_max_diff, atol: p.atol,
+    "first divergence": p.first_divergence, error: p.error, snapshot: p.snapshot,
+    "snapshot max diff": p.snapshot_max_diff};
+  const about = {description: r.description, source: r.source, extends: r.extends,
+    "HF classes": r.hf_architectures.join(", "), "HF match": r.hf_match,
+    "content hash": r.content_hash, "test config": r.test_config};
+  return `<div class="grid">` +
+    `<div class="wide"><h3>traits</h3><table><tbody>${traits}</tbody></table></div>` +
+    kvTable("cfg", r.cfg) + kvTable("parity", parity) + kvTable("spec", about) +
+    shapeTable("parameters", r.parameters) + shapeTable("activations", r.activations) +
+    `</div>`;
+}
+
+function render() {
+  const q = document.getElementById("filter").value.trim().toLowerCase();
+  const terms = q ? q.split(/\\s+/) : [];
+  let idx = ROWS.map((r, i) => i).filter(i => terms.every(t => haystack[i].includes(t)));
+  if (sortKey !== null) {
+    const col = COLUMNS.find(x => x.key === sortKey);
+    idx.sort((a, b) => {
+      const va = col.get(ROWS[a]), vb = col.get(ROWS[b]);
+      if (va === vb) return 0;
+      if (va === null || va === undefined) return 1;
+      if (vb === null || vb === undefined) return -1;
+      return (col.num ? va - vb : String(va).localeCompare(String(vb))) * sortDir;
+    });
+  }
+  const out = [];
+  for (const i of idx) {
+    const r = ROWS[i];
+    const cells = COLUMNS.map(col => {
+      const v = col.get(r);
+      let cls = col.num ? "num" : "";
+      if (col.key === "status" || col.key === "snap") cls += " " + statusClass(v);
+      const caret = `<span class="caret">${open.has(i) ? "\\u25BE" : "\\u25B8"}</span>`;
+      const text = col.key === "name" ? caret + esc(v) : esc(fmt(v));
+      return `<td class="${cls}">${text}</td>`;
+    }).join("");
+    out.push(`<tr class="row" data-i="${i}">${cells}</tr>`);
+    if (open.has(i)) out.push(`<tr class="details"><td colspan="${COLUMNS.length}">` +
+      `${details(r)}</td></tr>`);
+  }
+  document.getElementById("body").innerHTML = out.join("");
+  const ok = idx.filter(i => ROWS[i].parity.status === "ok").length;
+  document.getElementById("count").textContent =
+    `${idx.length} of ${ROWS.length} rows, ${ok} passing parity`;
+  document.querySelectorAll("#head th").forEach(th => {
+    th.className = th.dataset.key === sortKey ? (sortDir > 0 ? "sorted-asc" : "sorted-desc") : "";
+  });
+}
+
+document.getElementById("head").innerHTML = COLUMNS.map(col =>
+  `<th data-key="${col.key}" title="sort by ${esc(col.label)}">${esc(col.label)}</th>`).join("");
+document.getElementById("head").addEventListener("click", e => {
+  const th = e.target.closest("th");
+  if (!th) return;
+  sortDir = sortKey === th.dataset.key ? -sortDir : 1;
+  sortKey = th.dataset.key;
+  render();
+});
+document.getElementById("body").addEventListener("click", e => {
+  const tr = e.target.closest("tr.row");
+  if (!tr) return;
+  const i = Number(tr.dataset.i);
+  open.has(i) ? open.delete(i) : open.add(i);
+  render();
+});
+document.getElementById("filter").addEventListener("input", render);
+document.getElementById("expand").addEventListener("click", () => {
+  document.querySelectorAll("tr.row").forEach(tr => open.add(Number(tr.dataset.i)));
+  render();
+});
+document.getElementById("collapse").addEventListener("click", () => { open.clear(); render(); });
+// "#text" pre-fills the filter; "#open=NAME" shows and expands one row (links, screenshots).
+const hash = decodeURIComponent(location.hash.slice(1));
+if (hash.startsWith("open=")) {
+  const i = ROWS.findIndex(r => r.name === hash.slice(5));
+  if (i >= 0) { open.add(i); document.getElementById("filter").value = ROWS[i].name; }
+} else if (hash) {
+  document.getElementById("filter").value = hash;
+}
+render();
+</script>
+</body>
+</html>
+"""
