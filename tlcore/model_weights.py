@@ -153,7 +153,12 @@ class WeightsMixin:
 
         Returns:
             ``[d_model]``.
+
+        Raises:
+            ValueError: ``mlp_input`` with ``layer == n_layers`` (there is no block there).
         """
+        if mlp_input and layer >= self.cfg.n_layers:
+            raise ValueError("accumulated_bias: mlp_input needs layer < n_layers (no block there)")
         total = torch.zeros(self.cfg.d_model, device=self.W_U.device, dtype=self.W_U.dtype)
         for i in range(layer):
             total = total + self.blocks[i].attn.b_O
