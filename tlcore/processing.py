@@ -59,9 +59,6 @@ _FOLD_LAYOUTS = frozenset({"pre_norm", "parallel", "sandwich"})
 _CENTER_LAYOUTS = frozenset({"pre_norm", "parallel"})
 _POST_LAYOUTS = frozenset({"post_norm", "post_only"})
 _NORM_KINDS = frozenset({"layernorm", "rmsnorm", "none"})
-_ATTENTION_KINDS = frozenset({"attention"})
-_MLP_KINDS = frozenset({"plain", "gated", "moe"})
-_UNEMBED_KINDS = frozenset({"linear"})
 _PRE_FORM = {"LN": "LNPre", "RMS": "RMSPre"}
 
 
@@ -121,14 +118,12 @@ def _is_rotary(cfg: HookedTransformerConfig) -> bool:
 
 def _unknown_component(cfg: HookedTransformerConfig) -> str | None:
     """Name a component kind the processing has no rule for (a plugin's), or None."""
-    for slot, known in (
-        ("attention", _ATTENTION_KINDS),
-        ("mlp", _MLP_KINDS),
-        ("unembed", _UNEMBED_KINDS),
-    ):
-        kind = _kind(cfg, slot)
-        if kind not in known:
-            return f"no processing rule for {slot} kind '{kind}'"
+    for slot in ("attention", "mlp", "unembed"):
+        if not type(cfg.trait(slot)).linear_io:
+            return (
+                f"{slot} kind '{_kind(cfg, slot)}' does not declare linear_io (reads and writes "
+                f"the residual stream only through linear maps), so folding is not known exact"
+            )
     return None
 
 
@@ -212,8 +207,8 @@ def _plan_center_unembed(cfg: HookedTransformerConfig) -> tuple[bool, str]:
     unembed = _trait(cfg, "unembed")
     if unembed is None:
         return False, "the config has no traits (no unembed)"
-    if unembed.kind not in _UNEMBED_KINDS:
-        return False, f"no centring rule for unembed kind '{unembed.kind}'"
+    if not type(unembed).linear_io:
+        return False, f"unembed kind '{unembed.kind}' does not declare linear_io"
     softcap = getattr(unembed, "softcap", None)
     if softcap is None and cfg.output_logits_soft_cap > 0:
         softcap = cfg.output_logits_soft_cap
@@ -234,8 +229,8 @@ def _plan_fold_value_biases(cfg: HookedTransformerConfig) -> tuple[bool, str]:
     attention = _trait(cfg, "attention")
     if attention is None:
         return False, "the config has no traits (no attention)"
-    if attention.kind not in _ATTENTION_KINDS:
-        return False, f"no folding rule for attention kind '{attention.kind}'"
+    if not type(attention).linear_io:
+        return False, f"attention kind '{attention.kind}' does not declare linear_io"
     if getattr(attention, "sinks", False):
         return False, (
             "attention sinks take part of each pattern row's mass, so rows sum to less "
@@ -256,8 +251,8 @@ def _plan_refactor(cfg: HookedTransformerConfig) -> tuple[bool, str]:
             "key positions, so W_Q/W_K cannot be refactored (TransformerLens asserts the "
             "same)"
         )
-    if attention.kind not in _ATTENTION_KINDS:
-        return False, f"no refactoring rule for attention kind '{attention.kind}'"
+    if not type(attention).linear_io:
+        return False, f"attention kind '{attention.kind}' does not declare linear_io"
     if cfg.n_key_value_heads not in (None, cfg.n_heads):
         return False, (
             "grouped keys/values: a refactored W_K is per query head and cannot be "

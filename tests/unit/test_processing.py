@@ -718,3 +718,21 @@ def test_from_pretrained_processed_matches_no_processing(name: str) -> None:
     tokens = tokens_for(raw)
     diff = (log_probs(raw, tokens) - log_probs(processed, tokens)).abs().max()
     assert diff < 1e-9, f"max |Δ log-softmax| = {diff:.3g}"
+
+
+def test_components_without_linear_io_are_not_processed() -> None:
+    """A plugin component that does not declare linear_io is never folded into (nor centred)."""
+    from typing import Literal
+
+    from tlcore.spec.traits import Trait
+
+    class OpaqueMLPTrait(Trait):
+        slot = "mlp"
+        kind: Literal["opaque"] = "opaque"
+
+    cfg = spec_model("gpt2").cfg
+    cfg.traits["mlp"] = OpaqueMLPTrait()
+    plan = processing_plan(cfg)
+    for flag in ("fold_ln", "center_writing_weights"):
+        applies, reason = plan[flag]
+        assert not applies and "linear_io" in reason and "'opaque'" in reason

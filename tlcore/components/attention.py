@@ -50,6 +50,7 @@ class AttentionTrait(Trait):
     """Attention parameters."""
 
     slot = "attention"
+    linear_io = True
     kind: Literal["attention"] = "attention"
     bias: QKVOFlags = Field(default_factory=QKVOFlags)
     """Which projections have biases in the checkpoint (the others are zero parameters)."""

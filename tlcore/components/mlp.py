@@ -23,6 +23,7 @@ class PlainMLPTrait(Trait):
     """A two-layer MLP; ``act`` defaults to the config's ``act_fn``."""
 
     slot = "mlp"
+    linear_io = True
     kind: Literal["plain"] = "plain"
     act: str | None = None
     bias: bool = True
@@ -37,6 +38,7 @@ class GatedMLPTrait(Trait):
     """A gated MLP (SwiGLU / GeGLU); ``act`` defaults to the config's ``act_fn``."""
 
     slot = "mlp"
+    linear_io = True
     kind: Literal["gated"] = "gated"
     act: str | None = None
     bias: bool = False

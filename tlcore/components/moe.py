@@ -32,6 +32,7 @@ class MoETrait(Trait):
     """
 
     slot = "mlp"
+    linear_io = True
     kind: Literal["moe"] = "moe"
     n_experts: int
     top_k: int

@@ -21,6 +21,7 @@ class UnembedTrait(Trait):
     """
 
     slot = "unembed"
+    linear_io = True
     kind: Literal["linear"] = "linear"
     bias: bool = False
     logit_scale: float = 1.0

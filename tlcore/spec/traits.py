@@ -42,6 +42,10 @@ class Trait(BaseModel):
 
     kind: str
     slot: ClassVar[str] = ""
+    linear_io: ClassVar[bool] = False
+    """The component reads the residual stream only through linear maps with biases (``W_Q``...,
+    ``W_in``/``W_gate``, a router) and writes to it only through ``W_O``/``W_out`` with biases, so
+    TransformerLens's weight processing (folding norms in, centring writers) is exact for it."""
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:
         """Record what this trait implies in the TransformerLens-named config fields.

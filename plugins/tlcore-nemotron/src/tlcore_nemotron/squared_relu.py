@@ -38,6 +38,7 @@ class SquaredReLUMLPTrait(Trait):
     """A non-gated MLP ``W_out · relu(W_in x + b_in)² + b_out``."""
 
     slot = "mlp"
+    linear_io = True
     kind: Literal["squared_relu"] = "squared_relu"
     act: Literal["relu2"] = "relu2"
     """The HF ``hidden_act`` this trait implements; a spec passes ``{hf: hidden_act}`` so that a
