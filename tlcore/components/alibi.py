@@ -18,6 +18,10 @@ class AlibiTrait(Trait):
     slot = "positional"
     kind: Literal["alibi"] = "alibi"
     placement: Literal["post_scale", "pre_scale"] = "post_scale"
+    bias_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype the bias ``slope * position`` is computed in before its cast to the score dtype: Falcon
+    rounds the slopes to bfloat16 and multiplies there whatever the model dtype (inexact for 16+
+    heads, whose slopes are not powers of two, and at long positions)."""
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("positional_embedding_type", "alibi")
@@ -61,6 +65,7 @@ class Alibi(PositionalEncoding):
     def __init__(self, trait: AlibiTrait, cfg: Any) -> None:
         super().__init__()
         self.pre_scale = trait.placement == "pre_scale"
+        self.in_bf16 = trait.bias_dtype == "bfloat16"
 
     def score_bias(self, n_heads: int, key_positions: Int[torch.Tensor, "batch k_pos"], scale: float,
                    dtype: torch.dtype) -> Float[torch.Tensor, "batch head_index 1 k_pos"]:
@@ -77,7 +82,12 @@ class Alibi(PositionalEncoding):
         """
         # Computed per call (n_heads numbers): no buffer to lose when the model is built on "meta".
         slopes = alibi_slopes(n_heads).to(key_positions.device)
-        bias = slopes[None, :, None, None] * key_positions[:, None, None, :].float()
+        if self.in_bf16:
+            # As Falcon's build_alibi_tensor: bf16 slopes times integer positions (a bf16 product).
+            product = slopes.bfloat16()[None, :, None, None] * key_positions[:, None, None, :]
+            bias = product.to(dtype)
+        else:
+            bias = slopes[None, :, None, None] * key_positions[:, None, None, :].float()
         if self.pre_scale:
             bias = bias * scale
         return bias.to(dtype)
