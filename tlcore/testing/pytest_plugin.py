@@ -51,8 +51,9 @@ def tlcore_plugin() -> Iterator[Callable[..., Any]]:
     manager = get_manager()
 
     def register(plugin: object, name: str | None = None) -> Any:
-        if manager.pm.is_registered(plugin):
-            return manager.records[manager.pm.get_name(plugin)]
+        loaded_as = manager.pm.get_name(plugin) if manager.pm.is_registered(plugin) else None
+        if loaded_as is not None:
+            return manager.records[loaded_as]
         # Strict for this call: a broken test plugin should fail the test, not warn.
         with mock.patch.dict(os.environ, {STRICT_ENV: "1"}):
             record = manager.add_plugin(plugin, name)
