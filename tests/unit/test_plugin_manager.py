@@ -222,3 +222,20 @@ def test_remove_plugin_rebuilds_without_it(manager: TlcorePluginManager) -> None
     with pytest.raises(KeyError):
         manager.remove_plugin("extra-plugin")
     assert isinstance(manager.registry, Registry)
+
+
+def test_scoped_undoes_additions_and_removals(manager: TlcorePluginManager) -> None:
+    class Plugin:
+        @hookimpl
+        def register_specs(self, register) -> None:
+            register.spec({"name": "scoped", "extends": "llama", "hf": {"model_types": ["s"]}})
+
+    specs = set(manager.registry.specs)
+    with manager.scoped():
+        manager.add_plugin(Plugin(), "scoped-plugin")
+        with pytest.warns(PluginWarning, match="'scoped'.*no architecture named 'llama'"):
+            manager.remove_plugin("tlcore.builtin.plugin")
+        assert set(manager.registry.specs) == set()
+    assert set(manager.registry.specs) == specs
+    assert manager.pm.has_plugin("tlcore.builtin.plugin")
+    assert not manager.pm.has_plugin("scoped-plugin") and "scoped-plugin" not in manager.records

@@ -320,7 +320,7 @@ class TlcorePluginManager:
 
     @contextlib.contextmanager
     def scoped(self) -> Iterator[TlcorePluginManager]:
-        """Undo, on exit, every plugin added and every registration made inside the block.
+        """Undo, on exit, every plugin added or removed and every registration made in the block.
 
         Yields:
             This manager.
@@ -332,16 +332,22 @@ class TlcorePluginManager:
             >>> "nothing" in manager.records
             False
         """
-        plugins = {self.pm.get_name(p) for p in self.pm.get_plugins()}
+        plugins = {self.pm.get_name(p): p for p in self.pm.get_plugins()}
+        blocked = {name for name in self.records if self.pm.is_blocked(name)}
         registry = self._snapshot()
         records = copy.deepcopy(self.records)
         try:
             yield self
         finally:
             for plugin in list(self.pm.get_plugins()):
-                plugin_name = self.pm.get_name(plugin)
-                if plugin_name not in plugins:
+                if self.pm.get_name(plugin) not in plugins:
                     self.pm.unregister(plugin)
+            for name, plugin in plugins.items():
+                if not self.pm.is_registered(plugin):
+                    self.pm.register(plugin, name=name)
+            for name in list(self.records):
+                if self.pm.is_blocked(name) and name not in blocked:
+                    self.pm.unblock(name)
             self._restore(registry)
             self.records = records
 
