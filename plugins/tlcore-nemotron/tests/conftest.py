@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
-
 import tlcore_nemotron.plugin  # noqa: E402
 
 pytest_plugins = ["tlcore.testing.pytest_plugin"]

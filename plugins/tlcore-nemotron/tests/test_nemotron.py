@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tlcore_nemotron.ops import layernorm1p
 
 from tlcore import HookedTransformer, hookimpl
 from tlcore.errors import SpecError
 from tlcore.parity import compare_model, parity_tokens
 from tlcore.registry import get_registry
-from tlcore_nemotron.ops import layernorm1p
 
 SPEC_FILE = Path(__file__).parents[1] / "src" / "tlcore_nemotron" / "specs" / "nemotron.yaml"
 VARIANTS = [None, *yaml.safe_load(SPEC_FILE.read_text())["test_variants"]]
@@ -113,6 +113,14 @@ def test_squared_relu_hooks(tiny_hf_checkpoint) -> None:
     assert pre.shape == (1, 4, model.cfg.d_mlp)
     assert torch.equal(post, torch.relu(pre) ** 2)
     assert (pre < 0).any()  # the relu part is exercised
+
+
+def test_weight_processing_applies(tiny_hf_checkpoint) -> None:
+    """The trait declares linear_io and the norms are ordinary LayerNorms, so nothing is skipped."""
+    model = HookedTransformer.from_pretrained(str(tiny_hf_checkpoint("nemotron").path))
+    assert model.cfg.fold_ln and model.cfg.center_writing_weights and model.cfg.center_unembed
+    assert model.cfg.normalization_type == "LNPre"
+    assert model.blocks[0].ln1.w is None  # folded into W_Q/W_K/W_V
 
 
 def test_other_activation_is_refused(tiny_hf_checkpoint) -> None:
