@@ -129,13 +129,14 @@ def _g(value: float | None) -> str:
     return f"{value:.2e}"
 
 
-def print_report(report: Any, out: TextIO = sys.stdout) -> None:
+def print_report(report: Any, out: TextIO | None = None) -> None:
     """Print a parity report as a text table and a summary line.
 
     Args:
         report: A :class:`tlcore.parity.runner.Report`.
-        out: Stream.
+        out: Stream (default: ``sys.stdout`` at call time).
     """
+    out = out or sys.stdout
     rows = []
     for c in report.cases:
         p, s = c.parity, c.snapshot
@@ -193,18 +194,19 @@ def print_report(report: Any, out: TextIO = sys.stdout) -> None:
         print(f"FAILED {line}", file=out)
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the parity tool with parsed arguments.
 
     Args:
         args: Parsed arguments (see :func:`add_arguments`).
-        out: Stream for the report.
+        out: Stream for the report (default: ``sys.stdout`` at call time).
 
     Returns:
         The exit status: 0 when everything passed, 1 otherwise, 2 for a usage error.
     """
     from tlcore.parity.runner import verify
 
+    out = out or sys.stdout
     start = time.perf_counter()
     if not args.verbose:
         _quiet()

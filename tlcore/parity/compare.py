@@ -170,13 +170,15 @@ def _capture(
             def pre(mod: nn.Module, args: Any, kwargs: Any, key: str = key) -> None:
                 value = _first_tensor(args, kwargs)
                 if value is not None:
-                    captured[key] = value.detach()
+                    # Cloned: HF layers may update a module's output in place afterwards
+                    # (Falcon adds attention into the MLP output with +=).
+                    captured[key] = value.detach().clone()
 
             handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         else:
 
             def post(mod: nn.Module, args: Any, output: Any, key: str = key) -> None:
-                captured[key] = _output_tensor(output).detach()
+                captured[key] = _output_tensor(output).detach().clone()
 
             handles.append(module.register_forward_hook(post))
     try:
@@ -252,18 +254,20 @@ def _layer_probes(model: Any, hf_layer: nn.Module, layer: int) -> list[_Probe]:
     if o_proj is not None:
         probes.append(_Probe(f"{prefix}.attn.hook_z", o_proj, "input"))
     branch_outputs = kind in ("pre_norm", "parallel", "post_norm")
-    if attn is not None and branch_outputs:
-        probes.append(_Probe(f"{prefix}.hook_attn_out", attn, "output"))
+    # The output projection, not the attention module: some HF attention modules add the
+    # residual themselves (BLOOM), so their output is not a branch output.
+    if (o_proj or attn) is not None and branch_outputs:
+        probes.append(_Probe(f"{prefix}.hook_attn_out", o_proj or attn, "output"))
     mlp_norm = {"pre_norm": "ln2", "sandwich": "ln2"}.get(kind)
     if kind == "parallel":
         mlp_norm = "ln2" if getattr(block, "ln2", None) is not None else "ln1"
     if mlp is not None and mlp_norm and ln_hooked and getattr(block, mlp_norm, None) is not None:
         probes.append(_Probe(f"{prefix}.{mlp_norm}.hook_normalized", mlp, "input"))
-    down = _child(mlp, _DOWN_PROJ_NAMES)
-    if down is not None and not cfg.num_experts:
+    down = _child(mlp, _DOWN_PROJ_NAMES) if not cfg.num_experts else None
+    if down is not None:
         probes.append(_Probe(f"{prefix}.mlp.hook_post", down, "input"))
-    if mlp is not None and branch_outputs:
-        probes.append(_Probe(f"{prefix}.hook_mlp_out", mlp, "output"))
+    if (down or mlp) is not None and branch_outputs:
+        probes.append(_Probe(f"{prefix}.hook_mlp_out", down or mlp, "output"))
     return probes
 
 

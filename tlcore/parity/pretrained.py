@@ -173,8 +173,10 @@ def compare_pretrained(
             ref = hf_model(tokens).logits.float()
             d, a, n, k = logit_metrics(ours, ref)
             max_diff, agree, total, kl = max(max_diff, d), agree + a, total + n, kl + k
+    local = Path(name_or_path).expanduser()
     return PretrainedParity(
-        model=str(name_or_path),
+        # A local path shows as its last component: the row is pasted into a pull request.
+        model=local.name if local.exists() else str(name_or_path),
         spec=spec.name,
         max_abs_logit_diff=max_diff,
         top1_agreement=100.0 * agree / max(total, 1),

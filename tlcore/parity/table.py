@@ -357,7 +357,7 @@ const COLUMNS = [
   {key: "d_vocab", label: "d_vocab", num: true, get: r => c(r, "d_vocab")},
   {key: "params", label: "params", num: true, get: r => r.n_params},
 ];
-let sortKey = null, sortDir = 1;
+let sortKey = null, sortDir = 1, only = null;
 const open = new Set();
 const esc = s => String(s).replace(/[&<>"]/g, ch => ({"&": "&amp;", "<": "&lt;", ">": "&gt;",
   '"': "&quot;"}[ch]));
@@ -409,7 +409,8 @@ function details(r) {
 function render() {
   const q = document.getElementById("filter").value.trim().toLowerCase();
   const terms = q ? q.split(/\\s+/) : [];
-  let idx = ROWS.map((r, i) => i).filter(i => terms.every(t => haystack[i].includes(t)));
+  let idx = ROWS.map((r, i) => i).filter(i => only === null ? terms.every(t =>
+    haystack[i].includes(t)) : i === only);
   if (sortKey !== null) {
     const col = COLUMNS.find(x => x.key === sortKey);
     idx.sort((a, b) => {
@@ -460,7 +461,7 @@ document.getElementById("body").addEventListener("click", e => {
   open.has(i) ? open.delete(i) : open.add(i);
   render();
 });
-document.getElementById("filter").addEventListener("input", render);
+document.getElementById("filter").addEventListener("input", () => { only = null; render(); });
 document.getElementById("expand").addEventListener("click", () => {
   document.querySelectorAll("tr.row").forEach(tr => open.add(Number(tr.dataset.i)));
   render();
@@ -470,7 +471,7 @@ document.getElementById("collapse").addEventListener("click", () => { open.clear
 const hash = decodeURIComponent(location.hash.slice(1));
 if (hash.startsWith("open=")) {
   const i = ROWS.findIndex(r => r.name === hash.slice(5));
-  if (i >= 0) { open.add(i); document.getElementById("filter").value = ROWS[i].name; }
+  if (i >= 0) { open.add(i); only = i; document.getElementById("filter").value = ROWS[i].name; }
 } else if (hash) {
   document.getElementById("filter").value = hash;
 }
