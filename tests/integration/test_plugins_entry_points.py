@@ -265,3 +265,27 @@ def test_installed_example_plugin_is_discovered_through_its_entry_point() -> Non
         "weight_ops": ["layernorm1p"],
     }
     assert set(row["hooks"]) == {"register_specs", "register_traits", "register_weight_ops"}
+
+
+def test_two_distributions_with_one_entry_point_name(tmp_path: Path, monkeypatch) -> None:
+    for dist in ("first", "second"):
+        module = f"fake_tlcore_same_{dist}"
+        (tmp_path / f"{module}.py").write_text("")
+        info = tmp_path / f"tlcore_same_{dist}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: tlcore-same-{dist}\nVersion: 1.0\n"
+        )
+        (info / "entry_points.txt").write_text(f"[tlcore]\nsame = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(LOAD_ENV, "same")
+    with pytest.warns(UserWarning) as caught:
+        manager = _loaded({}, monkeypatch)
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(
+        "tlcore plugin 'same [tlcore-same-second]' (distribution tlcore-same-second 1.0): "
+        "entry point name 'same' is already used by plugin 'same' (distribution "
+        "tlcore-same-first 1.0)"
+    )
+    assert manager.records["same"].state == "ok"
+    assert manager.records["same"].distribution == "tlcore-same-first"
