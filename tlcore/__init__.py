@@ -25,8 +25,18 @@ _LAZY = {
     "HookedTransformerKeyValueCache": "tlcore.kv_cache",
     "get_registry": "tlcore.registry",
     "hookimpl": "tlcore.plugins.hookspecs",
+    "SVDInterpreter": "tlcore.svd_interpreter",
 }
-_SUBMODULES = {"utils", "patching", "head_detector", "parity", "evals", "errors", "loading"}
+_SUBMODULES = {
+    "utils",
+    "patching",
+    "head_detector",
+    "svd_interpreter",
+    "parity",
+    "evals",
+    "errors",
+    "loading",
+}
 
 __all__ = [*_LAZY, "__version__"]
 

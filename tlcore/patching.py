@@ -1,0 +1,592 @@
+"""Activation patching, as TransformerLens 2.x's ``transformer_lens.patching``.
+
+Run the model on a *corrupted* input, replace (patch) one activation with its value from a *clean*
+run, and measure how far a metric of the output moves back towards the clean answer. Iterating over
+layers, positions and heads localises the activations that carry the difference.
+
+:func:`generic_activation_patch` does the work: for every index tuple (its first entry is always the
+layer) it runs the corrupted tokens with one hook that calls ``patch_setter(corrupted_activation,
+index, clean_activation)`` and records ``patching_metric(logits)``. The ``get_act_patch_*``
+functions fix the activation, the setter and the index axes:
+
+========================================  ===========  ======================================
+function                                  activation   result shape
+========================================  ===========  ======================================
+``get_act_patch_resid_pre``               resid_pre    ``[n_layers, pos]``
+``get_act_patch_resid_mid``               resid_mid    ``[n_layers, pos]``
+``get_act_patch_attn_out``                attn_out     ``[n_layers, pos]``
+``get_act_patch_mlp_out``                 mlp_out      ``[n_layers, pos]``
+``get_act_patch_attn_head_out_by_pos``    z            ``[n_layers, pos, n_heads]``
+``get_act_patch_attn_head_q_by_pos``      q            ``[n_layers, pos, n_heads]``
+``get_act_patch_attn_head_k_by_pos``      k            ``[n_layers, pos, n_key_value_heads]``
+``get_act_patch_attn_head_v_by_pos``      v            ``[n_layers, pos, n_key_value_heads]``
+``get_act_patch_attn_head_pattern_by_pos`` pattern     ``[n_layers, n_heads, dest_pos]``
+``..._pattern_dest_src_pos``              pattern      ``[n_layers, n_heads, dest_pos, src_pos]``
+``get_act_patch_attn_head_out_all_pos``   z            ``[n_layers, n_heads]``
+``get_act_patch_attn_head_q_all_pos``     q            ``[n_layers, n_heads]``
+``get_act_patch_attn_head_k_all_pos``     k            ``[n_layers, n_key_value_heads]``
+``get_act_patch_attn_head_v_all_pos``     v            ``[n_layers, n_key_value_heads]``
+``get_act_patch_attn_head_pattern_all_pos`` pattern    ``[n_layers, n_heads]``
+========================================  ===========  ======================================
+
+Under grouped-query attention keys and values have ``n_key_value_heads`` heads, so their patches
+index key/value heads (unless ``cfg.ungroup_grouped_query_attention`` expands them first).
+
+pandas is optional: ``index_df`` (a ``pandas.DataFrame`` of index rows) and ``return_index_df``
+need it; iterating over ``index_axis_names`` does not.
+
+Example:
+    >>> import torch
+    >>> from tlcore import HookedTransformer, patching
+    >>> model = HookedTransformer(dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=20,
+    ...                                n_ctx=8, act_fn="relu"))
+    >>> clean, corrupted = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 5, 3, 4]])
+    >>> _, clean_cache = model.run_with_cache(clean)
+    >>> metric = lambda logits: logits[0, -1, 7]
+    >>> results = patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+    >>> results.shape  # [n_layers, pos]
+    torch.Size([2, 4])
+    >>> clean_value = metric(model(clean)).item()
+    >>> abs(results[0, 1].item() - clean_value) < 1e-5  # layer 0 at the corrupted position
+    True
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+
+from tlcore.utils.act_names import get_act_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tlcore.cache import ActivationCache
+    from tlcore.model import HookedTransformer
+
+__all__ = [
+    "generic_activation_patch",
+    "get_act_patch_attn_head_all_pos_every",
+    "get_act_patch_attn_head_by_pos_every",
+    "get_act_patch_attn_head_k_all_pos",
+    "get_act_patch_attn_head_k_by_pos",
+    "get_act_patch_attn_head_out_all_pos",
+    "get_act_patch_attn_head_out_by_pos",
+    "get_act_patch_attn_head_pattern_all_pos",
+    "get_act_patch_attn_head_pattern_by_pos",
+    "get_act_patch_attn_head_pattern_dest_src_pos",
+    "get_act_patch_attn_head_q_all_pos",
+    "get_act_patch_attn_head_q_by_pos",
+    "get_act_patch_attn_head_v_all_pos",
+    "get_act_patch_attn_head_v_by_pos",
+    "get_act_patch_attn_out",
+    "get_act_patch_block_every",
+    "get_act_patch_mlp_out",
+    "get_act_patch_resid_mid",
+    "get_act_patch_resid_pre",
+    "layer_head_dest_src_pos_pattern_patch_setter",
+    "layer_head_pattern_patch_setter",
+    "layer_head_pos_pattern_patch_setter",
+    "layer_head_vector_patch_setter",
+    "layer_pos_head_vector_patch_setter",
+    "layer_pos_patch_setter",
+    "make_df_from_ranges",
+]
+
+AxisNames = Literal["layer", "pos", "head_index", "head", "src_pos", "dest_pos"]
+_AXES = ("layer", "pos", "head_index", "head", "src_pos", "dest_pos")
+Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], Float[torch.Tensor, ""]]
+PatchSetter = Callable[[torch.Tensor, Sequence[int], torch.Tensor], torch.Tensor]
+_PANDAS_HINT = "pandas is not a tlcore dependency; install it with: pip install pandas"
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(f"index_df / return_index_df need pandas. {_PANDAS_HINT}") from exc
+    return pandas
+
+
+def make_df_from_ranges(
+    column_max_ranges: Sequence[int], column_names: Sequence[str]
+) -> pd.DataFrame:
+    """A DataFrame of every index combination, ``range(n)`` per column, the last column fastest.
+
+    Args:
+        column_max_ranges: The size of each column's range.
+        column_names: The column names.
+
+    Returns:
+        The DataFrame (one row per combination).
+
+    Raises:
+        ImportError: If pandas is not installed.
+    """
+    rows = list(itertools.product(*(range(n) for n in column_max_ranges)))
+    return _pandas().DataFrame(rows, columns=list(column_names))
+
+
+def generic_activation_patch(
+    model: HookedTransformer,
+    corrupted_tokens: Int[torch.Tensor, "batch pos"],
+    clean_cache: ActivationCache,
+    patching_metric: Metric,
+    patch_setter: PatchSetter,
+    activation_name: str,
+    index_axis_names: Sequence[AxisNames] | None = None,
+    index_df: pd.DataFrame | None = None,
+    return_index_df: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, pd.DataFrame]:
+    """Patch one activation per index from the clean run into the corrupted run; record a metric.
+
+    For every index tuple ``(layer, ...)``, run ``corrupted_tokens`` with a hook on
+    ``get_act_name(activation_name, layer)`` that returns ``patch_setter(corrupted_activation,
+    index, clean_activation)`` (it gets a copy of the corrupted activation, so it may edit it in
+    place) and store ``patching_metric(logits).item()``.
+
+    Args:
+        model: The model.
+        corrupted_tokens: The corrupted input ``[batch, pos]``.
+        clean_cache: The clean run's cache (at least the patched activation at every layer used).
+        patching_metric: Logits → a scalar tensor (loss, logit difference, ...).
+        patch_setter: ``(corrupted_activation, index, clean_activation)`` → the patched
+            activation. The setters in this module cover the usual shapes.
+        activation_name: Short activation name (``"resid_pre"``, ``"z"``, ``"pattern"`` ...).
+        index_axis_names: Axes to iterate over, first ``"layer"``; ranges come from the model and
+            tokens (``"pos"``/``"src_pos"``/``"dest_pos"``: sequence length; ``"head"`` /
+            ``"head_index"``: ``n_heads``, or ``n_key_value_heads`` for grouped ``k``/``v``).
+        index_df: Explicit index rows instead (a pandas DataFrame, columns in index order); the
+            result is then flat, one value per row.
+        return_index_df: Also return the index rows as a DataFrame (needs pandas).
+
+    Returns:
+        The metric per patch: shaped by the axis ranges, or flat for ``index_df``; with
+        ``return_index_df``, a tuple ``(results, index_df)``.
+
+    Raises:
+        ValueError: If neither or both of ``index_axis_names`` and ``index_df`` are given, or an
+            axis name is unknown.
+        ImportError: For ``index_df``/``return_index_df`` without pandas.
+    """
+    if (index_axis_names is None) == (index_df is None):
+        raise ValueError("pass exactly one of index_axis_names and index_df")
+    if index_df is None:
+        assert index_axis_names is not None
+        unknown = [name for name in index_axis_names if name not in _AXES]
+        if unknown:
+            raise ValueError(f"unknown index axes {unknown}; valid axes: {list(_AXES)}")
+        ranges = [
+            _axis_range(model, corrupted_tokens, activation_name, a) for a in index_axis_names
+        ]
+        indices = list(itertools.product(*(range(n) for n in ranges)))
+        results = torch.zeros(ranges, device=model.cfg.device)
+        flat = False
+        if return_index_df:
+            index_df = make_df_from_ranges(ranges, index_axis_names)
+    else:
+        _pandas()
+        indices = [tuple(int(v) for v in row) for row in index_df.to_numpy().tolist()]
+        results = torch.zeros(len(indices), device=model.cfg.device)
+        flat = True
+
+    from tqdm.auto import tqdm
+
+    for count, index in enumerate(tqdm(indices)):
+        name = get_act_name(activation_name, index[0])
+        clean_activation = clean_cache[name]
+
+        def patching_hook(
+            corrupted_activation: torch.Tensor,
+            hook: Any,
+            index: Sequence[int] = index,
+            clean_activation: torch.Tensor = clean_activation,
+        ) -> torch.Tensor:
+            # A copy: the hooked tensor may be shared with the rest of the forward pass.
+            return patch_setter(corrupted_activation.clone(), list(index), clean_activation)
+
+        with torch.no_grad():
+            logits = model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, patching_hook)])
+            value = patching_metric(logits)
+        results[count if flat else index] = float(value.item() if hasattr(value, "item") else value)
+    if return_index_df:
+        return results, index_df
+    return results
+
+
+def _axis_range(model: Any, tokens: torch.Tensor, activation_name: str, axis: str) -> int:
+    cfg = model.cfg
+    if axis == "layer":
+        return int(cfg.n_layers)
+    if axis in ("pos", "src_pos", "dest_pos"):
+        return int(tokens.shape[-1])
+    grouped = activation_name in ("k", "v") and not cfg.ungroup_grouped_query_attention
+    return int(cfg.n_key_value_heads if grouped else cfg.n_heads)
+
+
+# -- patch setters (``index`` starts with the layer, which the hook name already fixes) -----------
+def layer_pos_patch_setter(
+    corrupted_activation: Float[torch.Tensor, "batch pos ..."],
+    index: Sequence[int],
+    clean_activation: Float[torch.Tensor, "batch pos ..."],
+) -> Float[torch.Tensor, "batch pos ..."]:
+    """Patch one position of a ``[batch, pos, ...]`` activation; ``index = (layer, pos)``.
+
+    Args:
+        corrupted_activation: The corrupted run's activation (edited in place).
+        index: ``(layer, pos)``.
+        clean_activation: The clean run's activation.
+
+    Returns:
+        The patched activation.
+
+    Example:
+        >>> a, b = torch.zeros(1, 3, 2), torch.ones(1, 3, 2)
+        >>> layer_pos_patch_setter(a, (0, 1), b)[0, :, 0]
+        tensor([0., 1., 0.])
+    """
+    _, pos = _unpack(index, 2)
+    corrupted_activation[:, pos, ...] = clean_activation[:, pos, ...]
+    return corrupted_activation
+
+
+def layer_pos_head_vector_patch_setter(
+    corrupted_activation: Float[torch.Tensor, "batch pos head ..."],
+    index: Sequence[int],
+    clean_activation: Float[torch.Tensor, "batch pos head ..."],
+) -> Float[torch.Tensor, "batch pos head ..."]:
+    """Patch one head at one position (q, k, v, z, result); ``index = (layer, pos, head)``.
+
+    Args:
+        corrupted_activation: The corrupted run's activation (edited in place).
+        index: ``(layer, pos, head)``.
+        clean_activation: The clean run's activation.
+
+    Returns:
+        The patched activation.
+    """
+    _, pos, head = _unpack(index, 3)
+    corrupted_activation[:, pos, head] = clean_activation[:, pos, head]
+    return corrupted_activation
+
+
+def layer_head_vector_patch_setter(
+    corrupted_activation: Float[torch.Tensor, "batch pos head ..."],
+    index: Sequence[int],
+    clean_activation: Float[torch.Tensor, "batch pos head ..."],
+) -> Float[torch.Tensor, "batch pos head ..."]:
+    """Patch one head at every position (q, k, v, z, result); ``index = (layer, head)``.
+
+    Args:
+        corrupted_activation: The corrupted run's activation (edited in place).
+        index: ``(layer, head)``.
+        clean_activation: The clean run's activation.
+
+    Returns:
+        The patched activation.
+    """
+    _, head = _unpack(index, 2)
+    corrupted_activation[:, :, head] = clean_activation[:, :, head]
+    return corrupted_activation
+
+
+def layer_head_pattern_patch_setter(
+    corrupted_activation: Float[torch.Tensor, "batch head dest src"],
+    index: Sequence[int],
+    clean_activation: Float[torch.Tensor, "batch head dest src"],
+) -> Float[torch.Tensor, "batch head dest src"]:
+    """Patch one head's whole attention pattern (or scores); ``index = (layer, head)``.
+
+    Args:
+        corrupted_activation: The corrupted run's pattern (edited in place).
+        index: ``(layer, head)``.
+        clean_activation: The clean run's pattern.
+
+    Returns:
+        The patched pattern.
+    """
+    _, head = _unpack(index, 2)
+    corrupted_activation[:, head, :, :] = clean_activation[:, head, :, :]
+    return corrupted_activation
+
+
+def layer_head_pos_pattern_patch_setter(
+    corrupted_activation: Float[torch.Tensor, "batch head dest src"],
+    index: Sequence[int],
+    clean_activation: Float[torch.Tensor, "batch head dest src"],
+) -> Float[torch.Tensor, "batch head dest src"]:
+    """Patch one head's pattern row for one destination; ``index = (layer, head, dest_pos)``.
+
+    Args:
+        corrupted_activation: The corrupted run's pattern (edited in place).
+        index: ``(layer, head, dest_pos)``.
+        clean_activation: The clean run's pattern.
+
+    Returns:
+        The patched pattern.
+    """
+    _, head, dest = _unpack(index, 3)
+    corrupted_activation[:, head, dest, :] = clean_activation[:, head, dest, :]
+    return corrupted_activation
+
+
+def layer_head_dest_src_pos_pattern_patch_setter(
+    corrupted_activation: Float[torch.Tensor, "batch head dest src"],
+    index: Sequence[int],
+    clean_activation: Float[torch.Tensor, "batch head dest src"],
+) -> Float[torch.Tensor, "batch head dest src"]:
+    """Patch one entry of one head's pattern; ``index = (layer, head, dest_pos, src_pos)``.
+
+    Args:
+        corrupted_activation: The corrupted run's pattern (edited in place).
+        index: ``(layer, head, dest_pos, src_pos)``.
+        clean_activation: The clean run's pattern.
+
+    Returns:
+        The patched pattern.
+    """
+    _, head, dest, src = _unpack(index, 4)
+    corrupted_activation[:, head, dest, src] = clean_activation[:, head, dest, src]
+    return corrupted_activation
+
+
+def _unpack(index: Sequence[int], n: int) -> Sequence[int]:
+    if len(index) != n:
+        raise ValueError(f"this patch setter takes a {n}-part index, got {tuple(index)}")
+    return index
+
+
+# -- the named patching functions --------------------------------------------------------------
+_ARGS_DOC = """
+    See :func:`generic_activation_patch` for the details of activation patching.
+
+    Args:
+        model: The model.
+        corrupted_tokens: The corrupted input ``[batch, pos]``.
+        clean_cache: The clean run's activation cache.
+        patching_metric: Logits → a scalar tensor.
+
+    Returns:
+        The metric for each patch, shaped {shape}.
+"""
+
+
+def _named(
+    activation: str, setter: PatchSetter, axes: tuple[str, ...], what: str, shape: str
+) -> Any:
+    fn = partial(
+        generic_activation_patch,
+        patch_setter=setter,
+        activation_name=activation,
+        index_axis_names=axes,
+    )
+    fn.__doc__ = f"Activation patching of {what}." + _ARGS_DOC.format(shape=shape)
+    return fn
+
+
+_BY_POS = ("layer", "pos", "head")
+_ALL_POS = ("layer", "head")
+get_act_patch_resid_pre = _named(
+    "resid_pre",
+    layer_pos_patch_setter,
+    ("layer", "pos"),
+    "the residual stream at the start of each block, by position",
+    "``[n_layers, pos]``",
+)
+get_act_patch_resid_mid = _named(
+    "resid_mid",
+    layer_pos_patch_setter,
+    ("layer", "pos"),
+    "the residual stream between attention and MLP, by position",
+    "``[n_layers, pos]``",
+)
+get_act_patch_attn_out = _named(
+    "attn_out",
+    layer_pos_patch_setter,
+    ("layer", "pos"),
+    "each attention layer's output, by position",
+    "``[n_layers, pos]``",
+)
+get_act_patch_mlp_out = _named(
+    "mlp_out",
+    layer_pos_patch_setter,
+    ("layer", "pos"),
+    "each MLP layer's output, by position",
+    "``[n_layers, pos]``",
+)
+get_act_patch_attn_head_out_by_pos = _named(
+    "z",
+    layer_pos_head_vector_patch_setter,
+    _BY_POS,
+    "each head's output (``hook_z``), by position",
+    "``[n_layers, pos, n_heads]``",
+)
+get_act_patch_attn_head_q_by_pos = _named(
+    "q",
+    layer_pos_head_vector_patch_setter,
+    _BY_POS,
+    "each head's queries, by position",
+    "``[n_layers, pos, n_heads]``",
+)
+get_act_patch_attn_head_k_by_pos = _named(
+    "k",
+    layer_pos_head_vector_patch_setter,
+    _BY_POS,
+    "each key head's keys, by position",
+    "``[n_layers, pos, n_key_value_heads]``",
+)
+get_act_patch_attn_head_v_by_pos = _named(
+    "v",
+    layer_pos_head_vector_patch_setter,
+    _BY_POS,
+    "each value head's values, by position",
+    "``[n_layers, pos, n_key_value_heads]``",
+)
+get_act_patch_attn_head_pattern_by_pos = _named(
+    "pattern",
+    layer_head_pos_pattern_patch_setter,
+    ("layer", "head_index", "dest_pos"),
+    "each head's attention pattern, by destination position",
+    "``[n_layers, n_heads, dest_pos]``",
+)
+get_act_patch_attn_head_pattern_dest_src_pos = _named(
+    "pattern",
+    layer_head_dest_src_pos_pattern_patch_setter,
+    ("layer", "head_index", "dest_pos", "src_pos"),
+    "each entry of each head's attention pattern",
+    "``[n_layers, n_heads, dest_pos, src_pos]``",
+)
+get_act_patch_attn_head_out_all_pos = _named(
+    "z",
+    layer_head_vector_patch_setter,
+    _ALL_POS,
+    "each head's output (``hook_z``) at all positions at once",
+    "``[n_layers, n_heads]``",
+)
+get_act_patch_attn_head_q_all_pos = _named(
+    "q",
+    layer_head_vector_patch_setter,
+    _ALL_POS,
+    "each head's queries at all positions at once",
+    "``[n_layers, n_heads]``",
+)
+get_act_patch_attn_head_k_all_pos = _named(
+    "k",
+    layer_head_vector_patch_setter,
+    _ALL_POS,
+    "each key head's keys at all positions at once",
+    "``[n_layers, n_key_value_heads]``",
+)
+get_act_patch_attn_head_v_all_pos = _named(
+    "v",
+    layer_head_vector_patch_setter,
+    _ALL_POS,
+    "each value head's values at all positions at once",
+    "``[n_layers, n_key_value_heads]``",
+)
+get_act_patch_attn_head_pattern_all_pos = _named(
+    "pattern",
+    layer_head_pattern_patch_setter,
+    ("layer", "head_index"),
+    "each head's whole attention pattern",
+    "``[n_layers, n_heads]``",
+)
+
+
+def _pad_heads(results: torch.Tensor, n_heads: int) -> torch.Tensor:
+    # Grouped k/v results have n_key_value_heads columns; zero-pad to stack with the others.
+    return torch.nn.functional.pad(results, (0, n_heads - results.shape[-1]))
+
+
+def get_act_patch_attn_head_all_pos_every(
+    model: HookedTransformer,
+    corrupted_tokens: Int[torch.Tensor, "batch pos"],
+    clean_cache: ActivationCache,
+    metric: Metric,
+) -> Float[torch.Tensor, "patch_type layer head"]:
+    """Patch every head at all positions, for output, query, key, value and pattern.
+
+    Args:
+        model: The model.
+        corrupted_tokens: The corrupted input ``[batch, pos]``.
+        clean_cache: The clean run's cache.
+        metric: Logits → a scalar tensor.
+
+    Returns:
+        ``[5, n_layers, n_heads]`` (z, q, k, v, pattern). Under grouped-query attention the key
+        and value rows hold ``n_key_value_heads`` results, zero-padded to ``n_heads``.
+    """
+    args = (model, corrupted_tokens, clean_cache, metric)
+    n_heads = model.cfg.n_heads
+    return torch.stack(
+        [
+            get_act_patch_attn_head_out_all_pos(*args),
+            get_act_patch_attn_head_q_all_pos(*args),
+            _pad_heads(get_act_patch_attn_head_k_all_pos(*args), n_heads),
+            _pad_heads(get_act_patch_attn_head_v_all_pos(*args), n_heads),
+            get_act_patch_attn_head_pattern_all_pos(*args),
+        ]
+    )
+
+
+def get_act_patch_attn_head_by_pos_every(
+    model: HookedTransformer,
+    corrupted_tokens: Int[torch.Tensor, "batch pos"],
+    clean_cache: ActivationCache,
+    metric: Metric,
+) -> Float[torch.Tensor, "patch_type layer pos head"]:
+    """Patch every head at each position, for output, query, key, value and pattern.
+
+    Args:
+        model: The model.
+        corrupted_tokens: The corrupted input ``[batch, pos]``.
+        clean_cache: The clean run's cache.
+        metric: Logits → a scalar tensor.
+
+    Returns:
+        ``[5, n_layers, pos, n_heads]`` (z, q, k, v, pattern by destination position). Under
+        grouped-query attention the key and value rows are zero-padded to ``n_heads``.
+    """
+    args = (model, corrupted_tokens, clean_cache, metric)
+    n_heads = model.cfg.n_heads
+    return torch.stack(
+        [
+            get_act_patch_attn_head_out_by_pos(*args),
+            get_act_patch_attn_head_q_by_pos(*args),
+            _pad_heads(get_act_patch_attn_head_k_by_pos(*args), n_heads),
+            _pad_heads(get_act_patch_attn_head_v_by_pos(*args), n_heads),
+            get_act_patch_attn_head_pattern_by_pos(*args).transpose(-1, -2),  # [layer, pos, head]
+        ]
+    )
+
+
+def get_act_patch_block_every(
+    model: HookedTransformer,
+    corrupted_tokens: Int[torch.Tensor, "batch pos"],
+    clean_cache: ActivationCache,
+    metric: Metric,
+) -> Float[torch.Tensor, "patch_type layer pos"]:
+    """Patch the residual stream, attention output and MLP output of every block, by position.
+
+    Args:
+        model: The model.
+        corrupted_tokens: The corrupted input ``[batch, pos]``.
+        clean_cache: The clean run's cache.
+        metric: Logits → a scalar tensor.
+
+    Returns:
+        ``[3, n_layers, pos]`` (resid_pre, attn_out, mlp_out).
+    """
+    args = (model, corrupted_tokens, clean_cache, metric)
+    return torch.stack(
+        [
+            get_act_patch_resid_pre(*args),
+            get_act_patch_attn_out(*args),
+            get_act_patch_mlp_out(*args),
+        ]
+    )
