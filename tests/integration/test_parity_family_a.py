@@ -289,6 +289,30 @@ def test_opt_post_norm_has_no_final_norm(tiny_checkpoint: Any) -> None:
     assert model.ln_final is None or not list(model.ln_final.parameters())
 
 
+@pytest.mark.parametrize(("name", "in_fp32"), [("gptj", False), ("codegen", True)])
+def test_interleaved_rotary_rounds_like_hf_in_bf16(
+    tiny_checkpoint: Any, name: str, in_fp32: bool
+) -> None:
+    # GPT-J casts its sin/cos table to the activations' dtype; CodeGen keeps it in fp32 and rounds
+    # only the rotated result. In bf16 only the matching order is bit-exact.
+    import importlib
+
+    model, hf_model, _ = _load(tiny_checkpoint, name)
+    hf_module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+    cfg, rotary = model.cfg, model.pos_embed
+    assert rotary.trait.in_fp32 is in_fp32
+    generator = torch.Generator().manual_seed(0)
+    q = (3 * torch.randn(2, 12, cfg.n_heads, cfg.d_head, generator=generator)).bfloat16()
+    positions = torch.arange(12).expand(2, 12)
+    sin, cos = hf_model.transformer.rotary_emb(q, positions)
+    dim = cfg.rotary_dim
+    rotated = hf_module.apply_rotary_pos_emb(q[..., :dim], sin, cos)
+    theirs = torch.cat([rotated, q[..., dim:]], dim=-1).to(q.dtype)
+    assert torch.equal(rotary.rotate(q, positions, 0), theirs)
+    _copy_trait(rotary, in_fp32=not in_fp32)
+    assert not torch.equal(rotary.rotate(q, positions, 0), theirs)
+
+
 VARIANT_SPECS = [
     ("opt", {"do_layer_norm_before": False}, "opt_post_norm"),
     ("falcon", {"parallel_attn": False}, "falcon_sequential"),
