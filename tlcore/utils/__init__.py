@@ -14,6 +14,7 @@ Examples:
 from tlcore.factored_matrix import FactoredMatrix, composition_scores, get_corner, transpose
 from tlcore.utils.act_names import get_act_name
 from tlcore.utils.losses import get_attention_mask, lm_accuracy, lm_cross_entropy_loss
+from tlcore.utils.prompting import test_prompt
 from tlcore.utils.sampling import sample_logits
 from tlcore.utils.slicing import Slice, SliceInput
 from tlcore.utils.tokenize import (
@@ -48,6 +49,7 @@ __all__ = [
     "lm_cross_entropy_loss",
     "remove_batch_dim",
     "sample_logits",
+    "test_prompt",
     "to_numpy",
     "tokenize_and_concatenate",
     "transpose",
