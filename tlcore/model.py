@@ -7,8 +7,8 @@ Load a checkpoint, run it, cache any activation and edit activations with hooks:
 
 ``from_pretrained`` applies TransformerLens's default weight processing (fold LayerNorm, centre
 writing weights and the unembedding, fold value biases), which changes logits by a per-position
-constant; ``from_pretrained_no_processing`` gives HuggingFace's logits. ``model.cfg`` records what was
-applied.
+constant; ``from_pretrained_no_processing`` gives HuggingFace's logits. ``model.cfg`` records what
+was applied.
 """
 
 from __future__ import annotations
@@ -67,10 +67,14 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         init_weights: Randomly initialise parameters (set False when weights are loaded next).
     """
 
-    def __init__(self, cfg: HookedTransformerConfig | dict[str, Any], tokenizer: Any = None,
-                 move_to_device: bool = True,
-                 default_padding_side: Literal["left", "right"] | None = None,
-                 init_weights: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: HookedTransformerConfig | dict[str, Any],
+        tokenizer: Any = None,
+        move_to_device: bool = True,
+        default_padding_side: Literal["left", "right"] | None = None,
+        init_weights: bool = True,
+    ) -> None:
         super().__init__()
         if isinstance(cfg, dict):  # TransformerLens accepts a plain dict of config fields
             cfg = HookedTransformerConfig(**cfg)
@@ -105,7 +109,9 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         Args:
             seed: Optional seed (default: ``cfg.seed``).
         """
-        generator = torch.Generator().manual_seed(seed if seed is not None else (self.cfg.seed or 0))
+        generator = torch.Generator().manual_seed(
+            seed if seed is not None else (self.cfg.seed or 0)
+        )
         with torch.no_grad():
             for name, param in self.named_parameters():
                 if param.is_meta:
@@ -173,9 +179,15 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         """
         self.cfg.ungroup_grouped_query_attention = ungroup
 
-    def check_hooks_to_add(self, hook_point: HookPoint, hook_point_name: str, hook: Any,
-                           dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False,
-                           prepend: bool = False) -> None:
+    def check_hooks_to_add(
+        self,
+        hook_point: HookPoint,
+        hook_point_name: str,
+        hook: Any,
+        dir: Literal["fwd", "bwd"] = "fwd",
+        is_permanent: bool = False,
+        prepend: bool = False,
+    ) -> None:
         """Refuse hooks on points the current flags leave unused (as TransformerLens does).
 
         Args:
@@ -193,10 +205,12 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         if leaf in _FLAG_HOOKS:
             flag, setter = _FLAG_HOOKS[leaf]
             if not getattr(self.cfg, flag):
+                remedy = f"set {setter}"
+                if setter.startswith("set_"):
+                    remedy = f"call model.{setter}(True)"
                 raise HookNameError(
-                    f"'{hook_point_name}' only fires with cfg.{flag} = True; call model.{setter}(True) first"
-                    if setter.startswith("set_") else
-                    f"'{hook_point_name}' only fires with cfg.{flag} = True; set {setter} first")
+                    f"'{hook_point_name}' only fires with cfg.{flag} = True; {remedy} first"
+                )
 
     # -- forward ---------------------------------------------------------------------------------
     def input_to_embed(
@@ -207,7 +221,7 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         attention_mask: torch.Tensor | None = None,
         past_kv_cache: HookedTransformerKeyValueCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, ForwardContext]:
-        """Tokenise (if needed) and embed, returning the residual, the tokens and the forward context.
+        """Tokenise (if needed) and embed: the residual, the tokens and the forward context.
 
         Args:
             input: Text, a list of texts, or tokens.
@@ -227,7 +241,9 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         tokens = tokens.to(self._device())
         if self.cfg.use_hook_tokens:
             tokens = self.hook_tokens(tokens)
-        ctx = self._context(tokens.shape[0], tokens.shape[1], attention_mask, past_kv_cache, tokens.device)
+        ctx = self._context(
+            tokens.shape[0], tokens.shape[1], attention_mask, past_kv_cache, tokens.device
+        )
         resid = self.hook_embed(self.embed(tokens))
         if self.pos_embed.adds_to_residual:
             resid = resid + self.hook_pos_embed(self.pos_embed.embed(ctx.positions))
@@ -238,12 +254,22 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
     def _device(self) -> torch.device:
         return self.embed.W_E.device
 
-    def _context(self, batch: int, q_len: int, attention_mask: torch.Tensor | None,
-                 past_kv_cache: HookedTransformerKeyValueCache | None, device: torch.device) -> ForwardContext:
+    def _context(
+        self,
+        batch: int,
+        q_len: int,
+        attention_mask: torch.Tensor | None,
+        past_kv_cache: HookedTransformerKeyValueCache | None,
+        device: torch.device,
+    ) -> ForwardContext:
         if attention_mask is not None:
             attention_mask = attention_mask.to(device)
         if past_kv_cache is not None:
-            new = attention_mask if attention_mask is not None else torch.ones(batch, q_len, dtype=torch.int, device=device)
+            new = (
+                attention_mask
+                if attention_mask is not None
+                else torch.ones(batch, q_len, dtype=torch.int, device=device)
+            )
             full = past_kv_cache.append_attention_mask(new)
         else:
             full = attention_mask  # type: ignore[assignment]
@@ -254,13 +280,16 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         else:
             key_positions = torch.arange(k_len, device=device)[None].expand(batch, k_len)
             key_mask = None
-        positions = key_positions[:, k_len - q_len:]
+        positions = key_positions[:, k_len - q_len :]
         causal = bool(getattr(self.cfg.trait("attention"), "causal", True))
         return ForwardContext(positions, key_positions, key_mask, past_kv_cache, causal=causal)
 
     def forward(
         self,
-        input: str | list[str] | Int[torch.Tensor, "batch pos"] | Float[torch.Tensor, "batch pos d_model"],
+        input: str
+        | list[str]
+        | Int[torch.Tensor, "batch pos"]
+        | Float[torch.Tensor, "batch pos d_model"],
         return_type: ReturnType = "logits",
         loss_per_token: bool = False,
         prepend_bos: bool | None = USE_DEFAULT_VALUE,
@@ -294,14 +323,20 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             ``stop_at_layer``) the residual stream.
         """
         if start_at_layer is None:
-            resid, tokens, ctx = self.input_to_embed(input, prepend_bos, padding_side, attention_mask,
-                                                     past_kv_cache)
+            resid, tokens, ctx = self.input_to_embed(
+                input, prepend_bos, padding_side, attention_mask, past_kv_cache
+            )
         else:
             resid = input  # type: ignore[assignment]
-            ctx = self._context(resid.shape[0], resid.shape[1], attention_mask, past_kv_cache, resid.device)
+            ctx = self._context(
+                resid.shape[0], resid.shape[1], attention_mask, past_kv_cache, resid.device
+            )
             if self.pos_embed.adds_to_qk_input:
-                ctx.shortformer_pos_embed = (shortformer_pos_embed if shortformer_pos_embed is not None
-                                             else self.pos_embed.embed(ctx.positions))
+                ctx.shortformer_pos_embed = (
+                    shortformer_pos_embed
+                    if shortformer_pos_embed is not None
+                    else self.pos_embed.embed(ctx.positions)
+                )
         start = start_at_layer or 0
         for block in self.blocks[start:stop_at_layer]:
             resid = block(resid, ctx)
@@ -316,13 +351,20 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             return logits
         if tokens is None:
             raise ValueError("return_type='loss' needs tokens (pass tokens= with start_at_layer)")
-        loss = lm_cross_entropy_loss(logits, tokens, attention_mask=attention_mask, per_token=loss_per_token)
+        loss = lm_cross_entropy_loss(
+            logits, tokens, attention_mask=attention_mask, per_token=loss_per_token
+        )
         if return_type == "loss":
             return loss
         return Output(logits, loss)
 
-    def loss_fn(self, logits: Float[torch.Tensor, "batch pos d_vocab"], tokens: Int[torch.Tensor, "batch pos"],
-                attention_mask: torch.Tensor | None = None, per_token: bool = False) -> torch.Tensor:
+    def loss_fn(
+        self,
+        logits: Float[torch.Tensor, "batch pos d_vocab"],
+        tokens: Int[torch.Tensor, "batch pos"],
+        attention_mask: torch.Tensor | None = None,
+        per_token: bool = False,
+    ) -> torch.Tensor:
         """Next-token cross-entropy loss.
 
         Args:
@@ -334,7 +376,9 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         Returns:
             The loss.
         """
-        return lm_cross_entropy_loss(logits, tokens, attention_mask=attention_mask, per_token=per_token)
+        return lm_cross_entropy_loss(
+            logits, tokens, attention_mask=attention_mask, per_token=per_token
+        )
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -391,17 +435,30 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         from tlcore.loading.resolve import resolve_checkpoint
 
         if checkpoint_index is not None or checkpoint_value is not None:
-            raise NotImplementedError("training checkpoints: load the checkpoint's own folder or revision")
+            raise NotImplementedError(
+                "training checkpoints: load the checkpoint's own folder or revision"
+            )
         if n_devices != 1:
-            raise NotImplementedError("n_devices > 1 is not supported; use device= for one accelerator")
+            raise NotImplementedError(
+                "n_devices > 1 is not supported; use device= for one accelerator"
+            )
         if from_pretrained_kwargs:
-            logger.warning("from_pretrained ignores unsupported arguments: %s", sorted(from_pretrained_kwargs))
+            logger.warning(
+                "from_pretrained ignores unsupported arguments: %s", sorted(from_pretrained_kwargs)
+            )
         torch_dtype = _to_dtype(dtype)
-        target = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        target = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         resolved = resolve_checkpoint(model_name, hf_model)
-        overrides: dict[str, Any] = {"dtype": torch_dtype, "device": str(target), "model_name": resolved.model_name,
-                                     "default_padding_side": default_padding_side}
+        overrides: dict[str, Any] = {
+            "dtype": torch_dtype,
+            "device": str(target),
+            "model_name": resolved.model_name,
+            "default_padding_side": default_padding_side,
+        }
         if n_ctx is not None:
             overrides["n_ctx"] = n_ctx
         if default_prepend_bos is not None:
@@ -413,24 +470,42 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         with torch.device("meta"):
             model = cls(cfg, move_to_device=False, init_weights=False)
         hf_dict = resolved.hf_config.to_dict() if hasattr(resolved.hf_config, "to_dict") else {}
-        load_checkpoint(model, resolved.spec, resolved.source, device=target if move_to_device else "cpu",
-                        dtype=torch_dtype, where=resolved.where, hf=hf_dict, skip_layers_from=skip_from)
+        load_checkpoint(
+            model,
+            resolved.spec,
+            resolved.source,
+            device=target if move_to_device else "cpu",
+            dtype=torch_dtype,
+            where=resolved.where,
+            hf=hf_dict,
+            skip_layers_from=skip_from,
+        )
         materialize_meta_buffers(model, target)
         if tokenizer is None and resolved.tokenizer_dir is not None:
             tokenizer = _load_tokenizer(resolved.tokenizer_dir)
         if tokenizer is not None:
             model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
-        model.process_weights_(fold_ln=fold_ln, center_writing_weights=center_writing_weights,
-                               center_unembed=center_unembed, fold_value_biases=fold_value_biases,
-                               refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        model.process_weights_(
+            fold_ln=fold_ln,
+            center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+            fold_value_biases=fold_value_biases,
+            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+        )
         model.setup()
         return model
 
     @classmethod
-    def from_pretrained_no_processing(cls, model_name: str, fold_ln: bool = False,
-                                      center_writing_weights: bool = False, center_unembed: bool = False,
-                                      refactor_factored_attn_matrices: bool = False,
-                                      fold_value_biases: bool = False, **kwargs: Any) -> HookedTransformer:
+    def from_pretrained_no_processing(
+        cls,
+        model_name: str,
+        fold_ln: bool = False,
+        center_writing_weights: bool = False,
+        center_unembed: bool = False,
+        refactor_factored_attn_matrices: bool = False,
+        fold_value_biases: bool = False,
+        **kwargs: Any,
+    ) -> HookedTransformer:
         """Load a checkpoint with no weight processing: logits equal HuggingFace's.
 
         Args:
@@ -445,13 +520,24 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         Returns:
             The model.
         """
-        return cls.from_pretrained(model_name, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
-                                   center_unembed=center_unembed, fold_value_biases=fold_value_biases,
-                                   refactor_factored_attn_matrices=refactor_factored_attn_matrices, **kwargs)
+        return cls.from_pretrained(
+            model_name,
+            fold_ln=fold_ln,
+            center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+            fold_value_biases=fold_value_biases,
+            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+            **kwargs,
+        )
 
-    def process_weights_(self, fold_ln: bool = True, center_writing_weights: bool = True,
-                         center_unembed: bool = True, refactor_factored_attn_matrices: bool = False,
-                         fold_value_biases: bool = True) -> HookedTransformer:
+    def process_weights_(
+        self,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        refactor_factored_attn_matrices: bool = False,
+        fold_value_biases: bool = True,
+    ) -> HookedTransformer:
         """Apply TransformerLens's weight processing in place (where the architecture allows it).
 
         What was applied is recorded in ``cfg`` (``cfg.fold_ln`` ...).
@@ -466,14 +552,26 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         Returns:
             The model.
         """
-        if not any((fold_ln, center_writing_weights, center_unembed, refactor_factored_attn_matrices,
-                    fold_value_biases)):
+        if not any(
+            (
+                fold_ln,
+                center_writing_weights,
+                center_unembed,
+                refactor_factored_attn_matrices,
+                fold_value_biases,
+            )
+        ):
             return self
         from tlcore import processing
 
-        processing.process_weights_(self, fold_ln=fold_ln, center_writing_weights=center_writing_weights,
-                                    center_unembed=center_unembed, fold_value_biases=fold_value_biases,
-                                    refactor_factored_attn_matrices=refactor_factored_attn_matrices)
+        processing.process_weights_(
+            self,
+            fold_ln=fold_ln,
+            center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+            fold_value_biases=fold_value_biases,
+            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+        )
         self.optimize_layout_()
         self.setup()
         return self
@@ -527,7 +625,13 @@ def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     name = dtype.removeprefix("torch.")
-    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
+    aliases = {
+        "fp32": "float32",
+        "fp16": "float16",
+        "bf16": "bfloat16",
+        "half": "float16",
+        "float": "float32",
+    }
     result = getattr(torch, aliases.get(name, name), None)
     if not isinstance(result, torch.dtype):
         raise ValueError(f"unknown dtype '{dtype}'")
@@ -542,4 +646,3 @@ def _load_tokenizer(path: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - a model without a usable tokenizer still runs on tokens
         logger.warning("could not load the tokenizer from %s: %s", path, exc)
         return None
-

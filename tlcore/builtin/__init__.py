@@ -1,1 +1,1 @@
-"""tlcore's built-in plugin: its traits, weight ops, specs and aliases, registered like any plugin's."""
+"""tlcore's built-in plugin: traits, weight ops, specs and aliases, registered like any plugin's."""

@@ -8,7 +8,18 @@ from typing import Any
 
 import yaml
 
-from tlcore.components import alibi, attention, block, embed, mlp, moe, norms, positions, rotary, unembed
+from tlcore.components import (
+    alibi,
+    attention,
+    block,
+    embed,
+    mlp,
+    moe,
+    norms,
+    positions,
+    rotary,
+    unembed,
+)
 from tlcore.loading.weight_ops import BUILTIN_WEIGHT_OPS
 from tlcore.plugins.hookspecs import hookimpl
 from tlcore.plugins.registrar import Registrar
@@ -37,7 +48,7 @@ TRAITS: list[tuple[str, Any, Any]] = [
 
 
 def specs_dir() -> Path:
-    """Locate the built-in spec folder (inside a wheel: ``tlcore/_specs``; in a checkout: ``specs``).
+    """Locate the built-in specs (in a wheel: ``tlcore/_specs``; in a checkout: ``specs``).
 
     Returns:
         The folder holding ``architectures/`` and ``models.yaml``.

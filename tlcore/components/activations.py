@@ -20,7 +20,9 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     Returns:
         Activated tensor.
     """
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    return (
+        0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    )
 
 
 def gelu_fast(x: torch.Tensor) -> torch.Tensor:

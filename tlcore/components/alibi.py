@@ -1,4 +1,4 @@
-"""ALiBi: a per-head linear bias on key positions, added after (BLOOM) or before (Falcon) scaling."""
+"""ALiBi: a per-head bias linear in key position, added after (BLOOM) or before (Falcon) scaling."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tlcore.spec.traits import Trait
 
 
 class AlibiTrait(Trait):
-    """ALiBi parameters; ``pre_scale`` multiplies the bias by the attention scale too (Falcon-RW)."""
+    """ALiBi parameters; ``pre_scale`` scales the bias with the scores too (Falcon-RW)."""
 
     slot = "positional"
     kind: Literal["alibi"] = "alibi"
@@ -28,7 +28,7 @@ class AlibiTrait(Trait):
 
 
 def alibi_slopes(n_heads: int) -> Float[torch.Tensor, " head_index"]:
-    """The standard ALiBi slopes, with the interleaved extra powers for non-power-of-two head counts.
+    """The standard ALiBi slopes, with extra odd powers for head counts that are not powers of 2.
 
     Args:
         n_heads: Number of heads.
@@ -42,12 +42,16 @@ def alibi_slopes(n_heads: int) -> Float[torch.Tensor, " head_index"]:
     """
     closest = 2 ** math.floor(math.log2(n_heads))
     base = 2 ** (-(2 ** -(math.log2(closest) - 3)))
-    slopes = torch.pow(torch.tensor(base, dtype=torch.float32), torch.arange(1, 1 + closest, dtype=torch.int32))
+    slopes = torch.pow(
+        torch.tensor(base, dtype=torch.float32), torch.arange(1, 1 + closest, dtype=torch.int32)
+    )
     if closest != n_heads:
         extra_base = 2 ** (-(2 ** -(math.log2(2 * closest) - 3)))
         remaining = min(closest, n_heads - closest)
-        extra = torch.pow(torch.tensor(extra_base, dtype=torch.float32),
-                          torch.arange(1, 1 + 2 * remaining, 2, dtype=torch.int32))
+        extra = torch.pow(
+            torch.tensor(extra_base, dtype=torch.float32),
+            torch.arange(1, 1 + 2 * remaining, 2, dtype=torch.int32),
+        )
         slopes = torch.cat([slopes, extra])
     return slopes
 
@@ -67,8 +71,13 @@ class Alibi(PositionalEncoding):
         self.pre_scale = trait.placement == "pre_scale"
         self.in_bf16 = trait.bias_dtype == "bfloat16"
 
-    def score_bias(self, n_heads: int, key_positions: Int[torch.Tensor, "batch k_pos"], scale: float,
-                   dtype: torch.dtype) -> Float[torch.Tensor, "batch head_index 1 k_pos"]:
+    def score_bias(
+        self,
+        n_heads: int,
+        key_positions: Int[torch.Tensor, "batch k_pos"],
+        scale: float,
+        dtype: torch.dtype,
+    ) -> Float[torch.Tensor, "batch head_index 1 k_pos"]:
         """ALiBi bias for the keys.
 
         Args:

@@ -6,8 +6,9 @@ GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head
 
 The forward uses ``F.scaled_dot_product_attention`` unless something needs the scores themselves: a
 hook (or cache) on ``hook_attn_scores``/``hook_pattern``, a logit soft-cap, or attention sinks.
-Projection weights are kept in memory in ``F.linear``'s layout (see :mod:`tlcore.components.layout`), so the
-projections run the same kernels as HuggingFace with no copies.
+Projection weights are kept in memory in ``F.linear``'s layout (see
+:mod:`tlcore.components.layout`), so the projections run the same kernels as HuggingFace with no
+copies.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from tlcore.components.context import ForwardContext
-from tlcore.components.layout import LinearLayout, linear_layout
+from tlcore.components.layout import LinearLayout
 from tlcore.components.positions import PositionalEncoding
 from tlcore.hooks import HookPoint
 from tlcore.spec.traits import Trait
@@ -97,7 +98,9 @@ class AttentionTrait(Trait):
             cfg.setdefault("window_size", self.sliding_window)
             cfg.setdefault("use_local_attn", True)
             n = len(self.window_layers) if self.window_layers else cfg.get("n_layers", 0)
-            cfg.setdefault("attn_types", ["local" if self.window(i) else "global" for i in range(n)])
+            cfg.setdefault(
+                "attn_types", ["local" if self.window(i) else "global" for i in range(n)]
+            )
 
 
 class Attention(LinearLayout):
@@ -110,8 +113,13 @@ class Attention(LinearLayout):
         positional: The model's positional component (rotary / ALiBi act inside attention).
     """
 
-    def __init__(self, trait: AttentionTrait, cfg: Any, layer: int,
-                 positional: PositionalEncoding | None = None) -> None:
+    def __init__(
+        self,
+        trait: AttentionTrait,
+        cfg: Any,
+        layer: int,
+        positional: PositionalEncoding | None = None,
+    ) -> None:
         super().__init__()
         from tlcore.components.norms import build_norm
 
@@ -120,8 +128,12 @@ class Attention(LinearLayout):
         dtype = cfg.dtype
         kv = "_" if self._grouped else ""
         self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=dtype))
-        self.register_parameter(f"{kv}W_K", nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype)))
-        self.register_parameter(f"{kv}W_V", nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype)))
+        self.register_parameter(
+            f"{kv}W_K", nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype))
+        )
+        self.register_parameter(
+            f"{kv}W_V", nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype))
+        )
         self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model, dtype=dtype))
         self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head, dtype=dtype))
         self.register_parameter(f"{kv}b_K", nn.Parameter(torch.zeros(n_kv, d_head, dtype=dtype)))
@@ -132,10 +144,16 @@ class Attention(LinearLayout):
         self.q_norm: nn.Module | None = None
         self.k_norm: nn.Module | None = None
         if trait.qk_norm is not None:
-            q_shape: Any = {"per_head": d_head, "per_head_distinct": (n_heads, d_head),
-                            "full_width": n_heads * d_head}[trait.qk_norm_scope]
-            k_shape: Any = {"per_head": d_head, "per_head_distinct": (n_kv, d_head),
-                            "full_width": n_kv * d_head}[trait.qk_norm_scope]
+            q_shape: Any = {
+                "per_head": d_head,
+                "per_head_distinct": (n_heads, d_head),
+                "full_width": n_heads * d_head,
+            }[trait.qk_norm_scope]
+            k_shape: Any = {
+                "per_head": d_head,
+                "per_head_distinct": (n_kv, d_head),
+                "full_width": n_kv * d_head,
+            }[trait.qk_norm_scope]
             self.q_norm = build_norm(trait.qk_norm, q_shape, dtype)
             self.k_norm = build_norm(trait.qk_norm, k_shape, dtype)
         # Not a submodule: the model owns it (one module shared by all layers).
@@ -155,8 +173,14 @@ class Attention(LinearLayout):
             self.hook_rot_q = HookPoint()
 
     _grouped = False
-    linear_layouts = {"W_Q": "in_heads", "W_K": "in_heads", "_W_K": "in_heads",
-                      "W_V": "in_heads", "_W_V": "in_heads", "W_O": "out_heads"}
+    linear_layouts = {
+        "W_Q": "in_heads",
+        "W_K": "in_heads",
+        "_W_K": "in_heads",
+        "W_V": "in_heads",
+        "_W_V": "in_heads",
+        "W_O": "out_heads",
+    }
 
     # -- parameters ------------------------------------------------------------------------------
     def _raw(self, name: str) -> torch.Tensor:
@@ -185,9 +209,12 @@ class Attention(LinearLayout):
 
     def forward(
         self,
-        query_input: Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos head_index d_model"],
-        key_input: Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos kv_head d_model"],
-        value_input: Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos kv_head d_model"],
+        query_input: Float[torch.Tensor, "batch pos d_model"]
+        | Float[torch.Tensor, "batch pos head_index d_model"],
+        key_input: Float[torch.Tensor, "batch pos d_model"]
+        | Float[torch.Tensor, "batch pos kv_head d_model"],
+        value_input: Float[torch.Tensor, "batch pos d_model"]
+        | Float[torch.Tensor, "batch pos kv_head d_model"],
         ctx: ForwardContext,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Attend.
@@ -238,11 +265,21 @@ class Attention(LinearLayout):
         return self.k_norm(k)
 
     def _needs_scores(self) -> bool:
-        return (self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks
-                or self.trait.softcap is not None or self.trait.sinks)
+        return (
+            self.hook_attn_scores.has_hooks
+            or self.hook_pattern.has_hooks
+            or self.trait.softcap is not None
+            or self.trait.sinks
+        )
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ForwardContext,
-                positional: PositionalEncoding | None) -> torch.Tensor:
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        ctx: ForwardContext,
+        positional: PositionalEncoding | None,
+    ) -> torch.Tensor:
         qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         group = qh.shape[1] // kh.shape[1]
         bias = None
@@ -256,12 +293,19 @@ class Attention(LinearLayout):
             if bias is not None:
                 floor = torch.finfo(qh.dtype).min
                 keep = mask if mask is not None else ctx.mask(self.window)
-                attn_mask: torch.Tensor | None = bias.masked_fill(~keep, floor) if keep is not None else bias
+                attn_mask: torch.Tensor | None = (
+                    bias.masked_fill(~keep, floor) if keep is not None else bias
+                )
             else:
                 attn_mask = mask
             z = F.scaled_dot_product_attention(
-                qh, kh, vh, attn_mask=attn_mask, scale=self.scale,
-                is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1, enable_gqa=group > 1,
+                qh,
+                kh,
+                vh,
+                attn_mask=attn_mask,
+                scale=self.scale,
+                is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1,
+                enable_gqa=group > 1,
             )
             return z.transpose(1, 2)
         if group > 1:
@@ -320,8 +364,9 @@ class GroupedQueryAttention(Attention):
         return self._expand(self._b_V)
 
 
-def make_attention(trait: AttentionTrait, cfg: Any, layer: int,
-                   positional: PositionalEncoding | None = None) -> Attention:
+def make_attention(
+    trait: AttentionTrait, cfg: Any, layer: int, positional: PositionalEncoding | None = None
+) -> Attention:
     """Component factory for ``attention/attention``.
 
     Args:

@@ -1,14 +1,14 @@
 """Transformer blocks: how attention, MLP, norms and the residual stream are wired.
 
-Layouts (the ``block`` slot): ``pre_norm`` (GPT-2, Llama), ``parallel`` (GPT-J and Phi with one norm,
-NeoX with two), ``post_norm`` (original Transformer / OPT-350m / BERT), ``sandwich`` (Gemma 2/3: pre- and
-post-norm around each branch) and ``post_only`` (OLMo-2). Each is a small subclass whose ``forward``
-reads top to bottom.
+Layouts (the ``block`` slot): ``pre_norm`` (GPT-2, Llama), ``parallel`` (GPT-J and Phi with one
+norm, NeoX with two), ``post_norm`` (original Transformer / OPT-350m / BERT), ``sandwich`` (Gemma
+2/3: pre- and post-norm around each branch) and ``post_only`` (OLMo-2). Each is a small subclass
+whose ``forward`` reads top to bottom.
 
 Hooks (TransformerLens names): ``hook_resid_pre``, ``hook_attn_in`` / ``hook_q_input`` /
-``hook_k_input`` / ``hook_v_input`` (behind ``use_attn_in`` / ``use_split_qkv_input``), ``hook_attn_out``,
-``hook_resid_mid`` (not for parallel layouts), ``hook_mlp_in`` (behind ``use_hook_mlp_in``),
-``hook_mlp_out``, ``hook_resid_post``.
+``hook_k_input`` / ``hook_v_input`` (behind ``use_attn_in`` / ``use_split_qkv_input``),
+``hook_attn_out``, ``hook_resid_mid`` (not for parallel layouts), ``hook_mlp_in`` (behind
+``use_hook_mlp_in``), ``hook_mlp_out``, ``hook_resid_post``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class PreNormTrait(Trait):
 
 
 class ParallelTrait(Trait):
-    """``x + attn(ln1 x) + mlp(ln x)`` where ``ln`` is ``ln1`` (``norms: 1``) or ``ln2`` (``norms: 2``)."""
+    """``x + attn(ln1 x) + mlp(ln x)``; the MLP's ``ln`` is ``ln1`` (``norms: 1``) or ``ln2``."""
 
     slot = "block"
     kind: Literal["parallel"] = "parallel"
@@ -88,8 +88,15 @@ class TransformerBlock(nn.Module):
 
     norm_names: tuple[str, ...] = ("ln1", "ln2")
 
-    def __init__(self, trait: Trait, cfg: Any, layer: int, attn: nn.Module, mlp: nn.Module,
-                 make_norm: Callable[[], nn.Module | None]) -> None:
+    def __init__(
+        self,
+        trait: Trait,
+        cfg: Any,
+        layer: int,
+        attn: nn.Module,
+        mlp: nn.Module,
+        make_norm: Callable[[], nn.Module | None],
+    ) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
         self.residual_multiplier = float(getattr(trait, "residual_multiplier", 1.0))
@@ -219,7 +226,7 @@ class PostNormBlock(TransformerBlock):
 
 
 class SandwichBlock(TransformerBlock):
-    """Pre- and post-norm around each branch; ``hook_attn_out``/``hook_mlp_out`` see the post-normed output."""
+    """Pre- and post-norm around each branch; ``hook_attn_out``/``hook_mlp_out`` are post-normed."""
 
     norm_names: tuple[str, ...] = ("ln1", "ln1_post", "ln2", "ln2_post")
 
@@ -238,7 +245,9 @@ class SandwichBlock(TransformerBlock):
             ``resid_post``.
         """
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._norm("ln1_post", self._attention(resid_pre, ctx, "ln1")))
+        attn_out = self.hook_attn_out(
+            self._norm("ln1_post", self._attention(resid_pre, ctx, "ln1"))
+        )
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, "ln2")))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
@@ -271,8 +280,14 @@ def _per_head(x: Resid, n: int) -> Float[torch.Tensor, "batch pos head_index d_m
 
 
 def _factory(cls: type[TransformerBlock]) -> Callable[..., TransformerBlock]:
-    def make(trait: Trait, cfg: Any, layer: int, attn: nn.Module, mlp: nn.Module,
-             make_norm: Callable[[], nn.Module | None]) -> TransformerBlock:
+    def make(
+        trait: Trait,
+        cfg: Any,
+        layer: int,
+        attn: nn.Module,
+        mlp: nn.Module,
+        make_norm: Callable[[], nn.Module | None],
+    ) -> TransformerBlock:
         return cls(trait, cfg, layer, attn, mlp, make_norm)
 
     make.__doc__ = f"Component factory for ``block/{cls.__name__}``."

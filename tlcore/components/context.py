@@ -51,8 +51,12 @@ class ForwardContext:
         Returns:
             True when nothing is padded, nothing is cached and no window cuts the triangle.
         """
-        return (self.causal and self.key_mask is None and self.k_len == self.q_len
-                and (window is None or window >= self.k_len))
+        return (
+            self.causal
+            and self.key_mask is None
+            and self.k_len == self.q_len
+            and (window is None or window >= self.k_len)
+        )
 
     def mask(self, window: int | None) -> Bool[torch.Tensor, "batch 1 q_pos k_pos"] | None:
         """The boolean attention mask (True = may attend), memoised per window.

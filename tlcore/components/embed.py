@@ -1,4 +1,4 @@
-"""Token embedding: ``W_E[tokens]``, optionally scaled (Gemma √d, Granite multiplier) and normed (BLOOM)."""
+"""Token embedding: ``W_E[tokens]``, optionally scaled (Gemma, Granite) and normed (BLOOM)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ class Embed(nn.Module):
         self.scale_in_param_dtype = trait.scale_in_param_dtype
         self.ln = build_norm(trait.norm, cfg.d_model, cfg.dtype) if trait.norm else None
 
-    def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    def forward(
+        self, tokens: Int[torch.Tensor, "batch pos"]
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Embed tokens.
 
         Args:
@@ -56,7 +58,9 @@ class Embed(nn.Module):
         """
         x = self.W_E[tokens]
         if self.scale is not None:
-            scale = torch.tensor(self.scale, dtype=x.dtype) if self.scale_in_param_dtype else self.scale
+            scale = (
+                torch.tensor(self.scale, dtype=x.dtype) if self.scale_in_param_dtype else self.scale
+            )
             x = x * scale
         return self.ln(x) if self.ln is not None else x
 

@@ -1,9 +1,9 @@
 """Memory layout of projection weights: TransformerLens's shapes, ``F.linear``'s memory order.
 
-``W_Q`` has TransformerLens's shape ``[head_index, d_model, d_head]`` but is stored as a permuted view
-of a contiguous ``[head_index, d_head, d_model]`` buffer, which is exactly HF's ``q_proj.weight``. The
-forward pass then hands ``F.linear`` a contiguous weight and runs HF's own kernel with no copy. Values
-and shapes never change; only ``.stride()`` does.
+``W_Q`` has TransformerLens's shape ``[head_index, d_model, d_head]`` but is stored as a permuted
+view of a contiguous ``[head_index, d_head, d_model]`` buffer, which is exactly HF's
+``q_proj.weight``. The forward pass then hands ``F.linear`` a contiguous weight and runs HF's own
+kernel with no copy. Values and shapes never change; only ``.stride()`` does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Feed-forward layers: plain ``W_out · act(W_in x)`` and gated ``W_out · (act(W_gate x) * W_in x)``.
+"""Feed-forward layers: plain ``W_out act(W_in x)`` and gated ``W_out (act(W_gate x) * W_in x)``.
 
-TransformerLens's hooks: ``hook_pre`` (the activation's input: ``W_in x`` for plain, ``W_gate x`` for
-gated), ``hook_pre_linear`` (gated only: ``W_in x``) and ``hook_post`` (the activation's output).
+TransformerLens's hooks: ``hook_pre`` (the activation's input: ``W_in x`` for plain, ``W_gate x``
+for gated), ``hook_pre_linear`` (gated only: ``W_in x``) and ``hook_post`` (the activation's
+output).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ class MLP(LinearLayout):
 
     linear_layouts = {"W_in": "matrix", "W_gate": "matrix", "W_out": "matrix"}
 
-    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    def forward(
+        self, x: Float[torch.Tensor, "batch pos d_model"]
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Apply the MLP.
 
         Args:
@@ -96,14 +99,17 @@ class GatedMLP(MLP):
         gate_bias: Whether the gate projection has a bias.
     """
 
-    def __init__(self, d_model: int, d_mlp: int, act: str, dtype: torch.dtype,
-                 gate_bias: bool = False) -> None:
+    def __init__(
+        self, d_model: int, d_mlp: int, act: str, dtype: torch.dtype, gate_bias: bool = False
+    ) -> None:
         super().__init__(d_model, d_mlp, act, dtype)
         self.W_gate = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
         self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=dtype)) if gate_bias else None
         self.hook_pre_linear = HookPoint()
 
-    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    def forward(
+        self, x: Float[torch.Tensor, "batch pos d_model"]
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Apply the gated MLP.
 
         Args:

@@ -1,4 +1,4 @@
-"""Mixture of experts: a router picks ``top_k`` gated experts per token (Mixtral, Qwen-MoE, GPT-OSS).
+"""Mixture of experts: a router picks ``top_k`` experts per token (Mixtral, Qwen-MoE, GPT-OSS).
 
 Parameter names follow TransformerLens: the router ``W_gate`` (an ``nn.Linear``: ``W_gate.weight
 [expert, d_model]``) and ``experts.{e}.W_in/W_gate/W_out``. Hooks: ``hook_expert_weights`` (router
@@ -63,8 +63,11 @@ class MoETrait(Trait):
         if self.dense_layers is not None and self.dense_layers[layer]:
             return True
         # No experts at all also means dense everywhere (HF's ``num_experts > 0`` condition).
-        return (layer in self.dense_layer_indices or self.n_experts == 0
-                or (layer + 1) % self.sparse_step != 0)
+        return (
+            layer in self.dense_layer_indices
+            or self.n_experts == 0
+            or (layer + 1) % self.sparse_step != 0
+        )
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("num_experts", self.n_experts)
@@ -75,7 +78,7 @@ class MoETrait(Trait):
 
 
 class ClampedSwiGLUExpert(GatedMLP):
-    """GPT-OSS expert: ``gate = min(gate, L)``, ``up = clamp(up, ±L)``, ``(up + 1) * gate * σ(α gate)``.
+    """GPT-OSS expert: ``(clamp(up, ±L) + 1) * g * σ(α g)`` with ``g = min(gate, L)``.
 
     Args:
         d_model: Input/output width.
@@ -85,8 +88,9 @@ class ClampedSwiGLUExpert(GatedMLP):
         alpha: Sigmoid slope ``α``.
     """
 
-    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype, limit: float,
-                 alpha: float) -> None:
+    def __init__(
+        self, d_model: int, d_mlp: int, dtype: torch.dtype, limit: float, alpha: float
+    ) -> None:
         super().__init__(d_model, d_mlp, "silu", dtype, gate_bias=True)
         self.limit, self.alpha = limit, alpha
 
@@ -100,7 +104,9 @@ class ClampedSwiGLUExpert(GatedMLP):
             Expert output.
         """
         gate = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate)).clamp(max=self.limit)
-        up = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in)).clamp(-self.limit, self.limit)
+        up = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in)).clamp(
+            -self.limit, self.limit
+        )
         post = self.hook_post((up + 1) * (gate * torch.sigmoid(gate * self.alpha)))
         return F.linear(post, self.W_out.T, self.b_out)
 
@@ -122,20 +128,31 @@ class MoE(nn.Module):
         self.W_gate = nn.Linear(d_model, trait.n_experts, bias=trait.router_bias, dtype=dtype)
         if trait.expert_kind == "clamped_swiglu":
             experts: list[nn.Module] = [
-                ClampedSwiGLUExpert(d_model, d_expert, dtype, trait.swiglu_limit, trait.swiglu_alpha)
-                for _ in range(trait.n_experts)]
+                ClampedSwiGLUExpert(
+                    d_model, d_expert, dtype, trait.swiglu_limit, trait.swiglu_alpha
+                )
+                for _ in range(trait.n_experts)
+            ]
         else:
-            experts = [GatedMLP(d_model, d_expert, act, dtype, gate_bias=trait.expert_bias)
-                       for _ in range(trait.n_experts)]
+            experts = [
+                GatedMLP(d_model, d_expert, act, dtype, gate_bias=trait.expert_bias)
+                for _ in range(trait.n_experts)
+            ]
         self.experts = nn.ModuleList(experts)
-        self.shared_expert = (GatedMLP(d_model, trait.shared_expert_size, act, dtype)
-                              if trait.shared_expert_size else None)
-        self.shared_expert_gate = (nn.Linear(d_model, 1, bias=False, dtype=dtype)
-                                   if trait.shared_expert_gate else None)
+        self.shared_expert = (
+            GatedMLP(d_model, trait.shared_expert_size, act, dtype)
+            if trait.shared_expert_size
+            else None
+        )
+        self.shared_expert_gate = (
+            nn.Linear(d_model, 1, bias=False, dtype=dtype) if trait.shared_expert_gate else None
+        )
         self.hook_expert_weights = HookPoint()
         self.hook_expert_indices = HookPoint()
 
-    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    def forward(
+        self, x: Float[torch.Tensor, "batch pos d_model"]
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Route each token to its top-k experts and sum their weighted outputs.
 
         Args:
@@ -188,5 +205,3 @@ def make_moe(trait: MoETrait, cfg: Any, layer: int) -> nn.Module:
         act = trait.act or cfg.act_fn or "silu"
         return GatedMLP(cfg.d_model, cfg.d_mlp, act, cfg.dtype)
     return MoE(trait, cfg)
-
-

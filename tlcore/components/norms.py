@@ -1,7 +1,7 @@
 """Normalisation layers: LayerNorm (with or without bias/params) and RMSNorm (optionally 1+w).
 
-TransformerLens's hooks: ``hook_scale`` ``[..., 1]`` and ``hook_normalized``. After ``fold_ln`` a norm
-keeps its normalisation and loses its parameters (TransformerLens's LNPre / RMSPre).
+TransformerLens's hooks: ``hook_scale`` ``[..., 1]`` and ``hook_normalized``. After ``fold_ln`` a
+norm keeps its normalisation and loses its parameters (TransformerLens's LNPre / RMSPre).
 """
 
 from __future__ import annotations
@@ -65,8 +65,14 @@ class LayerNorm(nn.Module):
         dtype: Parameter dtype.
     """
 
-    def __init__(self, d: int | tuple[int, ...], eps: float, weight: bool = True, bias: bool = True,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        d: int | tuple[int, ...],
+        eps: float,
+        weight: bool = True,
+        bias: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         shape = (d,) if isinstance(d, int) else tuple(d)
         self.d, self.eps, self._fused = shape[-1], eps, len(shape) == 1
@@ -113,8 +119,15 @@ class RMSNorm(nn.Module):
         dtype: Parameter dtype.
     """
 
-    def __init__(self, d: int | tuple[int, ...], eps: float, offset: bool = False, weight: bool = True,
-                 weight_in_fp32: bool = False, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        d: int | tuple[int, ...],
+        eps: float,
+        offset: bool = False,
+        weight: bool = True,
+        weight_in_fp32: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         shape = (d,) if isinstance(d, int) else tuple(d)
         self.d, self.eps, self.offset, self.weight_in_fp32 = shape[-1], eps, offset, weight_in_fp32
@@ -148,7 +161,9 @@ class RMSNorm(nn.Module):
         return w * normed.to(dtype)
 
 
-def build_norm(trait: Trait, d: int | tuple[int, ...], dtype: torch.dtype = torch.float32) -> nn.Module | None:
+def build_norm(
+    trait: Trait, d: int | tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> nn.Module | None:
     """Build the norm module for a norm trait.
 
     Args:
@@ -165,7 +180,9 @@ def build_norm(trait: Trait, d: int | tuple[int, ...], dtype: torch.dtype = torc
     return get_registry().component("norm", trait.kind)(trait, d, dtype)
 
 
-def make_layernorm(trait: LayerNormTrait, d: int | tuple[int, ...], dtype: torch.dtype) -> LayerNorm:
+def make_layernorm(
+    trait: LayerNormTrait, d: int | tuple[int, ...], dtype: torch.dtype
+) -> LayerNorm:
     """Component factory for ``layernorm``.
 
     Args:

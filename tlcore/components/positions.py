@@ -2,8 +2,8 @@
 
 A positional component can act in three places, and each kind implements the ones it needs:
 ``embed`` (added to the residual stream: learned absolute), ``qk_input`` (added to the attention's
-query/key inputs only: shortformer), ``rotate`` (applied to queries and keys: rotary) and ``score_bias``
-(added to attention scores: ALiBi).
+query/key inputs only: shortformer), ``rotate`` (applied to queries and keys: rotary) and
+``score_bias`` (added to attention scores: ALiBi).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ class PositionalEncoding(nn.Module):
     rotates_qk: bool = False
     biases_scores: bool = False
 
-    def embed(self, positions: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    def embed(
+        self, positions: Int[torch.Tensor, "batch pos"]
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Return the positional embedding of ``positions``.
 
         Args:
@@ -36,8 +38,13 @@ class PositionalEncoding(nn.Module):
         """
         raise NotImplementedError
 
-    def rotate(self, x: Float[torch.Tensor, "batch pos head d_head"], positions: Int[torch.Tensor, "batch pos"],
-               layer: int, ctx: dict[Any, Any] | None = None) -> Float[torch.Tensor, "batch pos head d_head"]:
+    def rotate(
+        self,
+        x: Float[torch.Tensor, "batch pos head d_head"],
+        positions: Int[torch.Tensor, "batch pos"],
+        layer: int,
+        ctx: dict[Any, Any] | None = None,
+    ) -> Float[torch.Tensor, "batch pos head d_head"]:
         """Rotate queries or keys by position.
 
         Args:
@@ -51,8 +58,13 @@ class PositionalEncoding(nn.Module):
         """
         raise NotImplementedError
 
-    def score_bias(self, n_heads: int, key_positions: Int[torch.Tensor, "batch k_pos"], scale: float,
-                   dtype: torch.dtype) -> Float[torch.Tensor, "batch head_index 1 k_pos"]:
+    def score_bias(
+        self,
+        n_heads: int,
+        key_positions: Int[torch.Tensor, "batch k_pos"],
+        scale: float,
+        dtype: torch.dtype,
+    ) -> Float[torch.Tensor, "batch head_index 1 k_pos"]:
         """Return a bias added to attention scores after scaling.
 
         Args:
@@ -88,7 +100,7 @@ class LearnedPositionTrait(Trait):
 
 
 class ShortformerTrait(Trait):
-    """Shortformer: learned positions added to the attention's query and key inputs, not the residual.
+    """Shortformer: learned positions added to attention's query and key inputs, not the residual.
 
     As in TransformerLens, the embedding is added after ``ln1`` to the query and key inputs of every
     layer; values and the residual stream carry no positional information.
@@ -119,7 +131,9 @@ class LearnedPositions(PositionalEncoding):
         self.adds_to_residual = not shortformer
         self.adds_to_qk_input = shortformer
 
-    def embed(self, positions: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    def embed(
+        self, positions: Int[torch.Tensor, "batch pos"]
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Look up positional embeddings.
 
         Args:

@@ -22,7 +22,8 @@ class RotaryTrait(Trait):
     """Rotary parameters.
 
     ``rope_parameters`` is HF's dict (``rope_type``, ``rope_theta``, scaling fields); with
-    ``layer_types`` it is nested by layer type (Gemma 3) and ``layer_types`` gives each layer's type.
+    ``layer_types`` it is nested by layer type (Gemma 3) and ``layer_types`` gives each layer's
+    type.
     """
 
     slot = "positional"
@@ -45,8 +46,9 @@ class RotaryTrait(Trait):
         if self.layer_types and "rope_theta" not in params:
             # Nested per layer type (Gemma 3): TransformerLens's rotary_base is the global layers'
             # theta (its rotary_base_local is the sliding layers').
-            params = self._params("full_attention" if "full_attention" in self.layer_types
-                                  else self.layer_types[0])
+            params = self._params(
+                "full_attention" if "full_attention" in self.layer_types else self.layer_types[0]
+            )
         cfg.setdefault("rotary_base", float(self.base or params.get("rope_theta", 10000.0)))
 
     def _params(self, layer_type: str | None) -> dict[str, Any]:
@@ -76,12 +78,17 @@ class Rotary(PositionalEncoding):
             if rope_type not in _STATIC_TYPES | {"dynamic"}:
                 raise SpecError(f"rotary: unsupported rope_type '{rope_type}'")
 
-    def _inv_freq(self, layer_type: str | None, seq_len: int, device: torch.device) -> tuple[torch.Tensor, float]:
+    def _inv_freq(
+        self, layer_type: str | None, seq_len: int, device: torch.device
+    ) -> tuple[torch.Tensor, float]:
         params = self.trait._params(layer_type)
         rope_type = params.get("rope_type", "default")
         if rope_type == "default":
             base = self.trait.base or params.get("rope_theta", 10000.0)
-            exps = torch.arange(0, self.dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / self.dim
+            exps = (
+                torch.arange(0, self.dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
+                / self.dim
+            )
             return 1.0 / (base**exps), 1.0
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -90,13 +97,18 @@ class Rotary(PositionalEncoding):
             kwargs["seq_len"] = seq_len
         elif rope_type == "longrope":
             original = params.get("original_max_position_embeddings") or getattr(
-                self.hf_config, "original_max_position_embeddings", None)
+                self.hf_config, "original_max_position_embeddings", None
+            )
             kwargs["seq_len"] = seq_len if original and seq_len > original else None
         inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](self.hf_config, device, **kwargs)
         return inv_freq.to(device=device, dtype=torch.float), float(scaling)
 
-    def cos_sin(self, positions: Int[torch.Tensor, "batch pos"], layer: int,
-                ctx: dict[Any, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def cos_sin(
+        self,
+        positions: Int[torch.Tensor, "batch pos"],
+        layer: int,
+        ctx: dict[Any, Any] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosines and sines for ``positions`` (memoised per forward in ``ctx``).
 
         Args:
@@ -123,8 +135,13 @@ class Rotary(PositionalEncoding):
             ctx[key] = result
         return result
 
-    def rotate(self, x: Float[torch.Tensor, "batch pos head d_head"], positions: Int[torch.Tensor, "batch pos"],
-               layer: int, ctx: dict[Any, Any] | None = None) -> Float[torch.Tensor, "batch pos head d_head"]:
+    def rotate(
+        self,
+        x: Float[torch.Tensor, "batch pos head d_head"],
+        positions: Int[torch.Tensor, "batch pos"],
+        layer: int,
+        ctx: dict[Any, Any] | None = None,
+    ) -> Float[torch.Tensor, "batch pos head d_head"]:
         """Rotate the first ``dim`` features of each head.
 
         Args:

@@ -48,7 +48,9 @@ class Unembed(LinearLayout):
 
     linear_layouts = {"W_U": "matrix"}
 
-    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+    def forward(
+        self, x: Float[torch.Tensor, "batch pos d_model"]
+    ) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
         """Compute logits.
 
         Args:

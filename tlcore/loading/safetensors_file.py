@@ -106,7 +106,7 @@ class SafetensorsFile:
         return flat.view(shape)
 
     def release(self, tensor: torch.Tensor) -> None:
-        """Drop the pages under a tensor read from this file (only call it while nothing wrote there).
+        """Drop the pages under a tensor from this file (only while nothing has written there).
 
         The pages are re-read from disk if anything touches them again, so this is always safe for
         values; it only matters for memory.

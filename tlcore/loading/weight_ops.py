@@ -1,7 +1,8 @@
 """Built-in weight transforms, referenced by name in specs' ``ops:`` lists.
 
-Each op maps a list of tensors to a list of tensors: ``fn(tensors, cfg, **params)``. Parameters may be
-expressions (``{cfg: n_heads}``); a string axis size in ``rearrange``/``reshape`` names a config field.
+Each op maps a list of tensors to a list of tensors: ``fn(tensors, cfg, **params)``. Parameters may
+be expressions (``{cfg: n_heads}``); a string axis size in ``rearrange``/``reshape`` names a config
+field.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _size(value: Any, cfg: Any) -> Any:
 
 
 def transpose(tensors: Tensors, cfg: Any) -> Tensors:
-    """Swap the last two dimensions (HF ``nn.Linear`` ``[out, in]`` ↔ TransformerLens ``[in, out]``).
+    """Swap the last two dimensions (HF ``nn.Linear``'s ``[out, in]`` ↔ TL's ``[in, out]``).
 
     Args:
         tensors: Inputs.

@@ -37,8 +37,10 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
     fields = dict(spec.test_config)
     if variant is not None:
         if variant not in spec.test_variants:
-            raise KeyError(f"spec '{spec.name}' has no test variant '{variant}' "
-                           f"(variants: {sorted(spec.test_variants)})")
+            raise KeyError(
+                f"spec '{spec.name}' has no test variant '{variant}' "
+                f"(variants: {sorted(spec.test_variants)})"
+            )
         fields.update(spec.test_variants[variant])
     fields.update(overrides)
     model_type = spec.hf.model_types[0]
@@ -61,7 +63,11 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
             shape = param.shape
             noise = torch.randn(shape, generator=generator, dtype=torch.float32)
             lowered = name.lower()
-            if "norm" in lowered or "ln" in lowered.split(".")[-2:][0] or lowered.endswith(("ln_f.weight",)):
+            if (
+                "norm" in lowered
+                or "ln" in lowered.split(".")[-2:][0]
+                or lowered.endswith(("ln_f.weight",))
+            ):
                 value = 1.0 + 0.3 * noise if lowered.endswith("weight") else 0.2 * noise
             elif lowered.endswith("bias") or param.dim() == 1:
                 value = 0.2 * noise
@@ -73,8 +79,13 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
             param.copy_(value.to(param.dtype))
 
 
-def build_tiny_hf_model(spec: ArchitectureSpec, variant: str | None = None, seed: int = DEFAULT_SEED,
-                        attn_implementation: str = "eager", **overrides: Any) -> Any:
+def build_tiny_hf_model(
+    spec: ArchitectureSpec,
+    variant: str | None = None,
+    seed: int = DEFAULT_SEED,
+    attn_implementation: str = "eager",
+    **overrides: Any,
+) -> Any:
     """Build and seed-fill the HF model of a spec's test config (fp32).
 
     Args:
@@ -92,17 +103,23 @@ def build_tiny_hf_model(spec: ArchitectureSpec, variant: str | None = None, seed
     config = tiny_hf_config(spec, variant, **overrides)
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
     try:
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                                 experts_implementation="eager", **kwargs)
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=torch.float32, experts_implementation="eager", **kwargs
+        )
     except (TypeError, ValueError):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
     fill_seeded_(model, seed)
     return model.eval()
 
 
-def save_tiny_checkpoint(spec: ArchitectureSpec, directory: str | Path, variant: str | None = None,
-                         seed: int = DEFAULT_SEED, attn_implementation: str = "eager",
-                         **overrides: Any) -> tuple[Path, Any]:
+def save_tiny_checkpoint(
+    spec: ArchitectureSpec,
+    directory: str | Path,
+    variant: str | None = None,
+    seed: int = DEFAULT_SEED,
+    attn_implementation: str = "eager",
+    **overrides: Any,
+) -> tuple[Path, Any]:
     """Write a tiny seeded checkpoint with ``save_pretrained`` (safetensors).
 
     Args:
