@@ -195,7 +195,8 @@ def _hf_layer_io(
     layers = _decoder_layers(hf_model, n_layers)
     targets = {"in": (layers[0], "input")}
     targets.update({f"out{i}": (layer, "output") for i, layer in enumerate(layers)})
-    head = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
+    get_head = getattr(hf_model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
     if isinstance(head, nn.Module):
         targets["head_in"] = (head, "input")
     with _capture(targets) as captured, torch.no_grad():
@@ -256,8 +257,9 @@ def _layer_probes(model: Any, hf_layer: nn.Module, layer: int) -> list[_Probe]:
     branch_outputs = kind in ("pre_norm", "parallel", "post_norm")
     # The output projection, not the attention module: some HF attention modules add the
     # residual themselves (BLOOM), so their output is not a branch output.
-    if (o_proj or attn) is not None and branch_outputs:
-        probes.append(_Probe(f"{prefix}.hook_attn_out", o_proj or attn, "output"))
+    attn_out = o_proj if o_proj is not None else attn
+    if attn_out is not None and branch_outputs:
+        probes.append(_Probe(f"{prefix}.hook_attn_out", attn_out, "output"))
     mlp_norm = {"pre_norm": "ln2", "sandwich": "ln2"}.get(kind)
     if kind == "parallel":
         mlp_norm = "ln2" if getattr(block, "ln2", None) is not None else "ln1"
@@ -266,8 +268,9 @@ def _layer_probes(model: Any, hf_layer: nn.Module, layer: int) -> list[_Probe]:
     down = _child(mlp, _DOWN_PROJ_NAMES) if not cfg.num_experts else None
     if down is not None:
         probes.append(_Probe(f"{prefix}.mlp.hook_post", down, "input"))
-    if (down or mlp) is not None and branch_outputs:
-        probes.append(_Probe(f"{prefix}.hook_mlp_out", down or mlp, "output"))
+    mlp_out = down if down is not None else mlp
+    if mlp_out is not None and branch_outputs:
+        probes.append(_Probe(f"{prefix}.hook_mlp_out", mlp_out, "output"))
     return probes
 
 

@@ -87,7 +87,7 @@ class Report:
     @property
     def failures(self) -> list[str]:
         """One line per failure."""
-        out = [
+        out: list[str] = [
             f"{c.case.name}: {c.parity.message}"
             for c in self.cases
             if not (c.parity.ok and c.parity.error is None)
@@ -153,7 +153,7 @@ def cases(
 
     registry = get_registry()
     chosen = registry.spec_names() if specs is None else list(specs)
-    out = []
+    out: list[Case] = []
     for item in chosen:
         spec = registry.get_spec(item) if isinstance(item, str) else item
         entry = registry.specs.get(spec.name)
@@ -291,7 +291,12 @@ def verify(
                 )
         elif snapshots == "update":
             assert manifest is not None
-            if run.result.ok and run.result.error is None and run.logits is not None:
+            if (
+                run.result.ok
+                and run.result.error is None
+                and run.logits is not None
+                and run.tokens is not None
+            ):
                 from tlcore.testing.tiny import DEFAULT_SEED
 
                 snap_result = store_snapshot(
