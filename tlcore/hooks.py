@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, overload
 
 import torch
 import torch.nn as nn
@@ -635,6 +635,36 @@ class HookedRootModule(nn.Module):
             for _, hook_point in self._select_hook_points(name):
                 hook_point.add_hook(fn, dir="bwd")
         return cache
+
+    @overload
+    def run_with_cache(
+        self,
+        *model_args: Any,
+        names_filter: NamesFilter = ...,
+        device: DeviceType = ...,
+        remove_batch_dim: bool = ...,
+        incl_bwd: bool = ...,
+        reset_hooks_end: bool = ...,
+        clear_contexts: bool = ...,
+        pos_slice: Slice | SliceInput = ...,
+        return_cache_object: Literal[True] = ...,
+        **model_kwargs: Any,
+    ) -> tuple[Any, ActivationCache]: ...
+
+    @overload
+    def run_with_cache(
+        self,
+        *model_args: Any,
+        names_filter: NamesFilter = ...,
+        device: DeviceType = ...,
+        remove_batch_dim: bool = ...,
+        incl_bwd: bool = ...,
+        reset_hooks_end: bool = ...,
+        clear_contexts: bool = ...,
+        pos_slice: Slice | SliceInput = ...,
+        return_cache_object: Literal[False],
+        **model_kwargs: Any,
+    ) -> tuple[Any, dict[str, torch.Tensor]]: ...
 
     def run_with_cache(
         self,

@@ -195,7 +195,7 @@ class TokenizerMixin:
         """
         tokenizer = self._require_tokenizer("to_str_tokens")
         if isinstance(input, list):
-            return [self.to_str_tokens(item, prepend_bos, padding_side) for item in input]  # type: ignore[misc]
+            return [self.to_str_tokens(item, prepend_bos, padding_side) for item in input]  # type: ignore[misc,return-value]
         if isinstance(input, str):
             tokens = self.to_tokens(input, prepend_bos, padding_side, move_to_device=False)[0]
         elif isinstance(input, (torch.Tensor, np.ndarray, int, np.integer)):
@@ -205,7 +205,7 @@ class TokenizerMixin:
             if tokens.dim() == 2 and tokens.shape[0] == 1:
                 tokens = tokens[0]
             if tokens.dim() == 2:
-                return [self.to_str_tokens(row) for row in tokens]  # type: ignore[misc]
+                return [self.to_str_tokens(row) for row in tokens]  # type: ignore[misc,return-value]
             if tokens.dim() != 1:
                 raise ValueError(
                     f"Invalid tokens input to to_str_tokens, shape {tuple(tokens.shape)}"

@@ -383,7 +383,7 @@ def _named(
         generic_activation_patch,
         patch_setter=setter,
         activation_name=activation,
-        index_axis_names=axes,
+        index_axis_names=axes,  # type: ignore[arg-type]
     )
     fn.__doc__ = f"Activation patching of {what}." + _ARGS_DOC.format(shape=shape)
     return fn
