@@ -316,10 +316,19 @@ def check_config_guard(spec: ArchitectureSpec, hf_config: Any, read: set[str]) -
     Raises:
         UnsupportedConfigError: Naming the fields.
     """
+    values = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+    for field_name, refused in spec.guard.unsupported.items():
+        if field_name in values and values[field_name] in refused:
+            raise UnsupportedConfigError(
+                f"architecture '{spec.name}' does not support HF config "
+                f"{field_name}={values[field_name]!r} ({spec.source_file or spec.name}: "
+                f"guard.unsupported); loading it would build a different model than HF's."
+            )
     if not hasattr(hf_config, "to_diff_dict"):
         return
     changed = set(hf_config.to_diff_dict())
     allowed = read | set(spec.guard.handled) | set(spec.guard.ignored) | HF_FIELDS_WITHOUT_EFFECT
+    allowed |= set(spec.guard.unsupported)
     unhandled = sorted(k for k in changed - allowed if not k.startswith("_"))
     if unhandled:
         details = ", ".join(f"{k}={getattr(hf_config, k, '?')!r}" for k in unhandled)

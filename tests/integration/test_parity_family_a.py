@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tlcore.config import resolve_config
-from tlcore.errors import SpecError, UnsupportedConfigError
+from tlcore.errors import UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
 from tlcore.parity import compare_model, compare_spec, parity_tokens
@@ -336,7 +336,9 @@ def test_bloom_refuses_residual_from_the_normed_stream() -> None:
         **HUB_CONFIGS["bigscience/bloom-560m"],
         "apply_residual_connection_post_layernorm": True,
     }
-    with pytest.raises(SpecError, match="apply_residual_connection_post_layernorm"):
+    with pytest.raises(
+        UnsupportedConfigError, match="apply_residual_connection_post_layernorm=True"
+    ):
         _resolve(config)
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tlcore.config import resolve_config
-from tlcore.errors import CheckpointMismatchError, SpecError
+from tlcore.errors import CheckpointMismatchError, UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
 from tlcore.parity import compare_model, compare_spec, parity_tokens
@@ -527,5 +527,5 @@ def test_hub_config_with_unknown_field_is_refused() -> None:
 @pytest.mark.parametrize("repo", ["google/gemma-2b", "google/gemma-2-2b", "google/gemma-3-1b-it"])
 def test_bidirectional_gemma_is_refused(repo: str) -> None:
     hf_config = hf_config_object({**HUB_CONFIGS[repo], "use_bidirectional_attention": True})
-    with pytest.raises(SpecError, match="use_bidirectional_attention"):
+    with pytest.raises(UnsupportedConfigError, match="use_bidirectional_attention=True"):
         resolve_config(spec_for_hf_config(hf_config), hf_config)

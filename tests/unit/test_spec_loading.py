@@ -195,3 +195,16 @@ def test_builtin_specs_all_validate() -> None:
     assert {"gpt2", "gpt_neox", "llama", "mixtral"} <= set(names)
     for name in names:
         assert registry.get_spec(name).name == name
+
+
+def test_guard_unsupported_values_are_refused_by_name() -> None:
+    from tlcore.config import resolve_config
+    from tlcore.errors import UnsupportedConfigError
+    from tlcore.loading.resolve import hf_config_object
+
+    spec = get_registry().get_spec("gemma")
+    assert spec.guard.unsupported == {"use_bidirectional_attention": [True]}
+    fields = {"model_type": "gemma", **spec.test_config}
+    resolve_config(spec, hf_config_object({**fields, "use_bidirectional_attention": False}))
+    with pytest.raises(UnsupportedConfigError, match=r"use_bidirectional_attention=True.*gemma"):
+        resolve_config(spec, hf_config_object({**fields, "use_bidirectional_attention": True}))

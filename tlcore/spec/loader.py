@@ -100,7 +100,10 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
     out["weights"] = rules
     guard = dict(out.get("guard", {}))
     for key, values in child.get("guard", {}).items():
-        guard[key] = sorted(set(guard.get(key, [])) | set(values))
+        if isinstance(values, dict):  # unsupported: {field: values}
+            guard[key] = {**guard.get(key, {}), **values}
+        else:
+            guard[key] = sorted(set(guard.get(key, [])) | set(values))
     out["guard"] = guard
     for key in ("name", "description", "source_file", "extends"):
         if key in child:

@@ -37,6 +37,15 @@ class ConfigGuard(BaseModel):
 
     handled: list[str] = Field(default_factory=list)
     ignored: list[str] = Field(default_factory=list)
+    unsupported: dict[str, list[Any]] = Field(default_factory=dict)
+    """HF field → values the spec cannot build (a flag selecting a layout no trait has)."""
+
+    @field_validator("unsupported", mode="before")
+    @classmethod
+    def _listify_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
 
 
 class WeightSource(BaseModel):
