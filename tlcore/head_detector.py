@@ -118,7 +118,7 @@ def detect_head(
                 for text in seq
             ]
             return torch.stack(scores).mean(0)
-    tokens = model.to_tokens(seq)
+    tokens = model.to_tokens(seq, truncate=False)  # a truncated text would misalign a pattern
     seq_len = tokens.shape[-1]
     if isinstance(detection_pattern, str):
         detection_pattern = _PATTERNS[detection_pattern](tokens.cpu())
