@@ -383,7 +383,7 @@ def model_info(model: HookedTransformer, name: str | None = None) -> ModelInfo:
         n_key_value_heads=int(cfg.n_key_value_heads or cfg.n_heads),
         d_model=cfg.d_model,
         d_vocab=cfg.d_vocab,
-        n_params=sum(p.numel() for p in model.parameters()),
+        n_params=_checkpoint_params(model),
         prepend_bos=bool(cfg.default_prepend_bos),
         processing=[step for step in steps if getattr(cfg, step, False)],
     )
@@ -392,7 +392,7 @@ def model_info(model: HookedTransformer, name: str | None = None) -> ModelInfo:
 # ----- analyses ------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def top_next_tokens(
     model: HookedTransformer, prompts: Sequence[str], k: int = 5, prepend_bos: bool | None = None
 ) -> list[TopTokens]:
@@ -436,7 +436,7 @@ def logit_diff_of(
     return (last[:, correct_id] - last[:, incorrect_id]).mean()
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def ioi_logit_diff(
     model: HookedTransformer,
     prompt: str = IOI_PROMPT,
@@ -464,7 +464,7 @@ def ioi_logit_diff(
     return LogitDiff(prompt, str_tokens, correct, incorrect, correct_id, incorrect_id, diff), cache
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def direct_logit_attribution(
     model: HookedTransformer, cache: ActivationCache, ioi: LogitDiff
 ) -> Attribution:
@@ -538,7 +538,7 @@ def normalized_logit_diff_metric(
     return metric
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def patching_sweep(
     model: HookedTransformer,
     ioi: LogitDiff,
@@ -626,7 +626,7 @@ def repeated_random_text(
     return "".join(half) * 2
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def induction_scores(
     model: HookedTransformer, seq_len: int = INDUCTION_SEQ_LEN, seed: int = 0
 ) -> InductionResult:
@@ -653,7 +653,7 @@ def induction_scores(
     )
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def head_patterns(
     model: HookedTransformer,
     attribution: Attribution,
@@ -796,6 +796,18 @@ def run_demo(
 
 
 # ----- helpers -------------------------------------------------------------------------------
+
+
+def _checkpoint_params(model: HookedTransformer) -> int:
+    """Parameters as the checkpoint counts them: a tied unembedding is the embedding.
+
+    (``center_unembed`` gives ``W_U`` its own storage, so counting modules would count it twice.)
+    """
+    total = sum(p.numel() for p in model.parameters())
+    cfg = model.cfg
+    if cfg.tie_word_embeddings or getattr(cfg.hf_config, "tie_word_embeddings", False):
+        total -= model.unembed.W_U.numel()
+    return total
 
 
 def _str_tokens(model: HookedTransformer, tokens: Int[torch.Tensor, " pos"]) -> list[str]:

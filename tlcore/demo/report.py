@@ -31,7 +31,8 @@ code, .tok { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospa
 .tok { background: #f0f3f6; border-radius: 3px; padding: 0 3px; white-space: pre; }
 .big { font-size: 34px; font-weight: 650; color: #0b5cad; margin: 4px 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 18px 28px; align-items: flex-start; }
-figure { margin: 10px 0; }
+figure { margin: 10px 0; width: min-content; max-width: 100%; }
+figure svg { display: block; }
 svg text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fill: #1f2328; }
 svg .axis { stroke: #8c959f; stroke-width: 1; }
 """
