@@ -86,6 +86,8 @@ class SVDInterpreter:
         if vector_type not in VECTOR_TYPES:
             raise ValueError(f"Vector type must be in {VECTOR_TYPES}, instead got {vector_type!r}")
         self._check_range("Layer", layer_index, self.cfg.n_layers)
+        # At least float32 (half-precision SVDs are poor), float64 for a float64 model.
+        dtype = torch.promote_types(self.model.W_U.dtype, torch.float32)
         if vector_type == "OV":
             if head_index is None:
                 raise ValueError("Head index optional only for w_in and w_out, got 'OV'")
@@ -95,13 +97,13 @@ class SVDInterpreter:
             V: torch.Tensor = ov.Vh.T  # FactoredMatrix's Vh is V: rows are now singular vectors
         else:
             matrix = self._w_in(layer_index) if vector_type == "w_in" else self._w_out(layer_index)
-            V = torch.linalg.svd(matrix.detach().float(), full_matrices=False).Vh
+            V = torch.linalg.svd(matrix.detach().to(dtype), full_matrices=False).Vh
         if num_vectors > V.shape[0]:
             raise ValueError(
                 f"num_vectors={num_vectors} exceeds the matrix's rank bound {V.shape[0]}"
             )
-        W_U = self.model.W_U.detach().float()
-        return (V[:num_vectors].float() @ W_U).T.unsqueeze(1)
+        W_U = self.model.W_U.detach().to(dtype)
+        return (V[:num_vectors].to(dtype) @ W_U).T.unsqueeze(1)
 
     def _w_in(self, layer: int) -> torch.Tensor:
         w_in = self.model.blocks[layer].mlp.W_in.T  # [d_mlp, d_model]
