@@ -14,6 +14,7 @@ from tlcore.errors import TokenizerRequiredError
 from tlcore.model import HookedTransformer
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import save_tiny_checkpoint
+from tlcore.utils import test_prompt  # collected as a test if __test__ were not False
 
 VOCAB = 50257
 EOT = 50256  # GPT-2's <|endoftext|>: BOS, EOS and (once attached) pad
@@ -238,6 +239,59 @@ def test_set_tokenizer_fills_special_tokens(folders, gpt2_tok):
     assert bare.cfg.default_padding_side == "left"
     with pytest.raises(ValueError):
         bare.set_tokenizer(tok, default_padding_side="middle")
+
+
+# --- utils.test_prompt -------------------------------------------------------------------------
+
+
+def expected_rank(model, tokens, position, target):
+    with torch.no_grad():
+        probs = model(tokens)[0, position - 1].softmax(-1)
+    return int((probs > probs[target]).sum())
+
+
+def test_test_prompt_single_and_multi_token_answers(model, capsys):
+    assert test_prompt.__test__ is False
+    prompt = "The quick brown fox jumps over the lazy"
+    test_prompt(prompt, "dog", model, top_k=3)
+    out = capsys.readouterr().out.splitlines()
+    tokens = model.to_tokens(prompt + " dog")
+    n = tokens.shape[1] - 1
+    assert out[0] == f"Tokenized prompt: {model.to_str_tokens(prompt)}"
+    assert out[1] == "Tokenized answer: [' dog']"
+    assert out[2] == "Performance on answer token:"
+    rank = expected_rank(model, tokens, n, int(tokens[0, n]))
+    assert out[3].startswith(f"Rank: {rank: <8} Logit: ") and out[3].endswith("Token: | dog|")
+    assert [line.split(".")[0] for line in out[4:7]] == [f"Top {i}th token" for i in range(3)]
+    assert out[7] == f"Ranks of the answer tokens: [(' dog', {rank})]"
+    # A multi-token answer is scored position by position; details off prints only the ranks.
+    test_prompt(prompt, " dog barks", model, print_details=False, prepend_bos=False)
+    out = capsys.readouterr().out.splitlines()
+    tokens = model.to_tokens(prompt + " dog barks", prepend_bos=False)
+    answer = model.to_str_tokens(" dog barks", prepend_bos=False)
+    assert len(answer) == 3  # ' dog', ' bar', 'ks'
+    start = tokens.shape[1] - len(answer)
+    ranks = [
+        (s, expected_rank(model, tokens, start + i, int(tokens[0, start + i])))
+        for i, s in enumerate(answer)
+    ]
+    assert out == [f"Ranks of the answer tokens: {ranks}"]
+
+
+def test_test_prompt_alternative_answers(model, capsys):
+    prompt = "One, two, three,"
+    test_prompt(prompt, ["four", " five"], model, top_k=0)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "Tokenized answers: [[' four'], [' five']]"
+    assert out[2] == "Performance on answer tokens:"
+    tokens = model.to_tokens(prompt)
+    ranks = [
+        expected_rank(model, torch.cat([tokens, torch.tensor([[t]])], 1), tokens.shape[1], t)
+        for t in (model.to_single_token(" four"), model.to_single_token(" five"))
+    ]
+    assert (
+        out[-1] == f"Ranks of the answer tokens: [[(' four', {ranks[0]}), (' five', {ranks[1]})]]"
+    )
 
 
 # --- SmolLM2's tokenizer (real GGUF checkpoint) ----------------------------------------------
