@@ -142,6 +142,8 @@ def generic_activation_patch(
     index_axis_names: Sequence[AxisNames] | None = None,
     index_df: pd.DataFrame | None = None,
     return_index_df: bool = False,
+    *,
+    patches_per_forward: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, pd.DataFrame]:
     """Patch one activation per index from the clean run into the corrupted run; record a metric.
 
@@ -164,6 +166,12 @@ def generic_activation_patch(
         index_df: Explicit index rows instead (a pandas DataFrame, columns in index order); the
             result is then flat, one value per row.
         return_index_df: Also return the index rows as a DataFrame (needs pandas).
+        patches_per_forward: How many patches share one forward pass (tlcore only). Patches of
+            the same layer run as one batch of copies of ``corrupted_tokens``, each copy patched
+            separately; the setter and the metric still see one copy's ``[batch, ...]`` slice,
+            so results equal one-at-a-time patching up to float rounding. Default: up to 16,
+            fewer for long inputs or large vocabularies; 1 runs them one at a time, as
+            TransformerLens does (use it when other hooks on the model assume the batch size).
 
     Returns:
         The metric per patch: shaped by the axis ranges, or flat for ``index_df``; with
@@ -197,26 +205,54 @@ def generic_activation_patch(
 
     from tqdm.auto import tqdm
 
-    for count, index in enumerate(tqdm(indices)):
-        name = get_act_name(activation_name, index[0])
+    tokens = corrupted_tokens if corrupted_tokens.dim() == 2 else corrupted_tokens[None]
+    batch = tokens.shape[0]
+    per_forward = patches_per_forward or _default_patches_per_forward(model, tokens)
+    by_layer: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+    for count, index in enumerate(indices):
+        by_layer.setdefault(index[0], []).append((count, index))
+    progress = tqdm(total=len(indices))
+    for layer, items in by_layer.items():
+        name = get_act_name(activation_name, layer)
         clean_activation = clean_cache[name]
+        for start in range(0, len(items), per_forward):
+            chunk = items[start : start + per_forward]
 
-        def patching_hook(
-            corrupted_activation: torch.Tensor,
-            hook: Any,
-            index: Sequence[int] = index,
-            clean_activation: torch.Tensor = clean_activation,
-        ) -> torch.Tensor:
-            # A copy: the hooked tensor may be shared with the rest of the forward pass.
-            return patch_setter(corrupted_activation.clone(), list(index), clean_activation)
+            def patching_hook(
+                corrupted_activation: torch.Tensor,
+                hook: Any,
+                chunk: list[tuple[int, tuple[int, ...]]] = chunk,
+                clean_activation: torch.Tensor = clean_activation,
+            ) -> torch.Tensor:
+                # Copies: the hooked tensor may be shared with the rest of the forward pass.
+                patched = corrupted_activation.clone()
+                for k, (_, index) in enumerate(chunk):
+                    rows = slice(k * batch, (k + 1) * batch)
+                    patched[rows] = patch_setter(
+                        patched[rows].clone(), list(index), clean_activation
+                    )
+                return patched
 
-        with torch.no_grad():
-            logits = model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, patching_hook)])
-            value = patching_metric(logits)
-        results[count if flat else index] = float(value.item() if hasattr(value, "item") else value)
+            with torch.no_grad():
+                run_tokens = tokens.repeat(len(chunk), 1) if len(chunk) > 1 else tokens
+                logits = model.run_with_hooks(run_tokens, fwd_hooks=[(name, patching_hook)])
+                for k, (count, index) in enumerate(chunk):
+                    metric = patching_metric(logits[k * batch : (k + 1) * batch])
+                    number = metric.item() if hasattr(metric, "item") else metric
+                    results[count if flat else index] = float(number)
+            progress.update(len(chunk))
+    progress.close()
     if return_index_df:
         return results, index_df
     return results
+
+
+def _default_patches_per_forward(model: Any, tokens: torch.Tensor) -> int:
+    # Batching amortises per-forward overhead (most of the time for short prompts); bound the
+    # tokens per forward and the logits' memory so long inputs and big vocabularies stay cheap.
+    per_copy = tokens.numel()
+    logit_bytes = per_copy * model.cfg.d_vocab_out * 4
+    return max(1, min(16, 2048 // max(per_copy, 1), (256 << 20) // max(logit_bytes, 1)))
 
 
 def _axis_range(model: Any, tokens: torch.Tensor, activation_name: str, axis: str) -> int:

@@ -154,6 +154,30 @@ def test_grouped_kv_patches_index_kv_heads(setup):
     assert result[1, 1].item() != pytest.approx(result[1, 0].item(), abs=1e-4)
 
 
+def test_batched_patches_equal_one_at_a_time(setup):
+    model, _, corrupted, clean_cache, _, _, _ = setup
+    # A batch of two different prompts: every patch must keep its rows and see [2, ...] logits.
+    other = torch.randint(0, 512, (1, POS), generator=torch.Generator().manual_seed(9))
+    tokens = torch.cat([corrupted, other])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.cat([corrupted.flip(-1), other.flip(-1)]))
+    seen = []
+
+    def metric(logits):
+        seen.append(logits.shape[0])
+        return logits[0, -1, 1] - logits[1, -1, 2] + logits[:, 2].std()
+
+    fn = patching.get_act_patch_attn_head_q_by_pos
+    one = fn(model, tokens, cache, metric, patches_per_forward=1)
+    assert set(seen) == {2}
+    for n in (None, 5):
+        torch.testing.assert_close(
+            fn(model, tokens, cache, metric, patches_per_forward=n), one, atol=1e-5, rtol=1e-5
+        )
+    assert set(seen) == {2}
+    assert one.std() > 1e-3  # the patches differ from each other
+
+
 def test_index_validation(setup):
     model, clean, _, clean_cache, metric, _, _ = setup
     kwargs = {"patch_setter": patching.layer_pos_patch_setter, "activation_name": "resid_pre"}
