@@ -9,25 +9,28 @@ layer) it runs the corrupted tokens with one hook that calls ``patch_setter(corr
 index, clean_activation)`` and records ``patching_metric(logits)``. The ``get_act_patch_*``
 functions fix the activation, the setter and the index axes:
 
-========================================  ===========  ======================================
-function                                  activation   result shape
-========================================  ===========  ======================================
-``get_act_patch_resid_pre``               resid_pre    ``[n_layers, pos]``
-``get_act_patch_resid_mid``               resid_mid    ``[n_layers, pos]``
-``get_act_patch_attn_out``                attn_out     ``[n_layers, pos]``
-``get_act_patch_mlp_out``                 mlp_out      ``[n_layers, pos]``
-``get_act_patch_attn_head_out_by_pos``    z            ``[n_layers, pos, n_heads]``
-``get_act_patch_attn_head_q_by_pos``      q            ``[n_layers, pos, n_heads]``
-``get_act_patch_attn_head_k_by_pos``      k            ``[n_layers, pos, n_key_value_heads]``
-``get_act_patch_attn_head_v_by_pos``      v            ``[n_layers, pos, n_key_value_heads]``
-``get_act_patch_attn_head_pattern_by_pos`` pattern     ``[n_layers, n_heads, dest_pos]``
-``..._pattern_dest_src_pos``              pattern      ``[n_layers, n_heads, dest_pos, src_pos]``
-``get_act_patch_attn_head_out_all_pos``   z            ``[n_layers, n_heads]``
-``get_act_patch_attn_head_q_all_pos``     q            ``[n_layers, n_heads]``
-``get_act_patch_attn_head_k_all_pos``     k            ``[n_layers, n_key_value_heads]``
-``get_act_patch_attn_head_v_all_pos``     v            ``[n_layers, n_key_value_heads]``
-``get_act_patch_attn_head_pattern_all_pos`` pattern    ``[n_layers, n_heads]``
-========================================  ===========  ======================================
+================================================  ==========  ======================================
+function                                          activation  result shape
+================================================  ==========  ======================================
+``get_act_patch_resid_pre``                       resid_pre   [n_layers, pos]
+``get_act_patch_resid_mid``                       resid_mid   [n_layers, pos]
+``get_act_patch_attn_out``                        attn_out    [n_layers, pos]
+``get_act_patch_mlp_out``                         mlp_out     [n_layers, pos]
+``get_act_patch_attn_head_out_by_pos``            z           [n_layers, pos, n_heads]
+``get_act_patch_attn_head_q_by_pos``              q           [n_layers, pos, n_heads]
+``get_act_patch_attn_head_k_by_pos``              k           [n_layers, pos, n_key_value_heads]
+``get_act_patch_attn_head_v_by_pos``              v           [n_layers, pos, n_key_value_heads]
+``get_act_patch_attn_head_pattern_by_pos``        pattern     [n_layers, n_heads, dest_pos]
+``get_act_patch_attn_head_pattern_dest_src_pos``  pattern     [n_layers, n_heads, dest_pos, src_pos]
+``get_act_patch_attn_head_out_all_pos``           z           [n_layers, n_heads]
+``get_act_patch_attn_head_q_all_pos``             q           [n_layers, n_heads]
+``get_act_patch_attn_head_k_all_pos``             k           [n_layers, n_key_value_heads]
+``get_act_patch_attn_head_v_all_pos``             v           [n_layers, n_key_value_heads]
+``get_act_patch_attn_head_pattern_all_pos``       pattern     [n_layers, n_heads]
+``get_act_patch_attn_head_all_pos_every``         all five    [5, n_layers, n_heads]
+``get_act_patch_attn_head_by_pos_every``          all five    [5, n_layers, pos, n_heads]
+``get_act_patch_block_every``                     three       [3, n_layers, pos]
+================================================  ==========  ======================================
 
 Under grouped-query attention keys and values have ``n_key_value_heads`` heads, so their patches
 index key/value heads (unless ``cfg.ungroup_grouped_query_attention`` expands them first).
