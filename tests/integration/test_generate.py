@@ -363,6 +363,35 @@ def test_kv_cache_object_is_tl_shaped(pair):
     assert cache[0].past_keys.shape == (2, 4, model.cfg.n_key_value_heads, model.cfg.d_head)
 
 
+# --- every registered architecture ------------------------------------------------------------
+
+
+def hf_stop_ids(hf):
+    ids = set()
+    for source in (hf.config, hf.generation_config):
+        eos = getattr(source, "eos_token_id", None)
+        ids |= set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    return ids
+
+
+@pytest.mark.parametrize("name", sorted(get_registry().spec_names()))
+def test_every_architecture_cached_uncached_and_hf_agree(tiny_checkpoint, name):
+    """Sliding windows, ALiBi, rotary variants, soft-caps, MoE: the KV cache changes nothing."""
+    folder, hf = tiny_checkpoint(name)
+    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 6), generator=torch.Generator().manual_seed(0))
+    cached = greedy(model, tokens, n=10)
+    assert torch.equal(cached, greedy(model, tokens, n=10, use_past_kv_cache=False))
+    config = copy.deepcopy(hf.generation_config)
+    config.pad_token_id = 0
+    theirs = hf.generate(tokens, generation_config=config, max_new_tokens=10, do_sample=False)
+    # HF stops a row at the checkpoint's EOS and pads it; compare up to that point.
+    stops = hf_stop_ids(hf)
+    for ours_row, hf_row in zip(cached[:, 6:].tolist(), theirs[:, 6:].tolist()):
+        end = next((i + 1 for i, t in enumerate(hf_row) if t in stops), len(hf_row))
+        assert ours_row[:end] == hf_row[:end]
+
+
 # --- real weights: SmolLM2-135M (GGUF, converted once and cached) ----------------------------
 
 
