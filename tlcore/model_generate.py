@@ -376,8 +376,8 @@ class GenerateMixin:
             else:
                 sampled = final_logits.argmax(-1)
             sampled = sampled.to(device)
-            if stop_at_eos:
-                sampled[finished] = eos_pad
+            if stop_at_eos:  # torch.where, not boolean indexing: no device sync
+                sampled = torch.where(finished, torch.full_like(sampled, eos_pad), sampled)
                 finished |= torch.isin(sampled, stop_ids)
             if counts is not None:
                 counts.scatter_add_(1, sampled[:, None], torch.ones(batch, 1, device=device))
