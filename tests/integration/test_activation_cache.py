@@ -643,3 +643,23 @@ def test_post_norm_blocks_refuse_decompositions() -> None:
     ):
         with pytest.raises(UnsupportedConfigError, match="post-norm"):
             method()
+
+
+@pytest.mark.parametrize("key", ["gpt2", "llama"])
+@pytest.mark.parametrize("setter", ["set_use_split_qkv_input", "set_use_attn_in"])
+def test_apply_ln_with_per_head_attention_inputs(tiny_checkpoint, run, key, setter) -> None:
+    """Per-head q/k/v inputs make ln1's cached scale ``[batch, pos, head, 1]``."""
+    _, tokens, _, plain = run(key, processed=True)
+    name, variant = LAYOUTS[key]
+    folder, _ = tiny_checkpoint(name, variant)
+    model = HookedTransformer.from_pretrained(str(folder), device="cpu")
+    getattr(model, setter)(True)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+    assert cache["blocks.1.ln1.hook_scale"].ndim == 4
+    expected = plain.decompose_resid(layer=1, apply_ln=True)
+    close(cache.decompose_resid(layer=1, apply_ln=True), expected)
+    close(
+        cache.accumulated_resid(layer=1, apply_ln=True, pos_slice=-1),
+        plain.accumulated_resid(layer=1, apply_ln=True, pos_slice=-1),
+    )
