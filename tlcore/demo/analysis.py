@@ -610,11 +610,11 @@ def repeated_random_text(
     """
     tokenizer = model.tokenizer
     assert tokenizer is not None
-    words = []
-    for token_id in range(len(tokenizer)):
-        text = tokenizer.decode([token_id])
-        if _WORD.match(text):
-            words.append(text)
+    decoded = tokenizer.batch_decode([[token_id] for token_id in range(len(tokenizer))])
+    words = list(dict.fromkeys(text for text in decoded if _WORD.match(text)))
+    if len(words) < 10 * seq_len:
+        # SentencePiece decodes a lone word-start token without its space: put the space back.
+        words = list(dict.fromkeys(" " + text for text in decoded if _WORD.match(" " + text)))
     if len(words) < seq_len:
         raise ValueError(f"the vocabulary has only {len(words)} plain words; need {seq_len}")
     rng = random.Random(seed)
