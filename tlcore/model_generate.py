@@ -2,7 +2,8 @@
 
 The prompt runs once; each later step feeds only the newest token, reusing keys and values from a
 :class:`~tlcore.kv_cache.HookedTransformerKeyValueCache` (``use_past_kv_cache=True``, the default).
-Hooks fire on every step as in any forward pass.
+Hooks fire on every step as in any forward pass, except that the final norm and the unembedding
+run on the last position only (the only one sampled from).
 
 Batches of prompts are left-padded, with padding masked and positions counted from each row's
 first real token, so every row generates what it would alone (greedy decoding is token-identical
@@ -400,18 +401,27 @@ class GenerateMixin:
         embeds: torch.Tensor | None,
         mask: torch.Tensor | None,
         cache: HookedTransformerKeyValueCache | None,
-    ) -> torch.Tensor:
+    ) -> Float[torch.Tensor, "batch 1 d_vocab"]:
+        """Run the blocks on new positions; return the logits of the last position only."""
+        n_layers = self.cfg.n_layers
         if embeds is None:
-            return self(tokens, past_kv_cache=cache, attention_mask=mask)  # type: ignore[operator]
-        # Embeddings input: add position embeddings as input_to_embed would, then run the blocks.
-        past = cache.previous_attention_mask.shape[1] if cache is not None else 0
-        resid = self.hook_embed(embeds)  # type: ignore[attr-defined]
-        pos_embed = self.pos_embed  # type: ignore[attr-defined]
-        if pos_embed.adds_to_residual:
-            positions = torch.arange(past, past + embeds.shape[1], device=embeds.device)
-            positions = positions[None].expand(embeds.shape[0], -1)
-            resid = resid + self.hook_pos_embed(pos_embed.embed(positions))  # type: ignore[attr-defined]
-        return self(resid, start_at_layer=0, past_kv_cache=cache)  # type: ignore[operator]
+            resid = self(tokens, past_kv_cache=cache, attention_mask=mask, stop_at_layer=n_layers)  # type: ignore[operator]
+        else:
+            # Embeddings input: add position embeddings as input_to_embed would.
+            past = cache.previous_attention_mask.shape[1] if cache is not None else 0
+            resid = self.hook_embed(embeds)  # type: ignore[attr-defined]
+            pos_embed = self.pos_embed  # type: ignore[attr-defined]
+            if pos_embed.adds_to_residual:
+                positions = torch.arange(past, past + embeds.shape[1], device=embeds.device)
+                positions = positions[None].expand(embeds.shape[0], -1)
+                resid = resid + self.hook_pos_embed(pos_embed.embed(positions))  # type: ignore[attr-defined]
+            resid = self(resid, start_at_layer=0, past_kv_cache=cache, stop_at_layer=n_layers)  # type: ignore[operator]
+        # Only the last position is sampled from: skip the rest of the unembedding (a long
+        # prompt's full logits cost pos x d_vocab memory and time, as HF's logits_to_keep=1 avoids).
+        last = resid[:, -1:]
+        if self.ln_final is not None:  # type: ignore[attr-defined]
+            last = self.ln_final(last)  # type: ignore[attr-defined]
+        return self.unembed(last)  # type: ignore[attr-defined]
 
 
 class _PaddingView:
