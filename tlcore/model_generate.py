@@ -60,7 +60,9 @@ class GenerateMixin:
     cfg: Any
     tokenizer: Any
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: inference tensors could not be fed back into a forward pass
+    # with autograd (model.run_with_cache(model.generate(...)) would fail).
+    @torch.no_grad()
     def generate(
         self,
         input: GenerateInput = "",
@@ -170,7 +172,7 @@ class GenerateMixin:
         texts = self.tokenizer.batch_decode(tokens.tolist(), skip_special_tokens=True)
         return texts[0] if prompt.kind in ("str", "tokens", "embeds") and len(texts) == 1 else texts
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate_stream(
         self,
         input: GenerateInput = "",

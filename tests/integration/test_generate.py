@@ -327,6 +327,15 @@ def test_generate_stream_chunks_join_to_generate(pair):
     assert len(pieces) == 6 and PROMPTS[0] + "".join(pieces) == greedy(model, PROMPTS[0], n=6)
 
 
+def test_generated_tokens_feed_back_into_the_model(pair):
+    model, _ = pair
+    tokens = greedy(model, random_tokens(1, 4), n=3)
+    logits, cache = model.run_with_cache(tokens)  # with autograd on: no inference tensors
+    assert logits.requires_grad and cache["embed"].shape[:2] == (1, 7)
+    embeds = greedy(model, tokens, n=2, return_type="embeds")
+    assert model(embeds, start_at_layer=0).requires_grad
+
+
 def test_generate_errors(pair):
     model, _ = pair
     with pytest.raises(ValueError, match="return_type"):
