@@ -432,8 +432,14 @@ def test_cli_runs_the_demo(monkeypatch, tmp_path: Path, capsys):
         return _tiny_result()
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    threads = torch.get_num_threads()
     out = tmp_path / "sub" / "r.html"
-    assert main(["demo", "--model", "some/dir", "--out", str(out), "--no-prepend-bos"]) == 0
+    try:
+        argv = ["demo", "--model", "some/dir", "--out", str(out), "--no-prepend-bos"]
+        assert main([*argv, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert seen == {"model": "some/dir", "device": None, "prepend_bos": False}
     assert out.read_text().count("<svg") == 6
     assert f"HTML report: {out}" in capsys.readouterr().out
