@@ -181,8 +181,9 @@ class TokenizerMixin:
         """Split text or token ids into one string per token.
 
         Args:
-            input: A text, token ids (``[pos]`` or ``[1, pos]``; ``[batch, pos]`` gives one list
-                per row), or a list of texts or token sequences (one list each).
+            input: A text, token ids (a tensor, array or list of ints ``[pos]`` or ``[1, pos]``;
+                ``[batch, pos]`` gives one list per row), or a list of texts or token tensors (one
+                list each).
             prepend_bos: For text input (default ``cfg.default_prepend_bos``).
             padding_side: For text input.
 
@@ -194,6 +195,8 @@ class TokenizerMixin:
             ValueError: For an input of another type.
         """
         tokenizer = self._require_tokenizer("to_str_tokens")
+        if isinstance(input, list) and input and all(isinstance(t, int) for t in input):
+            input = torch.tensor(input)  # a plain list of ids is one sequence
         if isinstance(input, list):
             return [self.to_str_tokens(item, prepend_bos, padding_side) for item in input]  # type: ignore[misc,return-value]
         if isinstance(input, str):

@@ -149,6 +149,8 @@ def test_to_str_tokens(model):
     assert model.to_str_tokens(torch.tensor([HELLO_WORLD])) == ["Hello", " world"]
     assert model.to_str_tokens(np.array(HELLO_WORLD)) == ["Hello", " world"]
     assert model.to_str_tokens(torch.tensor(995)) == [" world"]
+    assert model.to_str_tokens(HELLO_WORLD) == ["Hello", " world"]
+    assert model.to_str_tokens([torch.tensor(HELLO_WORLD)]) == [["Hello", " world"]]
     assert model.to_str_tokens(["Hi", "Hello world"], prepend_bos=False) == [
         ["Hi"],
         ["Hello", " world"],
