@@ -1114,8 +1114,8 @@ class ActivationCache:
                 "single set of neurons; use decompose_resid(mode='mlp') or "
                 "get_full_resid_decomposition(expand_neurons=False)"
             )
-        acts = neuron_slice.apply(pos_slice.apply(self[("post", layer, "mlp")], dim=-2), dim=-1)
-        writes = neuron_slice.apply(W_out, dim=0).to(acts)
+        acts = pos_slice.apply(self[("post", layer, "mlp")], dim=-2)
+        writes = W_out.to(acts)
         name = self._post_norm(layer, "mlp")
         if name is not None:
             norm = getattr(self.model.blocks[layer], name)
@@ -1124,8 +1124,10 @@ class ActivationCache:
             weight = _norm_weight(norm)
             if weight is not None:
                 writes = writes * weight.to(writes)
-            scale = self._cached_scale(f"blocks.{layer}.{name}", pos_slice).to(acts)
-            acts = acts / scale
+            # Divide before slicing neurons: an int neuron_slice drops the axis the scale's
+            # trailing 1 broadcasts against.
+            acts = acts / self._cached_scale(f"blocks.{layer}.{name}", pos_slice).to(acts)
+        acts, writes = neuron_slice.apply(acts, dim=-1), neuron_slice.apply(writes, dim=0)
         return _times(acts, self._block_io(layer).multiplier), writes
 
     def _bias_to_resid(

@@ -312,6 +312,8 @@ def test_stack_neuron_results_add_up_to_each_mlp_output(run, key: str) -> None:
     for layer in range(cfg.n_layers):
         per_neuron = cache.get_neuron_results(layer)
         assert per_neuron.shape == (*cache["resid_pre", 0].shape[:-1], cfg.d_mlp, cfg.d_model)
+        close(cache.get_neuron_results(layer, neuron_slice=3), per_neuron[..., 3, :], atol=0)
+        close(cache.get_neuron_results(layer, 3, -1), per_neuron[:, -1, 3], atol=0)
         close(
             neurons[layer * cfg.d_mlp : (layer + 1) * cfg.d_mlp], per_neuron.movedim(-2, 0), atol=0
         )
