@@ -665,3 +665,27 @@ def test_apply_ln_with_per_head_attention_inputs(tiny_checkpoint, run, key, sett
         cache.accumulated_resid(layer=1, apply_ln=True, pos_slice=-1),
         plain.accumulated_resid(layer=1, apply_ln=True, pos_slice=-1),
     )
+
+
+def test_shortformer_positions_are_not_a_residual_component() -> None:
+    model = HookedTransformer(
+        {
+            "d_model": 16,
+            "n_layers": 2,
+            "n_ctx": 16,
+            "d_head": 4,
+            "n_heads": 4,
+            "d_vocab": 40,
+            "act_fn": "gelu",
+            "positional_embedding_type": "shortformer",
+        }
+    )
+    with torch.no_grad():
+        _, cache = model.run_with_cache(torch.tensor([[1, 2, 3, 4, 5]]))
+    assert "hook_pos_embed" in cache  # cached, but it feeds queries and keys only
+    stack, labels = cache.decompose_resid(return_labels=True)
+    assert "pos_embed" not in labels
+    close(stack.sum(0), cache["resid_post", -1])
+    full, full_labels = cache.get_full_resid_decomposition(return_labels=True)
+    assert full_labels[-2:] == ["embed", "bias"]
+    close(full.sum(0), cache["resid_post", -1])
