@@ -23,8 +23,11 @@ from tlcore.parity import compare_spec, parity_tokens
 from tlcore.registry import get_registry
 
 SPECS = ["qwen2_moe", "qwen3_moe", "gpt_oss"]
-CASES = [(name, variant) for name in SPECS
-         for variant in [None, *sorted(get_registry().get_spec(name).test_variants)]]
+CASES = [
+    (name, variant)
+    for name in SPECS
+    for variant in [None, *sorted(get_registry().get_spec(name).test_variants)]
+]
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])
@@ -49,21 +52,34 @@ def _checkpoint_keys(folder: Path) -> set[str]:
 
 # (spec, a key save_pretrained writes for the experts, the in-memory state-dict key it comes from)
 LAYOUTS = [
-    ("mixtral", "model.layers.0.block_sparse_moe.experts.0.w1.weight",
-     "model.layers.0.mlp.experts.gate_up_proj"),
-    ("qwen2_moe", "model.layers.0.mlp.experts.0.gate_proj.weight",
-     "model.layers.0.mlp.experts.gate_up_proj"),
-    ("qwen3_moe", "model.layers.0.mlp.experts.0.gate_proj.weight",
-     "model.layers.0.mlp.experts.gate_up_proj"),
+    (
+        "mixtral",
+        "model.layers.0.block_sparse_moe.experts.0.w1.weight",
+        "model.layers.0.mlp.experts.gate_up_proj",
+    ),
+    (
+        "qwen2_moe",
+        "model.layers.0.mlp.experts.0.gate_proj.weight",
+        "model.layers.0.mlp.experts.gate_up_proj",
+    ),
+    (
+        "qwen3_moe",
+        "model.layers.0.mlp.experts.0.gate_proj.weight",
+        "model.layers.0.mlp.experts.gate_up_proj",
+    ),
     # GPT-OSS has no conversion mapping: fused (and x@W) on disk as in memory.
-    ("gpt_oss", "model.layers.0.mlp.experts.gate_up_proj",
-     "model.layers.0.mlp.experts.gate_up_proj"),
+    (
+        "gpt_oss",
+        "model.layers.0.mlp.experts.gate_up_proj",
+        "model.layers.0.mlp.experts.gate_up_proj",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "disk_key", "memory_key"), LAYOUTS, ids=[c[0] for c in LAYOUTS])
-def test_in_memory_and_saved_layouts_agree(tiny_checkpoint, name: str, disk_key: str,
-                                           memory_key: str) -> None:
+def test_in_memory_and_saved_layouts_agree(
+    tiny_checkpoint, name: str, disk_key: str, memory_key: str
+) -> None:
     folder, hf_model = tiny_checkpoint(name)
     # Both expert layouts really are exercised: the folder and the live model hold different keys.
     assert disk_key in _checkpoint_keys(folder)
@@ -89,8 +105,10 @@ def _hf_routers(hf_model: nn.Module, tokens: torch.Tensor) -> dict[int, tuple[to
     for i, layer in enumerate(hf_model.model.layers):
         for module in layer.mlp.children():
             if type(module).__name__.endswith("Router"):
+
                 def hook(module: nn.Module, args: object, output: tuple, i: int = i) -> None:
                     captured[i] = output
+
                 handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -101,9 +119,16 @@ def _hf_routers(hf_model: nn.Module, tokens: torch.Tensor) -> dict[int, tuple[to
     return captured
 
 
-@pytest.mark.parametrize(("name", "variant"), [("mixtral", None), ("qwen2_moe", None),
-                                               ("qwen2_moe", "sparse_step"), ("qwen3_moe", None),
-                                               ("gpt_oss", None)])
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [
+        ("mixtral", None),
+        ("qwen2_moe", None),
+        ("qwen2_moe", "sparse_step"),
+        ("qwen3_moe", None),
+        ("gpt_oss", None),
+    ],
+)
 def test_moe_hooks_shapes_and_routing(tiny_checkpoint, name: str, variant: str | None) -> None:
     folder, hf_model = tiny_checkpoint(name, variant)
     model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
@@ -165,30 +190,76 @@ def test_gpt_oss_saved_config_is_what_the_spec_reads(tiny_checkpoint) -> None:
 # they must pass the config guard and resolve to the behaviour HF gives them.
 HUB_CONFIGS = {
     "qwen2_moe": dict(
-        decoder_sparse_step=1, hidden_size=2048, intermediate_size=5632,
-        max_position_embeddings=8192, max_window_layers=21, moe_intermediate_size=1408,
+        decoder_sparse_step=1,
+        hidden_size=2048,
+        intermediate_size=5632,
+        max_position_embeddings=8192,
+        max_window_layers=21,
+        moe_intermediate_size=1408,
         norm_topk_prob=False,
-        num_attention_heads=16, num_experts=60, num_experts_per_tok=4, num_hidden_layers=24,
-        num_key_value_heads=16, rms_norm_eps=1e-6, rope_theta=1000000.0,
-        shared_expert_intermediate_size=5632, sliding_window=32768, use_sliding_window=False,
-        vocab_size=151936),
+        num_attention_heads=16,
+        num_experts=60,
+        num_experts_per_tok=4,
+        num_hidden_layers=24,
+        num_key_value_heads=16,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        shared_expert_intermediate_size=5632,
+        sliding_window=32768,
+        use_sliding_window=False,
+        vocab_size=151936,
+    ),
     "qwen3_moe": dict(
-        attention_bias=False, decoder_sparse_step=1, head_dim=128, hidden_size=2048,
-        intermediate_size=6144, max_position_embeddings=40960, max_window_layers=48,
-        mlp_only_layers=[], moe_intermediate_size=768, norm_topk_prob=True, num_attention_heads=32,
-        num_experts=128, num_experts_per_tok=8, num_hidden_layers=48, num_key_value_heads=4,
-        rms_norm_eps=1e-6, rope_scaling=None, rope_theta=1000000.0, sliding_window=None,
-        use_sliding_window=False, vocab_size=151936),
+        attention_bias=False,
+        decoder_sparse_step=1,
+        head_dim=128,
+        hidden_size=2048,
+        intermediate_size=6144,
+        max_position_embeddings=40960,
+        max_window_layers=48,
+        mlp_only_layers=[],
+        moe_intermediate_size=768,
+        norm_topk_prob=True,
+        num_attention_heads=32,
+        num_experts=128,
+        num_experts_per_tok=8,
+        num_hidden_layers=48,
+        num_key_value_heads=4,
+        rms_norm_eps=1e-6,
+        rope_scaling=None,
+        rope_theta=1000000.0,
+        sliding_window=None,
+        use_sliding_window=False,
+        vocab_size=151936,
+    ),
     "gpt_oss": dict(
-        attention_bias=True, experts_per_token=4, head_dim=64, hidden_size=2880,
-        initial_context_length=4096, intermediate_size=2880,
-        layer_types=["sliding_attention", "full_attention"] * 12, max_position_embeddings=131072,
-        num_attention_heads=64, num_experts_per_tok=4, num_hidden_layers=24, num_key_value_heads=8,
-        num_local_experts=32, rms_norm_eps=1e-5,
-        rope_scaling={"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
-                      "original_max_position_embeddings": 4096, "rope_type": "yarn",
-                      "truncate": False},
-        rope_theta=150000, sliding_window=128, swiglu_limit=7.0, vocab_size=201088),
+        attention_bias=True,
+        experts_per_token=4,
+        head_dim=64,
+        hidden_size=2880,
+        initial_context_length=4096,
+        intermediate_size=2880,
+        layer_types=["sliding_attention", "full_attention"] * 12,
+        max_position_embeddings=131072,
+        num_attention_heads=64,
+        num_experts_per_tok=4,
+        num_hidden_layers=24,
+        num_key_value_heads=8,
+        num_local_experts=32,
+        rms_norm_eps=1e-5,
+        rope_scaling={
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "rope_type": "yarn",
+            "truncate": False,
+        },
+        rope_theta=150000,
+        sliding_window=128,
+        swiglu_limit=7.0,
+        vocab_size=201088,
+    ),
 }
 # spec -> (d_head, n_experts, top_k, renormalize, shared expert size, window per layer 0/1)
 HUB_EXPECTED = {
