@@ -81,9 +81,11 @@ def processing_plan(cfg: HookedTransformerConfig) -> dict[str, tuple[bool, str]]
     Examples:
         >>> from tlcore.config import HookedTransformerConfig
         >>> cfg = HookedTransformerConfig(d_model=8, n_layers=1, n_ctx=4, d_head=4, n_heads=2,
-        ...                               d_vocab=10)
+        ...                               d_vocab=10, act_fn="relu", normalization_type="RMS")
         >>> processing_plan(cfg)["fold_ln"]
-        (False, 'the config has no traits (no block layout)')
+        (True, 'folds ln1, ln2, ln_final into the linear maps reading them')
+        >>> processing_plan(cfg)["center_writing_weights"][0]  # RMSNorm does not remove the mean
+        False
     """
     return {
         "fold_ln": _plan_fold_ln(cfg),
