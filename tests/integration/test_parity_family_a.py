@@ -22,6 +22,7 @@ from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
 from tlcore.parity import compare_model, compare_spec, parity_tokens
 from tlcore.registry import get_registry
+from tlcore.testing.tiny import spec_cases
 
 FAMILY = [
     "gpt_neo",
@@ -39,16 +40,7 @@ FAMILY = [
 ATOL = 1e-4
 
 
-def _cases() -> list[tuple[str, str | None]]:
-    registry = get_registry()
-    return [
-        (name, variant)
-        for name in FAMILY
-        for variant in [None, *sorted(registry.get_spec(name).test_variants)]
-    ]
-
-
-CASES = _cases()
+CASES = spec_cases(FAMILY)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])

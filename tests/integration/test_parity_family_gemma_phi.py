@@ -21,22 +21,13 @@ from tlcore.errors import CheckpointMismatchError, UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
 from tlcore.parity import compare_model, compare_spec, parity_tokens
-from tlcore.registry import get_registry
+from tlcore.testing.tiny import spec_cases
 
 FAMILY = ["gemma", "gemma2", "gemma3", "phi", "stablelm", "stablelm_parallel", "cohere"]
 ATOL = 1e-4
 
 
-def _cases() -> list[tuple[str, str | None]]:
-    registry = get_registry()
-    return [
-        (name, variant)
-        for name in FAMILY
-        for variant in [None, *sorted(registry.get_spec(name).test_variants)]
-    ]
-
-
-CASES = _cases()
+CASES = spec_cases(FAMILY)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])

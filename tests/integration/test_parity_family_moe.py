@@ -21,13 +21,10 @@ from tlcore.components.moe import MoE
 from tlcore.model import HookedTransformer
 from tlcore.parity import compare_spec, parity_tokens
 from tlcore.registry import get_registry
+from tlcore.testing.tiny import spec_cases
 
 SPECS = ["qwen2_moe", "qwen3_moe", "gpt_oss"]
-CASES = [
-    (name, variant)
-    for name in SPECS
-    for variant in [None, *sorted(get_registry().get_spec(name).test_variants)]
-]
+CASES = spec_cases(SPECS)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])

@@ -137,3 +137,22 @@ def save_tiny_checkpoint(
     directory = Path(directory)
     model.save_pretrained(directory)
     return directory, model
+
+
+def spec_cases(names: list[str]) -> list[tuple[str, str | None]]:
+    """Every ``(spec, variant)`` pair parity checks for the named specs (``None`` = base config).
+
+    Args:
+        names: Architecture names.
+
+    Returns:
+        The pairs, base first, variants sorted.
+    """
+    from tlcore.registry import get_registry
+
+    registry = get_registry()
+    return [
+        (name, variant)
+        for name in names
+        for variant in [None, *sorted(registry.get_spec(name).test_variants)]
+    ]
