@@ -189,7 +189,7 @@ def resolve_config(
     values["spec_name"] = spec.name
     values.update(overrides)
     if check_guard:
-        check_config_guard(spec, hf_config, hf.read)
+        extra["config_guard"] = check_config_guard(spec, hf_config, hf.read).as_dict()
     try:
         cfg = HookedTransformerConfig(**values, traits=traits, hf_config=hf_config, extra=extra)
     except TypeError as exc:

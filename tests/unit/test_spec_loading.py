@@ -208,3 +208,18 @@ def test_guard_unsupported_values_are_refused_by_name() -> None:
     resolve_config(spec, hf_config_object({**fields, "use_bidirectional_attention": False}))
     with pytest.raises(UnsupportedConfigError, match=r"use_bidirectional_attention=True.*gemma"):
         resolve_config(spec, hf_config_object({**fields, "use_bidirectional_attention": True}))
+
+
+def test_content_hash_ignores_schema_defaults_a_spec_does_not_use():
+    """A schema field added later with a default must not make every snapshot look stale."""
+    from pydantic import create_model
+
+    from tlcore.spec.schema import ArchitectureSpec
+
+    spec = get_registry().get_spec("gpt2")
+    doc = spec.model_dump(by_alias=True, exclude_defaults=True)
+    grown = create_model("GrownSpec", __base__=ArchitectureSpec, added_later=(int, 7))
+    assert grown.model_validate(doc).content_hash() == spec.content_hash()
+    # ... while a value the spec does set still counts.
+    changed = grown.model_validate({**doc, "added_later": 8})
+    assert changed.content_hash() != spec.content_hash()
