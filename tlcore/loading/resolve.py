@@ -51,10 +51,16 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
         )
     try:
         return AutoConfig.for_model(model_type, **data)
-    except ValueError as exc:
+    except ValueError:
+        import transformers
+
+        remote = " (a remote-code model type: the config has auto_map)" if "auto_map" in data else ""
         raise UnknownArchitectureError(
-            f"transformers does not know model_type '{model_type}': {exc}"
-        ) from exc
+            f"transformers {transformers.__version__} does not know model_type "
+            f"'{model_type}'{remote}. tlcore builds models from transformers' native model types; "
+            f"load a revision of the checkpoint converted to a native type, or add a spec for "
+            f"this architecture (docs/add_an_architecture.md)."
+        ) from None
 
 
 def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
