@@ -90,7 +90,8 @@ def test_published_layout_loads_with_hf_logits(quantised_checkpoint):
     folder, hf_model = quantised_checkpoint
     model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
     assert model.cfg.extra["config_guard"]
-    tokens = torch.randint(0, model.cfg.d_vocab, (2, 12), generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 12), generator=generator)
     with torch.no_grad():
         ours = model(tokens)
         reference = hf_model(tokens).logits

@@ -54,7 +54,7 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
     except ValueError:
         import transformers
 
-        remote = " (a remote-code model type: the config has auto_map)" if "auto_map" in data else ""
+        remote = " (a remote-code type: the config has auto_map)" if "auto_map" in data else ""
         raise UnknownArchitectureError(
             f"transformers {transformers.__version__} does not know model_type "
             f"'{model_type}'{remote}. tlcore builds models from transformers' native model types; "
