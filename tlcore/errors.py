@@ -47,3 +47,7 @@ class PluginError(TlcoreError, RuntimeError):
 
 class TokenizerRequiredError(TlcoreError, ValueError):
     """A string-handling method was called on a model that has no tokenizer."""
+
+
+class CheckpointNotFoundError(TlcoreError, OSError):
+    """A model reference names no local checkpoint, and the hub cannot provide it."""

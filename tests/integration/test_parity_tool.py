@@ -653,7 +653,7 @@ def test_real_weights_mode_reports_a_missing_checkpoint(
 
 @pytest.mark.slow
 def test_real_weights_mode_on_smollm2_gguf(capsys: pytest.CaptureFixture[str]) -> None:
-    from tlcore.loading.gguf import find_smollm2_gguf
+    from tlcore_offline_models import find_smollm2_gguf
 
     path = find_smollm2_gguf()
     if path is None:

@@ -155,6 +155,37 @@ def test_hook_resolve_hf_config(tlcore_plugin) -> None:
     assert len(seen) == 2
 
 
+def test_hook_locate_checkpoint(tlcore_plugin, tmp_path, monkeypatch) -> None:
+    from tlcore.errors import CheckpointNotFoundError
+    from tlcore.loading.resolve import resolve_checkpoint
+    from tlcore.testing.tiny import save_tiny_checkpoint
+
+    folder, _ = save_tiny_checkpoint(get_registry().get_spec("gpt2"), tmp_path / "ckpt")
+    asked = []
+
+    class Plugin:
+        @hookimpl
+        def locate_checkpoint(self, name):
+            asked.append(name)
+            if name == "broken":
+                raise RuntimeError("boom")
+            if name == "nowhere":
+                return str(tmp_path / "missing")
+            return str(folder) if name == "my-local-gpt2" else None
+
+    tlcore_plugin(Plugin(), "locator")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_checkpoint("my-local-gpt2").where == str(folder)
+    # An alias is located too: the typed name is asked first, then each alias target.
+    get_registry().aliases["my-alias"] = ("my-local-gpt2", get_registry().aliases["gpt2-small"][1])
+    assert resolve_checkpoint("my-alias").where == str(folder)
+    assert asked[-2:] == ["my-alias", "my-local-gpt2"]
+    # A hook that raises or answers a path that does not exist is skipped (with a warning).
+    for name in ("broken", "nowhere"):
+        with pytest.warns(UserWarning), pytest.raises(CheckpointNotFoundError, match=name):
+            resolve_checkpoint(name)
+
+
 def test_hook_register_commands(tlcore_plugin, capsys) -> None:
     from tlcore.cli import main
 

