@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from tlcore.errors import PluginError
 
+    # Before torch loads: OpenMP threads that spin while waiting take cores from everything else
+    # on a shared machine, and from each other when it is busy (the demo ran 4x slower on a
+    # loaded 2-core machine with spinning threads than with sleeping ones).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with _plugin_warnings_as_messages():
         try:
             parser = build_parser()

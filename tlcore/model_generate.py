@@ -440,4 +440,4 @@ def _progress(steps: Iterator[torch.Tensor], total: int, verbose: bool) -> Itera
         return steps
     from tqdm.auto import tqdm
 
-    return iter(tqdm(steps, total=total))
+    return iter(tqdm(steps, total=total, desc="generate", unit="token"))
