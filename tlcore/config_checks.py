@@ -237,9 +237,7 @@ def check_trait_values(trait: Any, where: str) -> None:
                 continue
             if name in _TRAIT_SIZES and _is_int(item) and not 0 < item <= 1 << 27:
                 raise InvalidConfigError(f"{where}.{name} = {item!r}: must be a positive size")
-            if (name == "eps" or name.endswith("_eps")) and not (
-                math.isfinite(item) and item > 0
-            ):
+            if (name == "eps" or name.endswith("_eps")) and not (math.isfinite(item) and item > 0):
                 raise InvalidConfigError(f"{where}.{name} = {item!r}: must be a number above 0")
             if name == "scale" and not (math.isfinite(item) and item != 0):
                 raise InvalidConfigError(f"{where}.{name} = {item!r}: must be finite, not 0")

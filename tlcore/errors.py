@@ -39,9 +39,10 @@ class CheckpointMismatchError(TlcoreError, ValueError):
 
 
 class CheckpointFormatError(CheckpointMismatchError):
-    """A checkpoint file is malformed: a safetensors header, a shard index, a GGUF header, a
-    ``config.json`` or a legacy ``.bin`` file. The message names the file and, where there is
-    one, the tensor.
+    """A checkpoint file is malformed; the message names the file and the tensor, if any.
+
+    Covers safetensors headers, shard indexes, GGUF headers, ``config.json`` and legacy ``.bin``
+    files.
 
     A subclass of :class:`CheckpointMismatchError`, which tlcore raised for malformed headers
     before this type existed.
@@ -53,10 +54,12 @@ class UnsupportedConfigError(TlcoreError, ValueError):
 
 
 class InvalidConfigError(TlcoreError, ValueError):
-    """A model config value is invalid (zero heads, a negative size, ``eps <= 0``, a size that
-    does not divide, an absurd layer count), whether it came from a spec, a ``config.json``, a
-    GGUF file or an argument. Raised before anything is allocated; the message names the field and
-    where its value came from."""
+    """A model config value is invalid; the message names the field and where its value came from.
+
+    Zero heads, a negative size, ``eps <= 0``, a size that does not divide, an absurd layer count:
+    whether from a spec, a ``config.json``, a GGUF file or an argument, it is raised before
+    anything is allocated.
+    """
 
 
 class HookNameError(TlcoreError, _MessageKeyError):
@@ -64,8 +67,11 @@ class HookNameError(TlcoreError, _MessageKeyError):
 
 
 class HookReturnError(TlcoreError, ValueError):
-    """A hook returned something that cannot replace the activation (another shape, dtype or
-    device, or not a tensor); the message names the hook point and what it expects."""
+    """A hook returned something that cannot replace the activation.
+
+    Another shape, dtype or device, or not a tensor; the message names the hook point and what it
+    expects.
+    """
 
 
 class HookConcurrencyError(TlcoreError, RuntimeError):
@@ -98,10 +104,14 @@ class InputValidationError(TlcoreError, ValueError):
 
 
 class InputTypeError(InputValidationError, TypeError):
-    """An argument has the wrong type or dtype (``uint8`` or ``bool`` token ids, a float where an
-    int is needed); also a ``TypeError``."""
+    """An argument has the wrong type or dtype; also a ``TypeError``.
+
+    ``uint8`` or ``bool`` token ids (not masks), a float where an int is needed, ...
+    """
 
 
 class InputRangeError(InputValidationError, IndexError):
-    """An index-like input is out of range (a token id outside the vocabulary, a sequence longer
-    than ``n_ctx`` for learned positions); also an ``IndexError``, as PyTorch's own error is."""
+    """An index-like input is out of range; also an ``IndexError``, as PyTorch's own error is.
+
+    A token id outside the vocabulary, a sequence longer than ``n_ctx`` for learned positions.
+    """

@@ -146,7 +146,7 @@ def test_spec_covering_a_model_type_ambiguously_is_dropped(
     )
     assert "tlcore.builtin.plugin" in ambiguous
     # A higher priority would silently take the built-in's checkpoints: refused without the switch.
-    assert "'my_llama_first' (hf.priority 1) would be chosen instead of tlcore's built-in" in takeover
+    assert "'my_llama_first' (hf.priority 1) would be chosen instead of tlcore's" in takeover
     assert "TLCORE_REPLACE_BUILTINS=llama" in takeover
     assert "my_llama" not in manager.registry.specs
     assert "my_llama_first" not in manager.registry.specs

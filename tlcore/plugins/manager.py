@@ -409,13 +409,12 @@ class TlcorePluginManager:
                 shared += sorted(set(spec.hf.architectures) & set(other.hf.architectures))
                 if not shared or spec.hf.priority <= other.hf.priority:
                     continue
-                if any(k in other.hf.match and other.hf.match[k] != v for k, v in spec.hf.match.items()):
+                theirs = other.hf.match
+                if any(k in theirs and theirs[k] != v for k, v in spec.hf.match.items()):
                     continue  # the two never cover the same config
                 taken.append((builtin_name, shared[0]))
             refused = [
-                (b, what)
-                for b, what in taken
-                if not (entry.user_allowed or replacement_allowed(b))
+                (b, what) for b, what in taken if not (entry.user_allowed or replacement_allowed(b))
             ]
             if refused:
                 builtin_name, what = refused[0]

@@ -138,7 +138,7 @@ def _expanded_size(node: Node, where: str) -> None:
 
 
 def load_yaml(text: str, where: str) -> Any:
-    """Parse one YAML document with the bounds of this module.
+    r"""Parse one YAML document with the bounds of this module.
 
     Args:
         text: The YAML text.
@@ -152,12 +152,12 @@ def load_yaml(text: str, where: str) -> Any:
             many aliases, an alias bomb, a recursive alias).
 
     Example:
-        >>> load_yaml("a: 1\\nb: [1, 2]", "x.yaml")
+        >>> load_yaml("a: 1\nb: [1, 2]", "x.yaml")
         {'a': 1, 'b': [1, 2]}
-        >>> load_yaml("a: 1\\na: 2", "x.yaml")
+        >>> load_yaml("a: 1\na: 2", "x.yaml")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        tlcore.errors.SpecError: x.yaml: not valid YAML: duplicate key 'a' (first at line 1) ...
+        tlcore.errors.SpecError: x.yaml: not valid YAML: ...duplicate key 'a' (first at line 1) ...
     """
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError(f"{where}: larger than {MAX_SPEC_BYTES} bytes; not a spec file")

@@ -145,10 +145,10 @@ def evaluate(
         16
         >>> evaluate({"hf": "n_inner", "default": {"mul": [4, {"hf": "n_embd"}]}}, hf)
         256
-        >>> evaluate({"pow": [10, 100000000]}, {}, where="spec.yaml: config.d_model")
+        >>> evaluate({"pow": [10, 10**8]}, {}, where="f.yaml: d_model")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        tlcore.errors.SpecError: spec.yaml: config.d_model: 'pow' result exceeds 64 bits (10 ** 100000000)
+        tlcore.errors.SpecError: f.yaml: d_model: 'pow' result exceeds 64 bits ...
     """
     return _Evaluator(hf, cfg or {}).run(value, where)
 
@@ -328,5 +328,7 @@ def _bounded(result: Any, op: str, where: str, raw: Any) -> Any:
             raise SpecError(f"{where}: '{op}' result exceeds {MAX_INT_BITS} bits (in {_show(raw)})")
         return result
     if isinstance(result, float) and not (math.isfinite(result) and abs(result) <= MAX_FLOAT):
-        raise SpecError(f"{where}: '{op}' result {result!r} is not a finite number (in {_show(raw)})")
+        raise SpecError(
+            f"{where}: '{op}' result {result!r} is not a finite number (in {_show(raw)})"
+        )
     return result
