@@ -243,3 +243,64 @@ def check_trait_values(trait: Any, where: str) -> None:
                 raise InvalidConfigError(f"{where}.{name} = {item!r}: must be finite, not 0")
             if not math.isfinite(item) and name not in ("softcap",):
                 raise InvalidConfigError(f"{where}.{name} = {item!r}: must be finite")
+
+
+_HF_SIZE_LIMITS: dict[str, int] = {
+    **dict.fromkeys(("hidden_size", "n_embd", "d_model"), MAX_SIZES["d_model"]),
+    **dict.fromkeys(
+        ("num_attention_heads", "n_head", "num_heads", "n_heads", "num_key_value_heads"),
+        MAX_SIZES["n_heads"],
+    ),
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers"), MAX_SIZES["n_layers"]),
+    **dict.fromkeys(
+        ("intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size"), MAX_SIZES["d_mlp"]
+    ),
+    "vocab_size": MAX_SIZES["d_vocab"],
+    **dict.fromkeys(("max_position_embeddings", "n_positions"), MAX_SIZES["n_ctx"]),
+    "head_dim": MAX_SIZES["d_head"],
+    **dict.fromkeys(
+        ("num_local_experts", "num_experts", "num_experts_per_tok"), MAX_SIZES["num_experts"]
+    ),
+}
+"""HF ``config.json`` size fields (across architectures' naming) and their limits."""
+
+_HF_EPS = ("layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps", "norm_eps", "norm_epsilon")
+
+
+def check_hf_config_values(hf_config: dict[str, Any], where: str) -> None:
+    """Refuse an HF config (``config.json`` or GGUF metadata) whose sizes make no sense.
+
+    Runs before transformers builds its config object (whose ``__init__`` divides by head counts)
+    and before any spec reads it: a zero, negative, fractional, boolean or absurd size, or an
+    epsilon that is not above 0, is an :class:`~tlcore.errors.InvalidConfigError` naming the file
+    and the field. Fields that are absent or null are left to the architecture's defaults.
+
+    Args:
+        hf_config: The config as a dict.
+        where: Its file, for messages.
+
+    Raises:
+        InvalidConfigError: Naming the field.
+
+    Example:
+        >>> check_hf_config_values({"n_head": 0}, "c.json")
+        Traceback (most recent call last):
+        ...
+        tlcore.errors.InvalidConfigError: c.json: n_head = 0: must be a positive integer
+    """
+    for name, limit in _HF_SIZE_LIMITS.items():
+        value = hf_config.get(name)
+        if value is None:
+            continue
+        if not _is_int(value) or value <= 0:
+            raise InvalidConfigError(f"{where}: {name} = {value!r}: must be a positive integer")
+        if value > limit:
+            raise InvalidConfigError(
+                f"{where}: {name} = {value}: larger than any real model (limit {limit})"
+            )
+    for name in _HF_EPS:
+        value = hf_config.get(name)
+        if value is None:
+            continue
+        if not _is_number(value) or not (math.isfinite(value) and value > 0):
+            raise InvalidConfigError(f"{where}: {name} = {value!r}: must be a number above 0")

@@ -114,7 +114,7 @@ def resolve_checkpoint(
         CheckpointMismatchError: If a local folder has no config or weights.
         OSError: If a hub id cannot be fetched offline.
     """
-    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource
+    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
 
     registry = get_registry()
     if hf_model is not None:
@@ -144,9 +144,7 @@ def resolve_checkpoint(
         raise CheckpointMismatchError(
             f"{path}: no config.json; a checkpoint folder needs config.json and weights"
         )
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
+    config = load_hf_config(path)  # checked: JSON, model_type, sane sizes
     source = SafetensorsDirSource(path)
     has_tokenizer = any(
         (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
