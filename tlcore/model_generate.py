@@ -20,10 +20,16 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 
-from tlcore.errors import TokenizerRequiredError
+from tlcore.errors import InputValidationError, TokenizerRequiredError
 from tlcore.kv_cache import HookedTransformerKeyValueCache
 from tlcore.utils.losses import get_attention_mask
 from tlcore.utils.sampling import sample_logits
+from tlcore.validation import (
+    check_generate_args,
+    check_generation_length,
+    check_return_type,
+    check_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +136,17 @@ class GenerateMixin:
             >>> model.generate(prompt, max_new_tokens=3, do_sample=False)  # doctest: +SKIP
             'The capital of France is Paris. The'
         """
-        if return_type not in _RETURN_TYPES:
-            raise ValueError(
-                f"return_type must be one of {list(_RETURN_TYPES)}, got {return_type!r}"
-            )
+        check_return_type(return_type, _RETURN_TYPES)
+        check_generate_args(
+            self,
+            max_new_tokens,
+            eos_token_id,
+            temperature,
+            top_k,
+            top_p,
+            freq_penalty,
+            padding_side,
+        )
         prompt = self._generation_prompt(input, prepend_bos, padding_side)
         if return_type == "input":
             return_type = {"str": "str", "list": "str", "tokens": "tokens", "embeds": "embeds"}[
@@ -220,10 +233,22 @@ class GenerateMixin:
         Raises:
             ValueError: For an unknown ``return_type`` or ``max_tokens_per_yield < 1``.
         """
-        if return_type not in ("input", "str", "tokens"):
-            raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
-        if max_tokens_per_yield < 1:
-            raise ValueError(f"max_tokens_per_yield must be at least 1, got {max_tokens_per_yield}")
+        check_return_type(return_type, ("input", "str", "tokens"))
+        check_generate_args(
+            self,
+            max_new_tokens,
+            eos_token_id,
+            temperature,
+            top_k,
+            top_p,
+            freq_penalty,
+            padding_side,
+        )
+        if not isinstance(max_tokens_per_yield, int) or max_tokens_per_yield < 1:
+            raise InputValidationError(
+                f"max_tokens_per_yield must be at least 1, got {max_tokens_per_yield}",
+                "max_tokens_per_yield",
+            )
         prompt = self._generation_prompt(input, prepend_bos, padding_side)
         as_text = return_type == "str" or (
             return_type == "input" and prompt.kind in ("str", "list")
@@ -293,11 +318,7 @@ class GenerateMixin:
                     f"embeddings input must be [batch, pos, d_model], got {tuple(input.shape)}"
                 )
             return _Prompt("embeds", None, input.to(device), None)
-        tokens = (input[None] if input.dim() == 1 else input).to(device)
-        if tokens.dim() != 2:
-            raise ValueError(
-                f"tokens input must be [batch, pos] or [pos], got {tuple(input.shape)}"
-            )
+        tokens = check_tokens(input, self.cfg.d_vocab).to(device)
         mask = None
         side = padding_side or self.cfg.default_padding_side
         if self.tokenizer is not None and side == "left":
@@ -340,6 +361,8 @@ class GenerateMixin:
     ) -> Iterator[torch.Tensor]:
         """Yield each step's new tokens ``[batch]`` (EOS-padded once a row has finished)."""
         stop_tokens, eos_pad = self._stop_tokens(stop_at_eos, eos_token_id)
+        source = prompt.tokens if prompt.tokens is not None else prompt.embeds
+        check_generation_length(self, source.shape[1], max_new_tokens)  # type: ignore[union-attr]
         device = self._device()  # type: ignore[attr-defined]
         batch = prompt.batch
         stop_ids = torch.tensor(stop_tokens, dtype=torch.long, device=device)
