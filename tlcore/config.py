@@ -40,6 +40,7 @@ class HookedTransformerConfig:
     original_architecture: str | None = None
     spec_name: str | None = None
     spec_source: str | None = None  # the plugin that registered the spec (and what it replaces)
+    spec_file: str | None = None
     normalization_type: str | None = "LN"
     final_rms: bool = False
     positional_embedding_type: str = "standard"
@@ -190,7 +191,7 @@ def resolve_config(
     extra = {k: values.pop(k) for k in unknown}
     values.setdefault("original_architecture", (hf_dict.get("architectures") or [None])[0])
     values["spec_name"] = spec.name
-    values["spec_source"] = spec.source
+    values["spec_source"], values["spec_file"] = spec.source, spec.source_file
     values.update(overrides)
     if check_guard:
         check_config_guard(spec, hf_config, hf.read)

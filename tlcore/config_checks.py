@@ -11,14 +11,16 @@ parameters.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
-from tlcore.errors import InvalidConfigError
+from tlcore.errors import InvalidConfigError, SpecError
 
 MAX_SIZES: dict[str, int] = {
     "n_layers": 4096,
@@ -288,6 +290,13 @@ def check_hf_config_values(hf_config: dict[str, Any], where: str) -> None:
         ...
         tlcore.errors.InvalidConfigError: c.json: n_head = 0: must be a positive integer
     """
+    classes = hf_config.get("architectures")
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+    ):
+        raise InvalidConfigError(
+            f"{where}: architectures = {classes!r}: must be a list of class names"
+        )
     for name, limit in _HF_SIZE_LIMITS.items():
         value = hf_config.get(name)
         if value is None:
@@ -304,3 +313,28 @@ def check_hf_config_values(hf_config: dict[str, Any], where: str) -> None:
             continue
         if not _is_number(value) or not (math.isfinite(value) and value > 0):
             raise InvalidConfigError(f"{where}: {name} = {value!r}: must be a number above 0")
+
+
+@contextlib.contextmanager
+def spec_errors_named(cfg: Any) -> Iterator[None]:
+    """Prefix a spec or config error raised inside the block with the spec's file.
+
+    Components check their trait's parameters when they are built; their errors know the trait
+    (``mlp/plain: no activation``) but not which spec file set it.
+
+    Args:
+        cfg: The config being built (``spec_file``/``spec_name`` say where it came from).
+
+    Yields:
+        Nothing.
+
+    Raises:
+        SpecError: Or :class:`~tlcore.errors.InvalidConfigError`, the same type, with the prefix.
+    """
+    try:
+        yield
+    except (SpecError, InvalidConfigError) as exc:
+        where = getattr(cfg, "spec_file", None) or getattr(cfg, "spec_name", None)
+        if where is None or str(where) in str(exc):
+            raise
+        raise type(exc)(f"{where}: {exc}") from exc

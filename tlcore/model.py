@@ -23,6 +23,7 @@ from torch import nn
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
 from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config_checks import spec_errors_named
 from tlcore.errors import HookNameError, InputValidationError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
@@ -91,7 +92,8 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         self.cfg = cfg
         if default_padding_side is not None:
             cfg.default_padding_side = default_padding_side
-        modules = build_modules(cfg)
+        with spec_errors_named(cfg):  # a component's error names the spec file
+            modules = build_modules(cfg)
         self.embed = modules.embed
         self.hook_embed = HookPoint()
         self.pos_embed = modules.pos_embed

@@ -25,6 +25,7 @@ from tlcore.kv_cache import HookedTransformerKeyValueCache
 from tlcore.utils.losses import get_attention_mask
 from tlcore.utils.sampling import sample_logits
 from tlcore.validation import (
+    check_embeddings,
     check_generate_args,
     check_generation_length,
     check_return_type,
@@ -303,20 +304,17 @@ class GenerateMixin:
                 logger.info("generate left-pads a batch of texts (each row must end at its prompt)")
             tokens, mask = self._tokens_and_mask(input, prepend_bos, "left")  # type: ignore[attr-defined]
             if tokens.shape[1] == 0:
-                raise ValueError("the prompt is empty: pass prepend_bos=True or some text")
+                raise InputValidationError(
+                    "the prompt is empty: pass prepend_bos=True or some text", "input"
+                )
             return _Prompt(
                 "str" if isinstance(input, str) else "list",
                 tokens.to(device),
                 None,
                 mask.to(device) if not bool(mask.all()) else None,
             )
-        if not isinstance(input, torch.Tensor):
-            raise ValueError(f"Invalid input type to generate: {type(input).__name__}")
-        if input.is_floating_point():
-            if input.dim() != 3:
-                raise ValueError(
-                    f"embeddings input must be [batch, pos, d_model], got {tuple(input.shape)}"
-                )
+        if isinstance(input, torch.Tensor) and input.is_floating_point():
+            check_embeddings(input, self.cfg.d_model)
             return _Prompt("embeds", None, input.to(device), None)
         tokens = check_tokens(input, self.cfg.d_vocab).to(device)
         mask = None

@@ -86,6 +86,8 @@ def check_tokens(tokens: Any, d_vocab: int, argument: str = "input") -> torch.Te
             + hint,
             argument,
         )
+    if tokens.dtype not in (torch.int64, torch.int32):
+        tokens = tokens.long()  # embedding lookups take int32/int64 ids
     if tokens.dim() == 1:
         tokens = tokens[None]
     if tokens.dim() != 2:
@@ -103,6 +105,25 @@ def check_tokens(tokens: Any, d_vocab: int, argument: str = "input") -> torch.Te
                 argument,
             )
     return tokens
+
+
+def check_embeddings(embeds: torch.Tensor, d_model: int, argument: str = "input") -> None:
+    """Check token embeddings given instead of tokens (``generate``'s embeddings input).
+
+    Args:
+        embeds: A floating-point tensor.
+        d_model: The model width.
+        argument: The argument's name.
+
+    Raises:
+        InputValidationError: Unless the shape is ``[batch, pos, d_model]`` with ``pos >= 1``.
+    """
+    if embeds.dim() != 3 or embeds.shape[-1] != d_model or embeds.shape[1] == 0:
+        raise InputValidationError(
+            f"{argument}: embeddings input must be [batch, pos, d_model] = [batch, pos, "
+            f"{d_model}] with pos >= 1, got {tuple(embeds.shape)}",
+            argument,
+        )
 
 
 def check_return_type(return_type: Any, allowed: Sequence[Any] = RETURN_TYPES) -> None:
@@ -324,8 +345,13 @@ def check_generation_length(model: Any, prompt_len: int, max_new_tokens: int) ->
         max_new_tokens: Tokens to generate at most.
 
     Raises:
+        InputValidationError: If the prompt is empty.
         InputRangeError: Naming ``max_new_tokens`` (or ``input`` if the prompt alone is too long).
     """
+    if prompt_len == 0:
+        raise InputValidationError(
+            "input: the prompt is empty; generation needs at least one token (a BOS)", "input"
+        )
     limit = max_positions(model)
     if limit is None or prompt_len + max_new_tokens <= limit:
         return

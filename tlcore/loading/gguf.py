@@ -386,6 +386,7 @@ def check_gguf_header(path: Path) -> None:
         if version in (2, 3):
             break
     else:
+        (version,) = struct.unpack("<I", head[4:8])
         raise CheckpointFormatError(f"{path}: GGUF version {version} is not supported (2 or 3)")
     room = size - 24
     if n_tensors * _MIN_TENSOR_INFO_BYTES + n_kv * _MIN_KV_BYTES > room:

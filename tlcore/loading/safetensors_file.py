@@ -329,6 +329,10 @@ class SafetensorsFile:
             with open(self.path, "rb") as handle:
                 buffer = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY))
         offset = self._base + entry.start
+        if dtype == torch.bool:  # any non-zero byte is True (a raw 2 would break bool ops)
+            raw = torch.frombuffer(buffer, dtype=torch.uint8, count=entry.end - entry.start,
+                                   offset=offset)  # fmt: skip
+            return raw.ne(0).view(entry.shape)
         if offset % dtype.itemsize:  # frombuffer needs aligned data; copy the bytes once
             raw = torch.frombuffer(buffer, dtype=torch.uint8, count=entry.end - entry.start,
                                    offset=offset)  # fmt: skip

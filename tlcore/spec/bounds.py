@@ -161,8 +161,9 @@ def load_yaml(text: str, where: str) -> Any:
     """
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError(f"{where}: larger than {MAX_SPEC_BYTES} bytes; not a spec file")
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -177,7 +178,8 @@ def load_yaml(text: str, where: str) -> Any:
         # PyYAML's scalar constructors: a 5000-digit int, a malformed timestamp, ...
         raise SpecError(f"{where}: not valid YAML: {type(exc).__name__}: {exc}") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml_file(path: str | Path | Any, where: str | None = None) -> Any:
