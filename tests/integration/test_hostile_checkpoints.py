@@ -80,7 +80,10 @@ CORRUPT: dict[str, tuple] = {
         "a",
     ),
     "three offsets": (
-        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4, 8]}, **f32({"b": ([3], 8, 20)})},
+        {
+            "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4, 8]},
+            **f32({"b": ([3], 8, 20)}),
+        },
         DATA,
         None,
         "a",
@@ -397,7 +400,7 @@ def test_replacing_the_file_by_rename_leaves_a_live_model_alone(
     assert torch.equal(model.W_E, before)
 
 
-# -- the demo ---------------------------------------------------------------------------------------
+# -- the demo -------------------------------------------------------------------------------------
 
 
 def test_tlcore_demo_prints_typed_errors_as_one_line(tiny_checkpoint, tmp_path: Path) -> None:

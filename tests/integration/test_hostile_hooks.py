@@ -24,8 +24,11 @@ def gpt2(tiny_checkpoint):
 @pytest.mark.parametrize(
     ("hook", "expected"),
     [
-        (lambda z, hook: z[:, :, 0], "returned shape (1, 4, 16); the activation it replaces has "
-                                     "shape (1, 4, 4, 16), dtype torch.float32"),  # fmt: skip
+        (
+            lambda z, hook: z[:, :, 0],
+            "returned shape (1, 4, 16); the activation it replaces has "
+            "shape (1, 4, 4, 16), dtype torch.float32",
+        ),  # fmt: skip
         (lambda z, hook: z.double(), "returned dtype torch.float64"),
         (lambda z, hook: z.tolist(), "returned a list; return None to keep the activation"),
         (lambda z, hook: (z,), "returned a tuple"),
@@ -94,7 +97,8 @@ def test_predicates_and_the_full_cache_skip_gated_points(gpt2) -> None:
     _, cache = gpt2.run_with_cache(TOKENS)
     assert "blocks.0.attn.hook_result" not in cache and "blocks.0.attn.hook_z" in cache
     seen: list[str] = []
-    gpt2.run_with_hooks(TOKENS, fwd_hooks=[(lambda n: True, lambda x, hook: seen.append(hook.name))])
+    record = lambda x, hook: seen.append(hook.name)  # noqa: E731
+    gpt2.run_with_hooks(TOKENS, fwd_hooks=[(lambda n: True, record)])
     assert "blocks.0.attn.hook_z" in seen and "blocks.0.attn.hook_result" not in seen
     gpt2.set_use_attn_result(True)
     _, cache = gpt2.run_with_cache(TOKENS, names_filter="blocks.0.attn.hook_result")

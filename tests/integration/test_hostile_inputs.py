@@ -1,4 +1,4 @@
-"""Hostile arguments and inputs: refused at the API boundary, as HF refuses them, naming the argument.
+"""Hostile arguments and inputs: refused at the API boundary, as HF does, naming the argument.
 
 One test per bad outcome from issue 13: negative token ids wrapped around, ``uint8``/``bool`` tokens
 were taken as masks, prompts longer than ``n_ctx`` (also mid-``generate``) gave a raw

@@ -205,7 +205,8 @@ def test_misspelt_config_key_is_an_error_with_a_suggestion(tmp_path: Path) -> No
     path = write(
         tmp_path,
         "typo.yaml",
-        "name: typo\nextends: gpt2\nhf: {model_types: [typo_t]}\nconfig: {default_prepend_bo: false}\n",
+        "name: typo\nextends: gpt2\nhf: {model_types: [typo_t]}\n"
+        "config: {default_prepend_bo: false}\n",
     )
     error = quick(tlcore.register_spec, path)
     assert isinstance(error, SpecError)

@@ -262,9 +262,7 @@ def test_register_spec_replace_builtin_is_the_explicit_argument(scoped_global) -
     assert scoped_global.registry.specs["gpt2"].source.builtin
     assert tlcore.register_spec(doc, override=True, replace_builtin=True) == ["gpt2"]
     spec = scoped_global.registry.get_spec("gpt2")
-    assert spec.source == (
-        "plugin 'tlcore.register_spec'; replaces built-in architecture 'gpt2'"
-    )
+    assert spec.source == ("plugin 'tlcore.register_spec'; replaces built-in architecture 'gpt2'")
     assert scoped_global.records["tlcore.register_spec"].registered["replaces_builtin"] == [
         "architecture 'gpt2'"
     ]
