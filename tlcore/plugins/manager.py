@@ -580,7 +580,8 @@ class TlcorePluginManager:
         warning (an error in strict mode): one buggy plugin must not break loading other models.
         An answer that differs from the built-in architecture that covers the config replaces
         that built-in, and is refused the same way unless the user allowed it
-        (``TLCORE_REPLACE_BUILTINS``).
+        (``TLCORE_REPLACE_BUILTINS``, or the answered spec was registered with the user's
+        explicit permission, ``Registry.builtin_replacement(True)``).
 
         Args:
             hf_config: The HF config dict.
@@ -613,6 +614,7 @@ class TlcorePluginManager:
                 and builtin is not None
                 and builtin != answer
                 and not replacement_allowed(builtin)
+                and not self.registry.specs[answer].user_allowed
             ):
                 self._fail(
                     record,
