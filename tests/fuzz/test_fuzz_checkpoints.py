@@ -111,7 +111,7 @@ def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
                                          b.contiguous().view(-1).view(torch.uint8))  # fmt: skip
 
 
-@settings(max_examples=examples(400))
+@settings(max_examples=examples(800))
 @given(blob=safetensors_files())
 def test_fuzz_safetensors_against_the_official_reader(tmp_path_factory, blob: bytes) -> None:
     path = tmp_path_factory.mktemp("st") / "fuzz.safetensors"
@@ -156,7 +156,7 @@ def gpt2_folder(tiny_checkpoint, tmp_path_factory):
     return target
 
 
-@settings(max_examples=examples(120))
+@settings(max_examples=examples(200))
 @given(data=st.data())
 def test_fuzz_config_json(gpt2_folder: Path, data) -> None:
     from tlcore import HookedTransformer
@@ -217,7 +217,7 @@ def read_everything(path: Path):
     return {key: source.get(key) for key in sorted(source.keys())}
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(300))
 @given(data=st.data())
 def test_fuzz_gguf_files(tmp_path_factory, gguf_bytes: bytes, data) -> None:
     blob = bytearray(gguf_bytes)

@@ -66,7 +66,7 @@ def valid_tokens(tokens: torch.Tensor) -> bool:
     )
 
 
-@settings(max_examples=examples(250))
+@settings(max_examples=examples(400))
 @given(
     tokens=token_tensors(),
     return_type=st.sampled_from(["logits", "loss", "both", None, "bogus", 3]),
@@ -108,7 +108,7 @@ def test_fuzz_forward(model, tokens, return_type, mask, start, stop) -> None:
         assert torch.equal(result, reference)
 
 
-@settings(max_examples=examples(80))
+@settings(max_examples=examples(120))
 @given(
     tokens=token_tensors(),
     max_new_tokens=st.sampled_from([0, 1, 3, 8, -1, 2.0]),
@@ -141,7 +141,7 @@ def test_fuzz_generate(model, tokens, max_new_tokens, temperature, top_k, top_p,
 returns = st.sampled_from(["same", "none", "narrow", "double", "list", "scalar", "wide"])
 
 
-@settings(max_examples=examples(80))
+@settings(max_examples=examples(120))
 @given(
     name=st.sampled_from(
         ["hook_embed", "blocks.0.attn.hook_z", "blocks.1.hook_resid_post",

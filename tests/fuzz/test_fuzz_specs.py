@@ -72,7 +72,7 @@ expressions = st.recursive(
 )
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(500))
 @given(expression=expressions)
 def test_fuzz_expressions(expression) -> None:
     result, error = outcome(evaluate, expression, GPT2_HF, {"d_model": 16}, "fuzz.yaml: x")
@@ -150,7 +150,7 @@ def register_resolve_build(registry: Registry, spec_input, name: str = "fuzzed")
     return cfg
 
 
-@settings(max_examples=examples(120))
+@settings(max_examples=examples(200))
 @given(text=spec_texts())
 def test_fuzz_spec_files(tmp_path_factory, text: str) -> None:
     path = tmp_path_factory.mktemp("spec") / "fuzzed.yaml"
@@ -189,7 +189,7 @@ def spec_documents(draw) -> dict:
     return doc
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(250))
 @given(doc=spec_documents())
 def test_fuzz_spec_documents(doc: dict) -> None:
     outcome(register_resolve_build, scratch_registry(), doc)
@@ -216,7 +216,7 @@ CONFIG_FIELDS = {
 }
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(250))
 @given(fields=st.fixed_dictionaries({}, optional=CONFIG_FIELDS))
 def test_fuzz_hand_written_configs(fields: dict) -> None:
     base = {"d_model": 16, "n_layers": 1, "n_ctx": 8, "d_head": 4, "n_heads": 4, "d_vocab": 20}
@@ -231,7 +231,7 @@ def test_fuzz_hand_written_configs(fields: dict) -> None:
     outcome(build)
 
 
-@settings(max_examples=examples(60))
+@settings(max_examples=examples(100))
 @given(text=st.one_of(st.sampled_from(SNIPPETS), st.text(max_size=200)))
 def test_fuzz_raw_yaml(text: str) -> None:
     outcome(load_yaml, text, "raw.yaml")
