@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.metadata as md
 import json
@@ -473,7 +474,8 @@ class TlcorePluginManager:
         self._fail(record, reason, keep=True)
         replaced = self.registry.specs[name].replaces
         if replaced is not None:  # what it overrode comes back (a built-in stays a built-in)
-            self.registry.specs[name] = replaced
+            note = f"a replacement from {source} was refused: {reason.split(':', 1)[0]}"
+            self.registry.specs[name] = dataclasses.replace(replaced, notes=[*replaced.notes, note])
             self.registry.replacements.pop(f"architecture '{name}'", None)
         else:
             del self.registry.specs[name]

@@ -52,7 +52,7 @@ class Registrar:
         Returns:
             The architecture names registered.
         """
-        if isinstance(spec, (ArchitectureSpec, Mapping, str, Path)) and not isinstance(spec, bytes):
+        if isinstance(spec, (ArchitectureSpec, Mapping, str, Path)):
             names = self._registry.add_spec(spec, self.source, override=override)
         elif isinstance(spec, Traversable):
             names = []

@@ -91,6 +91,8 @@ class _SpecEntry:
     """Built-in architectures this spec outranks for some HF configs (allowed by the user)."""
     user_allowed: bool = False
     """Registered with ``replace_builtin=True`` (:func:`tlcore.register_spec`)."""
+    notes: list[str] = field(default_factory=list)
+    """What else a model built from it should know (a refused replacement)."""
 
     def describe_source(self) -> str:
         """The source, plus which built-ins it replaces (what ``cfg.spec_source`` records)."""
@@ -98,7 +100,7 @@ class _SpecEntry:
         if self.replaces is not None and self.replaces.source.builtin:
             notes.append(f"replaces built-in architecture '{self.doc.get('name')}'")
         notes += [f"takes over HF configs of built-in architecture '{n}'" for n in self.takes_over]
-        return "; ".join([str(self.source), *notes])
+        return "; ".join([str(self.source), *notes, *self.notes])
 
 
 @dataclass
