@@ -412,7 +412,11 @@ def test_tlcore_demo_prints_typed_errors_as_one_line(tiny_checkpoint, tmp_path: 
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "TLCORE_DISABLE_PLUGIN_AUTOLOAD": "1",  # installed plugins' warnings aside
+        },
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
