@@ -24,6 +24,7 @@ _LAZY = {
     "FactoredMatrix": "tlcore.factored_matrix",
     "HookedTransformerKeyValueCache": "tlcore.kv_cache",
     "get_registry": "tlcore.registry",
+    "register_spec": "tlcore.registry",
     "hookimpl": "tlcore.plugins.hookspecs",
     "SVDInterpreter": "tlcore.svd_interpreter",
 }

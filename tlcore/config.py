@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from tlcore.errors import SpecError
+from tlcore.config_checks import check_config_values
+from tlcore.errors import InvalidConfigError, SpecError
 from tlcore.guard import RecordingMapping, check_config_guard
 from tlcore.spec.expressions import evaluate
 from tlcore.spec.loader import resolve_trait
@@ -38,6 +39,8 @@ class HookedTransformerConfig:
     model_name: str = "custom"
     original_architecture: str | None = None
     spec_name: str | None = None
+    spec_source: str | None = None  # the plugin that registered the spec (and what it replaces)
+    spec_file: str | None = None
     normalization_type: str | None = "LN"
     final_rms: bool = False
     positional_embedding_type: str = "standard"
@@ -86,6 +89,7 @@ class HookedTransformerConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        check_config_values(self)  # before any default is derived or anything allocated
         if self.n_key_value_heads is None:
             self.n_key_value_heads = self.n_heads
         if self.d_vocab_out == -1:
@@ -187,6 +191,7 @@ def resolve_config(
     extra = {k: values.pop(k) for k in unknown}
     values.setdefault("original_architecture", (hf_dict.get("architectures") or [None])[0])
     values["spec_name"] = spec.name
+    values["spec_source"], values["spec_file"] = spec.source, spec.source_file
     values.update(overrides)
     if check_guard:
         extra["config_guard"] = check_config_guard(spec, hf_config, hf.read).as_dict()
@@ -194,4 +199,7 @@ def resolve_config(
         cfg = HookedTransformerConfig(**values, traits=traits, hf_config=hf_config, extra=extra)
     except TypeError as exc:
         raise SpecError(f"{where}: config: {exc}") from exc
+    except InvalidConfigError as exc:
+        origin = hf_dict.get("_name_or_path") or "the HF config"
+        raise InvalidConfigError(f"{exc} (resolved from {origin} through {where})") from exc
     return cfg

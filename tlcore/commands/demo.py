@@ -18,9 +18,12 @@ def run(args: argparse.Namespace) -> int:
             ``no_report``).
 
     Returns:
-        0 on success, 1 if the model cannot be found.
+        0 on success, 1 if the model cannot be found or loaded (tlcore's typed errors are printed
+        as one line, not a traceback).
     """
+    from tlcore.cli import error_line
     from tlcore.demo import format_summary, run_demo, write_html_report
+    from tlcore.errors import TlcoreError
 
     def progress(stage: str) -> None:
         print(f"[demo] {stage} ...", file=sys.stderr, flush=True)
@@ -36,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except FileNotFoundError as exc:
         print(f"tlcore demo: {exc}", file=sys.stderr)
+        return 1
+    except TlcoreError as exc:  # a bad model, checkpoint or spec: one line, no traceback
+        print(error_line(exc).replace("tlcore:", "tlcore demo:", 1), file=sys.stderr)
         return 1
     report = None
     if not args.no_report:

@@ -93,17 +93,9 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
         return registry.get_spec(chosen)
     model_type = data.get("model_type")
     classes = set(data.get("architectures") or [])
-    candidates = []
-    for name in registry.spec_names():
-        spec = registry.get_spec(name)
-        if model_type not in spec.hf.model_types and not classes & set(spec.hf.architectures):
-            continue
-        if all(data.get(k) == v for k, v in spec.hf.match.items()):
-            candidates.append(spec)
+    candidates = registry.candidates_for(data)  # best first; a built-in wins a priority tie
     if not candidates:
-        supported = sorted(
-            {t for n in registry.spec_names() for t in registry.get_spec(n).hf.model_types}
-        )
+        supported = registry.supported_model_types()
         raise UnknownArchitectureError(
             f"no architecture spec covers model_type '{model_type}' "
             f"(architectures {sorted(classes) or '[]'}). "
@@ -111,7 +103,7 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
             f"To add one, write a YAML spec (docs/add_an_architecture.md) and register it from a "
             f"plugin or specs/architectures/."
         )
-    return max(candidates, key=lambda s: s.hf.priority)
+    return candidates[0]
 
 
 def resolve_checkpoint(
@@ -133,7 +125,7 @@ def resolve_checkpoint(
         CheckpointNotFoundError: If nothing local matches and the hub cannot provide it (an
             ``OSError``); the message lists the ways to load offline.
     """
-    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource
+    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
 
     registry = get_registry()
     if hf_model is not None:
@@ -160,9 +152,7 @@ def resolve_checkpoint(
         raise CheckpointMismatchError(
             f"{path}: no config.json; a checkpoint folder needs config.json and weights"
         )
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
+    config = load_hf_config(path)  # checked: JSON, model_type, sane sizes
     source = SafetensorsDirSource(path)
     has_tokenizer = any(
         (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")

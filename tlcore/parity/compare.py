@@ -462,7 +462,8 @@ def resolving_to(spec: ArchitectureSpec) -> Iterator[str]:
             return temp_name
 
     with manager.scoped():
-        record = manager.add_plugin(_ParityPlugin(), f"tlcore-parity:{temp_name}")
+        with registry.builtin_replacement(True):  # the caller asked for this spec explicitly
+            record = manager.add_plugin(_ParityPlugin(), f"tlcore-parity:{temp_name}")
         if record.error or temp_name not in manager.registry.specs:
             from tlcore.errors import SpecError
 
