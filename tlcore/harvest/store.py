@@ -185,7 +185,9 @@ def finish(
 
     files = [{"filename": f"{shard_name(r['shard'])}.arrow"} for r in records]
     digest = hashlib.sha256(
-        json.dumps([manifest["settings"], [r["tokens_sha256"] for r in records]]).encode()
+        json.dumps(
+            [manifest["settings"], [r["tokens_sha256"] for r in records]], sort_keys=True
+        ).encode()
     ).hexdigest()[:16]
     state = {
         "_data_files": files,
