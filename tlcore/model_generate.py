@@ -312,11 +312,13 @@ class GenerateMixin:
             mask = attention_mask.to(device=device, dtype=torch.long)
             if mask.shape != tokens.shape:
                 raise ValueError(
-                    f"attention_mask {tuple(mask.shape)} must match the tokens {tuple(tokens.shape)}"
+                    f"attention_mask {tuple(mask.shape)} must match tokens {tuple(tokens.shape)}"
                 )
             if not bool(mask[:, -1].all()):
-                raise ValueError("attention_mask: generate needs left padding (each row's last "
-                                 "position must be a real token)")
+                raise ValueError(
+                    "attention_mask: generate needs left padding (each row's last "
+                    "position must be a real token)"
+                )
             mask = None if bool(mask.all()) else mask
         elif self.tokenizer is not None and side == "left":
             bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos

@@ -1,4 +1,4 @@
-"""tlcore.harvest in-process: rows equal run_with_cache bit for bit, resume, sources, SAELens format.
+"""tlcore.harvest in-process: rows = run_with_cache bit for bit, resume, sources, SAELens format.
 
 A tiny GPT-2 checkpoint with GPT-2's real tokenizer saved beside it (built offline from
 openai-whisper's copy), so text datasets are tokenised as they would be for gpt2-small.
@@ -142,7 +142,9 @@ def test_stops_after_the_last_hooked_block(ckpt, corpus, tmp_path):
     assert not later, later[:5]
 
 
-def test_interrupted_run_resumes_to_identical_shards(reference, ckpt, corpus, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_shards(
+    reference, ckpt, corpus, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     real_write = harvest_store.write_shard
     calls = []
@@ -150,7 +152,7 @@ def test_interrupted_run_resumes_to_identical_shards(reference, ckpt, corpus, tm
     def crash_on_third(out_dir, index, *args, **kwargs):
         calls.append(index)
         if index == 2:  # the data file lands, the commit record never does
-            record = real_write(out_dir, index, *args, **kwargs)
+            real_write(out_dir, index, *args, **kwargs)
             (out_dir / f"{harvest_store.shard_name(index)}.json").unlink()
             raise KeyboardInterrupt
         return real_write(out_dir, index, *args, **kwargs)
@@ -212,7 +214,12 @@ def test_pretokenized_rows_and_seeded_shuffle(ckpt, tmp_path):
     rows = [rng.integers(0, 50257, CTX + 3).tolist() for _ in range(12)]
     dataset = datasets.Dataset.from_dict({"input_ids": rows})
     runs = {}
-    for name, kwargs in {"plain": {}, "s1": {"seed": 1}, "s1b": {"seed": 1}, "s2": {"seed": 2}}.items():
+    for name, kwargs in {
+        "plain": {},
+        "s1": {"seed": 1},
+        "s1b": {"seed": 1},
+        "s2": {"seed": 2},
+    }.items():
         out = tmp_path / name
         shuffle = bool(kwargs)
         harvest(str(ckpt), dataset, HOOKS[:1], out, shuffle=shuffle, **kwargs, **SETTINGS)

@@ -67,10 +67,14 @@ def shard_bytes(folder: Path) -> dict[str, bytes]:
 
 def test_two_workers_write_the_in_process_rows(cluster, setup, tmp_path):
     folder, saved, local = setup
-    result = harvest(str(folder), saved, HOOKS, tmp_path / "ray", ray=True, num_workers=2, **SETTINGS)
+    result = harvest(
+        str(folder), saved, HOOKS, tmp_path / "ray", ray=True, num_workers=2, **SETTINGS
+    )
     assert result.workers == 2 and result.shards == local.shards == 6
     assert shard_bytes(tmp_path / "ray") == shard_bytes(local.path)
-    pids = {json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "ray").glob("shard-*.json")}
+    pids = {
+        json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "ray").glob("shard-*.json")
+    }
     assert len(pids) == 2, "both workers computed shards"
     loaded = datasets.load_from_disk(str(tmp_path / "ray"))
     assert len(loaded) == 24 and not (tmp_path / "ray" / TOKENS_DIR).exists()
@@ -83,7 +87,9 @@ def test_a_killed_worker_loses_and_duplicates_nothing(cluster, setup, tmp_path):
     runtime_env = {"env_vars": {KILL_ENV: f"3:{marker}"}}
     ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-    result = harvest(str(folder), saved, HOOKS, tmp_path / "ray", ray=True, num_workers=2, **SETTINGS)
+    result = harvest(
+        str(folder), saved, HOOKS, tmp_path / "ray", ray=True, num_workers=2, **SETTINGS
+    )
     assert marker.exists(), "a worker was killed mid-run"
     killed = int(marker.read_text())
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "ray").glob("shard-*.json"))]

@@ -7,10 +7,11 @@ exactly as the in-process path does (:func:`tlcore.harvest.runner.compute_shard`
 into ``out`` itself, so activations never travel through the driver: ``out`` must be a folder
 every node sees (a shared filesystem; on one machine, any folder).
 
-Failures: Ray Data restarts a dead actor and retries its shard (its actor defaults,
-``max_restarts=-1`` and ``max_task_retries=-1``); a shard file is replaced whole on a retry, and counts only once its
-commit record exists, so a killed worker costs a recomputed shard, never a lost or duplicated
-row. If the driver itself dies, rerunning the same command resumes from the committed shards.
+Failures: Ray Data restarts a dead actor and retries its shard (its actor defaults:
+``max_restarts=-1``, ``max_task_retries=-1``); a shard file is replaced whole on a retry, and
+counts only once its commit record exists, so a killed worker costs a recomputed shard, never a
+lost or duplicated row. If the driver itself dies, rerunning the same command resumes from the
+committed shards.
 """
 
 from __future__ import annotations

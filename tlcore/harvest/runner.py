@@ -218,9 +218,7 @@ def harvest(
     )
 
 
-def load_model(
-    name: str, processing: bool, device: str | None, load_kwargs: dict[str, Any]
-) -> Any:
+def load_model(name: str, processing: bool, device: str | None, load_kwargs: dict[str, Any]) -> Any:
     """Load the model as harvest does.
 
     Args:
@@ -373,9 +371,9 @@ def _progress_bar(settings: dict[str, Any], show: bool) -> Any:
     from tqdm.auto import tqdm
 
     budget = settings["token_budget"]
-    total = None if budget is None else (budget // settings["context_size"]) * settings[
-        "context_size"
-    ]
+    total = (
+        None if budget is None else (budget // settings["context_size"]) * settings["context_size"]
+    )
     return tqdm(
         total=total,
         desc=f"harvest {Path(str(settings['model'])).name}",

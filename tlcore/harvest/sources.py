@@ -59,11 +59,15 @@ def open_source(source: Any, seed: int | None, shuffle: bool) -> Iterable[Any]:
     """
     if isinstance(source, (str, os.PathLike)):
         source = [source]
-    if isinstance(source, Sequence) and source and all(
-        isinstance(s, (str, os.PathLike)) for s in source
+    if (
+        isinstance(source, Sequence)
+        and source
+        and all(isinstance(s, (str, os.PathLike)) for s in source)
     ):
         paths = [Path(s) for s in source]
-        saved = [p for p in paths if (p / "state.json").exists() or (p / "dataset_dict.json").exists()]
+        saved = [
+            p for p in paths if (p / "state.json").exists() or (p / "dataset_dict.json").exists()
+        ]
         if saved:
             if len(paths) != 1:
                 raise ValueError("pass one saved dataset folder at a time")

@@ -152,7 +152,9 @@ def start(out: Path, settings: dict[str, Any], manifest: dict[str, Any]) -> dict
         old = existing.get("settings", {})
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
-            detail = "; ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
+            detail = "; ".join(
+                f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in changed
+            )
             raise HarvestStateError(
                 f"{out} holds a harvest with other settings ({detail}). Resuming needs the same "
                 "settings; use another output folder or delete this one."
@@ -189,7 +191,7 @@ def finish(
             [manifest["settings"], [r["tokens_sha256"] for r in records]], sort_keys=True
         ).encode()
     ).hexdigest()[:16]
-    state = {
+    state: dict[str, Any] = {
         "_data_files": files,
         "_fingerprint": digest,
         "_format_columns": None,
