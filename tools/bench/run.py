@@ -239,7 +239,14 @@ def main() -> int:
     parser.add_argument("--tl43", default=None, help="Python with transformer-lens 4.3")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray harvest row")
     parser.add_argument("--out", default="bench_results/latest.json")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller work (forward [2, 128], 16 new tokens, 32 harvest rows) for a busy machine",
+    )
     args = parser.parse_args()
+    if args.quick:
+        os.environ["TLCORE_BENCH_QUICK"] = "1"
     impls = implementations(args)
     print(
         f"implementations: {', '.join(TITLES[k] for k in impls)}; {args.threads} threads, "
@@ -250,6 +257,7 @@ def main() -> int:
         "python": sys.executable,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "threads": args.threads,
+        "quick": args.quick,
         "implementations": {k: list(v) for k, v in impls.items()},
         "models": {},
     }

@@ -31,6 +31,8 @@ BATCH, POS = 4, 256  # forward and caches
 PROMPT, NEW = 16, 32  # generation: 16-token prompts, 32 new tokens
 GEN_BATCH = 8  # the left-padded batch
 HARVEST_CTX, HARVEST_ROWS, HARVEST_BATCH = 128, 64, 8
+if os.environ.get("TLCORE_BENCH_QUICK"):  # run.py --quick: a busy machine, smaller work
+    BATCH, POS, NEW, HARVEST_ROWS = 2, 128, 16, 32
 
 
 def peak_rss_mb() -> float:
@@ -104,14 +106,11 @@ def tlcore_impl(folder: Path) -> Impl:
     impl.forward = lambda t: model(t)
     impl.cache_all = lambda t: model.run_with_cache(t)[1]
     impl.cache_resid = lambda t: model.run_with_cache(t, names_filter=resid)[1]
-    import inspect
-
-    has_mask = "attention_mask" in inspect.signature(model.generate).parameters
 
     def generate(tokens, mask, sample=False):
-        kwargs = {"attention_mask": mask} if mask is not None and has_mask else {}
-        if mask is not None and not has_mask:
-            return None
+        # Left padding through the tokenizer's pad id (0), as TransformerLens 2.x/3.x take it,
+        # so the same call runs on older tlcore trees too.
+        padding = {"padding_side": "left", "prepend_bos": False} if mask is not None else {}
         return model.generate(
             tokens,
             NEW,
@@ -119,7 +118,7 @@ def tlcore_impl(folder: Path) -> Impl:
             top_k=50 if sample else None,
             stop_at_eos=False,
             verbose=False,
-            **kwargs,
+            **padding,
         )
 
     impl.generate = generate
@@ -137,18 +136,35 @@ def tlcore_impl(folder: Path) -> Impl:
 
 def tl39_impl(name: str) -> Impl:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained import weight_conversions
+    from transformers import AutoModelForCausalLM
 
     cfg = HookedTransformerConfig(**BENCH_MODELS[name]["tl"], device="cpu", dtype=torch.float32)
     model = HookedTransformer(cfg).eval()
+    # The checkpoint's own weights (TL 3.9's converter), unprocessed, so tokens compare with HF.
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint(name), dtype=torch.float32)
+    convert = {"gpt2": "convert_gpt2_weights", "llama": "convert_llama_weights"}
+    state = getattr(weight_conversions, convert[BENCH_MODELS[name]["model_type"]])(hf, cfg)
+    model.load_and_process_state_dict(
+        state,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+    )
+    del hf
     resid = lambda n: n.endswith("hook_resid_post")  # noqa: E731
     impl = Impl()
     impl.forward = lambda t: model(t)
     impl.cache_all = lambda t: model.run_with_cache(t)[1].cache_dict.values()
     impl.cache_resid = lambda t: model.run_with_cache(t, names_filter=resid)[1]
 
+    from transformers import AutoTokenizer
+
+    model.set_tokenizer(AutoTokenizer.from_pretrained(checkpoint(name)))  # TL reloads it by path
+
     def generate(tokens, mask, sample=False):
-        if mask is not None:
-            return None  # no attention_mask argument; padding needs its tokenizer
+        padding = {"padding_side": "left", "prepend_bos": False} if mask is not None else {}
         return model.generate(
             tokens,
             NEW,
@@ -156,6 +172,7 @@ def tl39_impl(name: str) -> Impl:
             top_k=50 if sample else None,
             stop_at_eos=False,
             verbose=False,
+            **padding,
         )
 
     impl.generate = generate
