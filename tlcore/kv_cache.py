@@ -103,6 +103,13 @@ class HookedTransformerKeyValueCacheEntry:
             values = torch.cat([past_v.to(new_values.dtype), new_values], dim=1)
             return keys, values
         end = self._length + new_keys.shape[1]
+        if torch.is_grad_enabled() and (new_keys.requires_grad or new_values.requires_grad):
+            # In-place writes would bump the version of views autograd saved on earlier steps:
+            # keep torch.cat's fresh tensors when gradients flow through the cache.
+            keys = torch.cat([self.past_keys.to(new_keys.dtype), new_keys], dim=1)
+            values = torch.cat([self.past_values.to(new_values.dtype), new_values], dim=1)
+            self._keys, self._values, self._length = keys, values, end
+            return keys, values
         if (
             end > self._keys.shape[1]
             or self._keys.dtype != new_keys.dtype
