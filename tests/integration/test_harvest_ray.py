@@ -99,3 +99,12 @@ def test_a_killed_worker_loses_and_duplicates_nothing(cluster, setup, tmp_path):
     assert shard_bytes(tmp_path / "ray") == shard_bytes(local.path)
     loaded = datasets.load_from_disk(str(tmp_path / "ray")).with_format("numpy")
     assert len(loaded) == 24 and len({tuple(r) for r in loaded["token_ids"]}) == 24
+
+
+def test_a_bad_hook_fails_in_the_driver_before_any_worker_starts(setup, tmp_path):
+    from tlcore.errors import HookNameError
+
+    folder, saved, _ = setup
+    with pytest.raises(HookNameError, match="hook_resid_post"):
+        harvest(str(folder), saved, ["blocks.0.hook_resid_pots"], tmp_path / "x", ray=True)
+    assert not (tmp_path / "x").exists()

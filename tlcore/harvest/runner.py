@@ -176,8 +176,9 @@ def harvest(
     if ray:
         from tlcore.harvest.ray_backend import run_on_ray
 
-        if tokenizer is None:
-            tokenizer = _tokenizer_of(model_name)
+        skeleton, found_tokenizer = _skeleton(model_name)
+        check_hooks(skeleton, settings["hooks"])  # fail here, not in every worker
+        tokenizer = tokenizer if tokenizer is not None else found_tokenizer
         manifest = store.start(out, settings, _manifest(settings, backend="ray"))
         plan = _plan(dataset, tokenizer, settings)
         records, resumed, workers = run_on_ray(
@@ -396,13 +397,22 @@ def _special(tokenizer: Any, which: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _tokenizer_of(model_name: str) -> Any:
-    """The tokenizer of a checkpoint, without loading its weights (for the Ray driver)."""
+def _skeleton(model_name: str) -> tuple[Any, Any]:
+    """The model built on the meta device (hook names, no weights) and its tokenizer.
+
+    The Ray driver checks hook names on it and tokenises with the tokenizer, without loading the
+    weights that only the workers need.
+    """
+    from tlcore.config import resolve_config
     from tlcore.loading.resolve import resolve_checkpoint
-    from tlcore.model import _load_tokenizer
+    from tlcore.model import HookedTransformer, _load_tokenizer
 
     resolved = resolve_checkpoint(model_name)
-    return _load_tokenizer(resolved.tokenizer_dir) if resolved.tokenizer_dir else None
+    cfg = resolve_config(resolved.spec, resolved.hf_config, device="meta")
+    with torch.device("meta"):
+        skeleton = HookedTransformer(cfg, move_to_device=False, init_weights=False)
+    tokenizer = _load_tokenizer(resolved.tokenizer_dir) if resolved.tokenizer_dir else None
+    return skeleton, tokenizer
 
 
 def _jsonable(value: Any) -> Any:
