@@ -5,7 +5,7 @@ Usage: python tools/bench/run.py [--rounds N] [--repeats N] [--models NAME ...] 
 
 Each implementation runs in its own process (TransformerLens from its own virtualenv), alternating
 its calls with HF's in that process; the rounds interleave the implementations, and the report
-gives the median over rounds with the spread (min-max) as the noise figure. ``--baseline DIR``
+gives the median over rounds with the spread of the per-pair ratios as the noise figure. ``--baseline DIR``
 adds a column for another tlcore source tree (e.g. ``main`` checked out elsewhere).
 """
 
@@ -99,11 +99,13 @@ def median_spread(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def fmt_ratio(values: list[float]) -> str:
+def fmt_ratio(values: list[float], spread: list[float] | None = None) -> str:
+    """Median over rounds, and the spread of every HF/implementation pair's ratio."""
     if not values:
         return "n/a"
-    mid, lo, hi = median_spread(values)
-    return f"{mid:.2f} [{lo:.2f}-{hi:.2f}]" if len(values) > 1 else f"{mid:.2f}"
+    mid = statistics.median(values)
+    pairs = spread or values
+    return f"{mid:.2f} [{min(pairs):.2f}-{max(pairs):.2f}]" if len(pairs) > 1 else f"{mid:.2f}"
 
 
 def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +142,9 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 sys.executable, str(REPO), "harvest", name, threads, "ray"
             )
         entry["rounds"].append(record)
+        partial = Path(args.out).with_suffix(".partial.json")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(entry, indent=2))
         print(
             f"  {name}: round {round_index + 1}/{args.rounds} "
             f"in {time.perf_counter() - started:.0f} s",
@@ -171,9 +176,10 @@ def cell(rounds: list[dict[str, Any]], key: str, kind: str, column: str) -> str:
         rows = [row[key] for row in rows if key in row]
         if not rows:
             return "n/a"
+        pairs = [x for r in rows for x in r.get("ratios", [])]
         if key == "generate_steered_b1":
-            return fmt_ratio([r["hook_cost"] for r in rows])
-        text = fmt_ratio([r["ratio"] for r in rows])
+            return fmt_ratio([r["hook_cost"] for r in rows], pairs)
+        text = fmt_ratio([r["ratio"] for r in rows], pairs)
         if key == "cache_all":
             text += f" ({statistics.median(r['mb'] for r in rows):,.0f} MB)"
         if "same_tokens" in rows[0]:
@@ -266,8 +272,8 @@ def main() -> int:
         entry = collect(name, args, impls)
         report["models"][name] = entry
         print(
-            f"\n## {name} (weights {entry['weights_mb']:.0f} MB; ratios to HF, median "
-            f"[min-max] over {args.rounds} rounds)\n"
+            f"\n## {name} (weights {entry['weights_mb']:.0f} MB; ratios to HF: median over "
+            f"{args.rounds} round(s) [min-max over every HF/implementation call pair])\n"
         )
         table = summarize(entry, impls)
         entry["table"] = table

@@ -56,6 +56,7 @@ def interleaved(hf: Callable[[], Any], impl: Callable[[], Any], repeats: int) ->
         "hf_s": statistics.median(t_hf),
         "impl_s": statistics.median(t_impl),
         "ratio": statistics.median(ratios),
+        "ratios": ratios,
     }
 
 
