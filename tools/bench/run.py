@@ -5,8 +5,9 @@ Usage: python tools/bench/run.py [--rounds N] [--repeats N] [--models NAME ...] 
 
 Each implementation runs in its own process (TransformerLens from its own virtualenv), alternating
 its calls with HF's in that process; the rounds interleave the implementations, and the report
-gives the median over rounds with the spread of the per-pair ratios as the noise figure. ``--baseline DIR``
-adds a column for another tlcore source tree (e.g. ``main`` checked out elsewhere).
+gives the median over rounds with the spread of the per-pair ratios as the noise figure.
+``--baseline DIR`` adds a column for another tlcore source tree (e.g. ``main`` checked out
+elsewhere).
 """
 
 from __future__ import annotations
