@@ -86,6 +86,7 @@ class GenerateMixin:
         padding_side: Literal["left", "right"] | None = None,
         return_type: ReturnType = "input",
         verbose: bool = True,
+        attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
     ) -> (
         str
         | list[str]
@@ -122,6 +123,9 @@ class GenerateMixin:
                 text input (a string per text, special tokens removed), tokens for tokens,
                 embeddings for embeddings.
             verbose: Show a progress bar.
+            attention_mask: For tokens input, ``[batch, pos]`` with 0 on padding (left padding
+                only: every row must end at its last real token), as HF's ``generate`` takes it;
+                overrides the mask derived from ``padding_side``. Not in TransformerLens.
 
         Returns:
             The prompt with its continuation, in the form ``return_type`` asks for. For embeddings
@@ -148,7 +152,7 @@ class GenerateMixin:
             freq_penalty,
             padding_side,
         )
-        prompt = self._generation_prompt(input, prepend_bos, padding_side)
+        prompt = self._generation_prompt(input, prepend_bos, padding_side, attention_mask)
         if return_type == "input":
             return_type = {"str": "str", "list": "str", "tokens": "tokens", "embeds": "embeds"}[
                 prompt.kind
@@ -296,7 +300,11 @@ class GenerateMixin:
 
     # -- internals -------------------------------------------------------------------------------
     def _generation_prompt(
-        self, input: GenerateInput, prepend_bos: bool | None, padding_side: str | None
+        self,
+        input: GenerateInput,
+        prepend_bos: bool | None,
+        padding_side: str | None,
+        attention_mask: torch.Tensor | None = None,
     ) -> _Prompt:
         device = self._device()  # type: ignore[attr-defined]
         if isinstance(input, (str, list)):
@@ -319,7 +327,21 @@ class GenerateMixin:
         tokens = check_tokens(input, self.cfg.d_vocab).to(device)
         mask = None
         side = padding_side or self.cfg.default_padding_side
-        if self.tokenizer is not None and side == "left":
+        if attention_mask is not None:
+            mask = attention_mask.to(device=device, dtype=torch.long)
+            if mask.shape != tokens.shape:
+                raise InputValidationError(
+                    f"attention_mask {tuple(mask.shape)} must match tokens {tuple(tokens.shape)}",
+                    "attention_mask",
+                )
+            if not bool(mask[:, -1].all()):
+                raise InputValidationError(
+                    "attention_mask: generate needs left padding (each row's last "
+                    "position must be a real token)",
+                    "attention_mask",
+                )
+            mask = None if bool(mask.all()) else mask
+        elif self.tokenizer is not None and side == "left":
             bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
             tokenizer = _PaddingView(self.tokenizer, side)
             mask = get_attention_mask(tokenizer, tokens, bos)  # type: ignore[arg-type]
@@ -365,8 +387,13 @@ class GenerateMixin:
         batch = prompt.batch
         stop_ids = torch.tensor(stop_tokens, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        source = prompt.tokens if prompt.tokens is not None else prompt.embeds
+        assert source is not None
+        # Room for the prompt and every new token: each step writes its keys in place.
         cache = (
-            HookedTransformerKeyValueCache.init_cache(self.cfg, device, batch)
+            HookedTransformerKeyValueCache.init_cache(
+                self.cfg, device, batch, capacity=source.shape[1] + max_new_tokens
+            )
             if use_past_kv_cache
             else None
         )

@@ -98,6 +98,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tlcore.commands.demo",
     "tlcore.commands.plugins",
     "tlcore.commands.parity",
+    "tlcore.commands.harvest",
 )
 """Modules whose ``add_command(subparsers)`` adds a built-in CLI command."""
 
