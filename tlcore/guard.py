@@ -241,7 +241,8 @@ def non_default_fields(hf_config: Any) -> set[str]:
         differently.
     """
     values = hf_config.to_dict()
-    defaults = _class_defaults(type(hf_config))
+    config_class: type = type(hf_config)
+    defaults = _class_defaults(config_class)
     if defaults is None:
         return set(hf_config.to_diff_dict())
     return {k for k, v in values.items() if k not in defaults or defaults[k] != v}
