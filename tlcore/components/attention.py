@@ -26,7 +26,7 @@ from torch import nn
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
 from tlcore.components.positions import PositionalEncoding
-from tlcore.hooks import HookPoint
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 

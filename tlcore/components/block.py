@@ -21,7 +21,7 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.context import ForwardContext
-from tlcore.hooks import HookPoint
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 Resid = Float[torch.Tensor, "batch pos d_model"]

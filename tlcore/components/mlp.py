@@ -16,7 +16,7 @@ from torch import nn
 
 from tlcore.components.activations import get_activation
 from tlcore.components.layout import LinearLayout
-from tlcore.hooks import HookPoint
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 

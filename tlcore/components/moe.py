@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.mlp import GatedMLP
-from tlcore.hooks import HookPoint
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
-from tlcore.hooks import HookPoint
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 
