@@ -11,6 +11,7 @@ config.json files check the config guard and the spec each one resolves to.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -137,7 +138,8 @@ def _swap_norms(m: Any) -> None:
 
 def _one_shared_norm(m: Any) -> None:
     for block in m.blocks:
-        block._mlp_norm = "ln1"
+        attn, mlp = block.wiring.branches
+        block.wiring = replace(block.wiring, branches=(attn, replace(mlp, norm="ln1")))
 
 
 def _zero_q_bias(m: Any) -> None:

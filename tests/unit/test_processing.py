@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from tlcore import processing
+from tlcore import processing, processing_steps
 from tlcore.components.alibi import AlibiTrait
 from tlcore.components.attention import AttentionTrait
 from tlcore.components.block import (
@@ -316,7 +316,7 @@ def test_centring_writing_weights_under_rms_is_detected() -> None:
     model = spec_model("llama")
     broken = copy.deepcopy(model)
     with torch.no_grad():
-        processing._center_writing_weights(broken)
+        processing_steps.center_writing_weights_(broken)
     tokens = tokens_for(model)
     assert (log_probs(model, tokens) - log_probs(broken, tokens)).abs().max() > 1e-3
 
@@ -578,7 +578,7 @@ def test_post_norm_layouts_refuse_fold_and_centring(name: str, caplog: Any) -> N
     cfg = processed.cfg
     assert cfg.fold_ln is False and cfg.center_writing_weights is False
     reason = cfg.extra["weight_processing"]["fold_ln"]["reason"]
-    assert "after the residual add" in reason
+    assert "TransformerLens refuses fold_ln for post-norm models" in reason
     assert cfg.extra["weight_processing"]["fold_ln"]["applied"] is False
     assert "fold_ln skipped" in caplog.text
     # Norm weights are untouched.

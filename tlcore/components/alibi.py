@@ -105,10 +105,6 @@ class Alibi(PositionalEncoding):
 def make_alibi(trait: AlibiTrait, cfg: Any) -> PositionalEncoding:
     """Component factory for ``positional/alibi``.
 
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-
     Returns:
         The module.
     """

@@ -25,7 +25,10 @@ from torch import nn
 
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
+from tlcore.components.norms import NormFactory
 from tlcore.components.positions import PositionalEncoding
+from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
+from tlcore.errors import SpecError
 from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
@@ -102,8 +105,33 @@ class AttentionTrait(Trait):
                 "attn_types", ["local" if self.window(i) else "global" for i in range(n)]
             )
 
+    def processing_refusals(self) -> dict[str, str]:  # noqa: D102
+        refusals: dict[str, str] = {}
+        if self.sinks:
+            refusals["fold_value_biases"] = (
+                "attention sinks take part of each pattern row's mass, so rows sum to less "
+                "than 1 and b_V's contribution is not a constant"
+            )
+        elif self.clip_qkv is not None:
+            refusals["fold_value_biases"] = (
+                "clip_qkv clamps the values after b_V is added, so b_V cannot move past it"
+            )
+        if self.qk_norm is not None:
+            refusals["refactor_factored_attn_matrices"] = (
+                "qk-norm normalises queries and keys separately, so only W_Q W_K^T is kept"
+            )
+        elif self.clip_qkv is not None:
+            refusals["refactor_factored_attn_matrices"] = (
+                "clip_qkv clamps queries, keys and values separately"
+            )
+        elif self.sinks:
+            refusals["refactor_factored_attn_matrices"] = (
+                "attention sinks: pattern rows do not sum to 1, so b_V cannot be folded"
+            )
+        return refusals
 
-class Attention(LinearLayout):
+
+class Attention(LinearLayout, ResidualIO):
     """Multi-head attention (grouped variants in :class:`GroupedQueryAttention`).
 
     Args:
@@ -111,7 +139,13 @@ class Attention(LinearLayout):
         cfg: The model config.
         layer: Block index.
         positional: The model's positional component (rotary / ALiBi act inside attention).
+        norm_factory: Builds the qk-norms (needed when ``trait.qk_norm`` is set).
     """
+
+    hf_names = ("self_attn", "attn", "attention", "self_attention")
+    # The output projection, not the attention module: some HF attention modules add the
+    # residual themselves (BLOOM), so their output is not the branch output.
+    hf_output_names = ("o_proj", "dense", "out_proj", "c_proj", "o")
 
     def __init__(
         self,
@@ -119,10 +153,9 @@ class Attention(LinearLayout):
         cfg: Any,
         layer: int,
         positional: PositionalEncoding | None = None,
+        norm_factory: NormFactory | None = None,
     ) -> None:
         super().__init__()
-        from tlcore.components.norms import build_norm
-
         self.cfg, self.trait, self.layer = cfg, trait, layer
         n_heads, n_kv, d_model, d_head = cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_head
         dtype = cfg.dtype
@@ -144,6 +177,8 @@ class Attention(LinearLayout):
         self.q_norm: nn.Module | None = None
         self.k_norm: nn.Module | None = None
         if trait.qk_norm is not None:
+            if norm_factory is None:
+                raise SpecError("attention with qk_norm needs the builder's norm_factory")
             q_shape: Any = {
                 "per_head": d_head,
                 "per_head_distinct": (n_heads, d_head),
@@ -154,8 +189,8 @@ class Attention(LinearLayout):
                 "per_head_distinct": (n_kv, d_head),
                 "full_width": n_kv * d_head,
             }[trait.qk_norm_scope]
-            self.q_norm = build_norm(trait.qk_norm, q_shape, dtype)
-            self.k_norm = build_norm(trait.qk_norm, k_shape, dtype)
+            self.q_norm = norm_factory(trait.qk_norm, q_shape)
+            self.k_norm = norm_factory(trait.qk_norm, k_shape)
         # Not a submodule: the model owns it (one module shared by all layers).
         self._positional = (positional,) if positional is not None else ()
         scale = trait.scale if trait.scale is not None else 1.0 / math.sqrt(d_head)
@@ -181,6 +216,28 @@ class Attention(LinearLayout):
         "_W_V": "in_heads",
         "W_O": "out_heads",
     }
+
+    # -- declarations ----------------------------------------------------------------------------
+    def residual_readers(self) -> list[Reader]:  # noqa: D102
+        kv = "_" if self._grouped else ""
+        return [
+            Reader(self, "W_Q", "b_Q", -2),
+            Reader(self, f"{kv}W_K", f"{kv}b_K", -2),
+            Reader(self, f"{kv}W_V", f"{kv}b_V", -2),
+        ]
+
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        return [Writer(self, "W_O"), Writer(self, "b_O")]
+
+    def output_bias(self) -> torch.Tensor | None:  # noqa: D102
+        return self.b_O
+
+    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
+        probes = []
+        # q/k/v equal HF's projections only where no qk-norm or clamp runs between the two.
+        if self.q_norm is None and self.trait.clip_qkv is None:
+            probes = [HFProbe(f"hook_{x}", (f"{x}_proj",), "output") for x in "qkv"]
+        return [*probes, HFProbe("hook_z", self.hf_output_names, "input")]
 
     # -- parameters ------------------------------------------------------------------------------
     def _raw(self, name: str) -> torch.Tensor:
@@ -365,18 +422,16 @@ class GroupedQueryAttention(Attention):
 
 
 def make_attention(
-    trait: AttentionTrait, cfg: Any, layer: int, positional: PositionalEncoding | None = None
+    trait: AttentionTrait,
+    cfg: Any,
+    layer: int,
+    positional: PositionalEncoding | None = None,
+    norm_factory: NormFactory | None = None,
 ) -> Attention:
-    """Component factory for ``attention/attention``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-        layer: Block index.
-        positional: The model's positional component.
+    """Component factory for ``attention/attention`` (arguments as :class:`Attention`).
 
     Returns:
-        The module.
+        The module (grouped when ``n_key_value_heads < n_heads``).
     """
     cls = GroupedQueryAttention if cfg.n_key_value_heads != cfg.n_heads else Attention
-    return cls(trait, cfg, layer, positional)
+    return cls(trait, cfg, layer, positional, norm_factory)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import CheckpointMismatchError, UnknownArchitectureError
+from tlcore.loading.sources import SafetensorsDirSource, StateDictSource
+from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
 
@@ -73,8 +75,6 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
     Raises:
         UnknownArchitectureError: If no spec matches, listing what is supported.
     """
-    from tlcore.plugins.manager import get_manager
-
     manager = get_manager()
     registry = manager.registry
     data = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
@@ -105,7 +105,9 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
 
 
 def resolve_checkpoint(
-    name_or_path: str | os.PathLike[str] | None, hf_model: Any = None
+    name_or_path: str | os.PathLike[str] | None,
+    hf_model: Any = None,
+    spec: ArchitectureSpec | None = None,
 ) -> ResolvedCheckpoint:
     """Resolve a model reference.
 
@@ -113,6 +115,7 @@ def resolve_checkpoint(
         name_or_path: An alias (``gpt2-small``), a local folder with ``config.json`` + weights, a
             ``.gguf`` file, or an HF hub id (needs the hub or its local cache).
         hf_model: An in-memory transformers model to convert instead of reading files.
+        spec: The spec to load with (default: the one the HF config resolves to).
 
     Returns:
         The resolved checkpoint.
@@ -122,14 +125,12 @@ def resolve_checkpoint(
         CheckpointMismatchError: If a local folder has no config or weights.
         OSError: If a hub id cannot be fetched offline.
     """
-    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource
-
     registry = get_registry()
     if hf_model is not None:
         source: Any = StateDictSource(hf_model)
         config = hf_model.config
         return ResolvedCheckpoint(
-            spec_for_hf_config(config),
+            spec or spec_for_hf_config(config),
             config,
             source,
             f"hf_model ({type(hf_model).__name__})",
@@ -160,7 +161,7 @@ def resolve_checkpoint(
         (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
     )
     return ResolvedCheckpoint(
-        spec_for_hf_config(config),
+        spec or spec_for_hf_config(config),
         config,
         source,
         str(path),

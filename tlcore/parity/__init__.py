@@ -23,8 +23,7 @@ _LAZY = {
     "compare_model": "compare",
     "compare_spec": "compare",
     "parity_tokens": "compare",
-    "probe_layer": "compare",
-    "resolving_to": "compare",
+    "probe_layer": "probes",
     "PretrainedParity": "pretrained",
     "compare_pretrained": "pretrained",
     "Report": "runner",
@@ -46,10 +45,9 @@ if TYPE_CHECKING:
         compare_model,
         compare_spec,
         parity_tokens,
-        probe_layer,
-        resolving_to,
     )
     from tlcore.parity.pretrained import PretrainedParity, compare_pretrained
+    from tlcore.parity.probes import probe_layer
     from tlcore.parity.runner import (
         Report,
         cases,
@@ -85,7 +83,6 @@ __all__ = [
     "parity_tokens",
     "probe_layer",
     "read_manifest",
-    "resolving_to",
     "run_parity",
     "update_snapshots",
     "verify",

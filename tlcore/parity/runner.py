@@ -219,7 +219,7 @@ def _run_jobs(jobs: Sequence[_Job], workers: int) -> list[CaseRun]:
         return [_run_job(job) for job in jobs]
     # spawn, not fork: forking a process that already ran torch threads can deadlock. Workers load
     # plugins from entry points; spec objects travel with the job, so in-process registrations
-    # (``add_plugin`` in a test) reach them through ``resolving_to``.
+    # (``add_plugin`` in a test) reach them as ``from_pretrained(..., spec=...)``.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         return list(pool.map(_run_job, jobs))
