@@ -38,7 +38,7 @@ class ResidMap(Protocol):
 
     @property
     def preserves_mean(self) -> bool:
-        """A zero-mean vector stays zero-mean (centring the branch's writing weights stays exact)."""
+        """A zero-mean vector stays zero-mean (centring the writing weights stays exact)."""
         ...
 
     def channel(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:

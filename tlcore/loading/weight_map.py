@@ -156,13 +156,16 @@ def _fill(template: str, layer: int | None, expert: int | None = None) -> str:
     return out
 
 
-def _parse_op(op: Any) -> tuple[str, dict[str, Any]]:
+def _parse_op(op: Any) -> tuple[str, dict[str, Any] | list[Any]]:
+    """``name`` → no parameters; ``{name: {p: v}}`` → keywords; ``{name: v}`` → one positional."""
     if isinstance(op, str):
         return op, {}
     if isinstance(op, dict) and len(op) == 1:
         ((name, params),) = op.items()
-        return name, dict(params or {})
-    raise SpecError(f"weight op {op!r}: expected a name or a one-key mapping {{name: {{params}}}}")
+        if params is None:
+            return name, {}
+        return name, dict(params) if isinstance(params, dict) else [params]
+    raise SpecError(f"weight op {op!r}: expected a name or a one-key mapping {{name: params}}")
 
 
 def run_ops(ops: list[Any], tensors: list[torch.Tensor], weights: WeightMap) -> list[torch.Tensor]:
@@ -185,7 +188,10 @@ def run_ops(ops: list[Any], tensors: list[torch.Tensor], weights: WeightMap) -> 
         if name not in weights.ops:
             raise SpecError(f"unknown weight op '{name}' (known: {', '.join(sorted(weights.ops))})")
         params = evaluate(params, weights.hf, weights.cfg, f"op {name}")
-        tensors = weights.ops[name](tensors, cfg, **params)
+        if isinstance(params, dict):
+            tensors = weights.ops[name](tensors, cfg, **params)
+        else:
+            tensors = weights.ops[name](tensors, cfg, *params)
     return tensors
 
 

@@ -1,8 +1,13 @@
 """Built-in weight transforms, referenced by name in specs' ``ops:`` lists.
 
 Each op maps a list of tensors to a list of tensors: ``fn(tensors, cfg, **params)``. Parameters may
-be expressions (``{cfg: n_heads}``); a string axis size in ``rearrange``/``reshape`` names a config
-field.
+be expressions (``{cfg: n_heads}``); a string axis size names a config field. An op with one
+parameter may take it positionally: ``{in_heads: n_heads}``.
+
+The named head ops turn HF's ``nn.Linear`` layouts into TransformerLens's per-head shapes, the
+pattern every attention rule needs: :func:`in_heads` (``q_proj``/``k_proj``/``v_proj`` weights),
+:func:`out_heads` (``o_proj``) and :func:`split_heads` (their biases). Conv1D checkpoints (GPT-2)
+``transpose`` first. Ops only reshape and permute, so a weight map also runs on meta tensors.
 """
 
 from __future__ import annotations
@@ -46,6 +51,56 @@ def rearrange(tensors: Tensors, cfg: Any, pattern: str, **axes: Any) -> Tensors:
     """
     sizes = {k: _size(v, cfg) for k, v in axes.items()}
     return [einops.rearrange(t, pattern, **sizes) for t in tensors]
+
+
+def in_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
+    """``[(h d), d_model] -> [h, d_model, d]``: a projection into heads (``W_Q``, ``W_K``, ``W_V``).
+
+    Args:
+        tensors: ``nn.Linear`` weights ``[heads * d_head, d_model]``.
+        cfg: Model config.
+        heads: The head count (an int or a config field: ``n_heads``, ``n_key_value_heads``).
+
+    Returns:
+        ``[heads, d_model, d_head]`` tensors.
+
+    Example:
+        >>> in_heads([torch.zeros(6, 5)], None, 2)[0].shape
+        torch.Size([2, 5, 3])
+    """
+    return rearrange(tensors, cfg, "(h d) m -> h m d", h=heads)
+
+
+def out_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
+    """``[d_model, (h d)] -> [h, d, d_model]``: the projection out of heads (``W_O``).
+
+    Args:
+        tensors: ``nn.Linear`` weights ``[d_model, heads * d_head]``.
+        cfg: Model config.
+        heads: The head count (an int or a config field).
+
+    Returns:
+        ``[heads, d_head, d_model]`` tensors.
+
+    Example:
+        >>> out_heads([torch.zeros(5, 6)], None, 2)[0].shape
+        torch.Size([2, 3, 5])
+    """
+    return rearrange(tensors, cfg, "m (h d) -> h d m", h=heads)
+
+
+def split_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
+    """``[(h d)] -> [h, d]``: a per-head bias (``b_Q``, ``b_K``, ``b_V``).
+
+    Args:
+        tensors: Biases ``[heads * d_head]``.
+        cfg: Model config.
+        heads: The head count (an int or a config field).
+
+    Returns:
+        ``[heads, d_head]`` tensors.
+    """
+    return rearrange(tensors, cfg, "(h d) -> h d", h=heads)
 
 
 def reshape(tensors: Tensors, cfg: Any, shape: list[Any]) -> Tensors:
@@ -251,6 +306,9 @@ def add(tensors: Tensors, cfg: Any, value: float) -> Tensors:
 BUILTIN_WEIGHT_OPS: dict[str, Any] = {
     "transpose": transpose,
     "rearrange": rearrange,
+    "in_heads": in_heads,
+    "out_heads": out_heads,
+    "split_heads": split_heads,
     "reshape": reshape,
     "split": split,
     "chunk": chunk,

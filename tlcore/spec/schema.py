@@ -109,6 +109,10 @@ class ParitySettings(BaseModel):
     """Per test variant override of ``attn_implementation``."""
     note: str = ""
     """Why a setting differs from the default (shown in the parity table)."""
+    hf_module: str | None = None
+    """A module to import before the reference is built: it registers an HF architecture that
+    transformers does not ship (a plugin's own reference model) with ``AutoConfig`` and
+    ``AutoModelForCausalLM``."""
 
     def attn_for(self, variant: str | None) -> str:
         """The HF attention implementation for a variant.

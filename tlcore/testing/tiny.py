@@ -7,6 +7,7 @@ centring and attention patterns are all exercised.
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
     """
     from transformers import AutoConfig
 
+    if spec.parity.hf_module:  # a plugin's own HF reference registers itself on import
+        importlib.import_module(spec.parity.hf_module)
     fields = dict(spec.test_config)
     if variant is not None:
         if variant not in spec.test_variants:
