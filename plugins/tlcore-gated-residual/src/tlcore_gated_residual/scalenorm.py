@@ -2,8 +2,8 @@
 
 One learned scalar ``g`` instead of a per-channel weight, and no centring. The module subclasses
 tlcore's :class:`~tlcore.components.norms.Norm` and declares what tlcore needs, so ``fold_ln``
-folds ``g`` into the next weights, ``apply_ln_to_stack`` divides by the cached ``hook_scale`` and the
-parity tool compares the norm's output, all without tlcore knowing this kind.
+folds ``g`` into the next weights, ``apply_ln_to_stack`` divides by the cached ``hook_scale`` and
+the parity tool compares the norm's output, all without tlcore knowing this kind.
 """
 
 from __future__ import annotations
