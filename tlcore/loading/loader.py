@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from tlcore.components.layout import linear_layout
-from tlcore.loading.weight_map import MappingReport, WeightMap, iter_mapped_tensors
-
-# TransformerLens always has these biases; a checkpoint without them means zeros.
-ZERO_DEFAULT_PARAMS = frozenset(
-    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U", "b_gate"}
+from tlcore.loading.weight_map import (
+    ZERO_DEFAULT_PARAMS,
+    MappingReport,
+    WeightMap,
+    iter_mapped_tensors,
 )
 
 

@@ -25,6 +25,11 @@ from tlcore.spec.expressions import evaluate
 from tlcore.spec.schema import ArchitectureSpec, WeightRule, WeightSource
 from tlcore.utils.frozen_map import FrozenMap
 
+# TransformerLens always has these biases; a checkpoint without them means zeros.
+ZERO_DEFAULT_PARAMS = frozenset(
+    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U", "b_gate"}
+)
+
 WeightOpFn = Callable[..., list[torch.Tensor]]
 """``fn(tensors, cfg, **params) -> tensors``: a weight op."""
 
@@ -195,6 +200,15 @@ def run_ops(ops: list[Any], tensors: list[torch.Tensor], weights: WeightMap) -> 
     return tensors
 
 
+def _optional(rule: WeightRule) -> bool:
+    """A rule may find no source: declared ``optional``, or it fills only zero-default biases.
+
+    A checkpoint without those biases means zeros; a misspelt bias key still fails, because the
+    checkpoint's real key is then unexpected.
+    """
+    return rule.optional or all(t.rpartition(".")[2] in ZERO_DEFAULT_PARAMS for t in rule.to)
+
+
 def _layers_of(rule: WeightRule, n_layers: int) -> list[int | None]:
     templated = any("{i}" in t for t in rule.to)
     return list(range(n_layers)) if templated else [None]
@@ -277,7 +291,7 @@ def iter_mapped_tensors(
                     chosen = source
                     break
             if chosen is None:
-                if not rule.optional and not beyond:
+                if not _optional(rule) and not beyond:
                     report.missing.extend(present)
                 continue
             if beyond:

@@ -103,6 +103,35 @@ def split_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
     return rearrange(tensors, cfg, "(h d) -> h d", h=heads)
 
 
+def grouped_qkv(tensors: Tensors, cfg: Any) -> Tensors:
+    """A fused QKV grouped per key/value head, ``[q × n_heads/n_kv | k | v]`` rows of ``d_head``.
+
+    Falcon's ``query_key_value`` and GPT-BigCode's ``c_attn`` store one such group per key/value
+    head: new-architecture Falcon (``num_kv_heads`` groups), multi-query (one group holding every
+    query head) and per-head (one group per head) are the same layout.
+
+    Args:
+        tensors: ``nn.Linear`` weights ``[(n_kv (g + 2) d_head), d_model]`` or biases.
+        cfg: Model config (``n_heads``, ``n_key_value_heads``, ``d_head``).
+
+    Returns:
+        Three tensors per input: ``W_Q [n_heads, d_model, d_head]``, ``W_K`` and ``W_V``
+        ``[n_kv, d_model, d_head]`` (biases: ``[heads, d_head]``).
+
+    Example:
+        >>> cfg = type("cfg", (), {"n_heads": 4, "n_key_value_heads": 2, "d_head": 3})
+        >>> [tuple(t.shape) for t in grouped_qkv([torch.zeros(24, 5)], cfg)]
+        [(4, 5, 3), (2, 5, 3), (2, 5, 3)]
+    """
+    n_kv, d_head = cfg.n_key_value_heads, cfg.d_head
+    out = []
+    for t in tensors:
+        groups = einops.rearrange(t, "(k g d) ... -> g k ... d", k=n_kv, d=d_head)
+        parts = torch.split(groups, [cfg.n_heads // n_kv, 1, 1], dim=0)
+        out += [einops.rearrange(p, "g k ... -> (k g) ...") for p in parts]
+    return out
+
+
 def reshape(tensors: Tensors, cfg: Any, shape: list[Any]) -> Tensors:
     """Reshape each tensor (entries may name config fields; one may be -1).
 
@@ -309,6 +338,7 @@ BUILTIN_WEIGHT_OPS: dict[str, Any] = {
     "in_heads": in_heads,
     "out_heads": out_heads,
     "split_heads": split_heads,
+    "grouped_qkv": grouped_qkv,
     "reshape": reshape,
     "split": split,
     "chunk": chunk,

@@ -71,7 +71,9 @@ class WeightRule(BaseModel):
     ``alt`` lists other sources tried in order when the keys of the first are absent (on-disk
     layouts, tied weights saved once). A rule applies to a layer only where the model has its
     targets (dense layers of a MoE model have no experts). ``optional: true`` skips the rule when no
-    source is present.
+    source is present; a rule filling only biases TransformerLens always has (``b_Q``, ``b_O``,
+    ``b_in``, ``b_out``, ``b_U``...) is optional without saying so: a checkpoint without them means
+    zeros, and a misspelt key still fails (the checkpoint's real key is then unexpected).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
