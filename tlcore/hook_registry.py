@@ -127,9 +127,7 @@ class HookRegistry(nn.Module):
         TransformerLens's ``HookedTransformer`` does for ``hook_result`` and friends).
 
         Args:
-            hook_point: The hook point.
             hook_point_name: Its full name.
-            hook: The hook function.
             dir: ``"fwd"`` or ``"bwd"``.
             is_permanent: Whether the hook is permanent.
             prepend: Whether the hook goes first.
@@ -148,9 +146,7 @@ class HookRegistry(nn.Module):
         """Run `check_hooks_to_add`, then register the hook.
 
         Args:
-            hook_point: The hook point.
             hook_point_name: Its full name.
-            hook: The hook function.
             dir: ``"fwd"`` or ``"bwd"``.
             is_permanent: Keep the hook through `reset_hooks`.
             level: The context level that owns the hook.

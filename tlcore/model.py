@@ -195,14 +195,6 @@ class HookedTransformer(
     ) -> None:
         """Refuse hooks on points the current flags leave unused (as TransformerLens does).
 
-        Args:
-            hook_point: The hook point.
-            hook_point_name: Its name.
-            hook: The hook function.
-            dir: Direction.
-            is_permanent: Permanence.
-            prepend: Order.
-
         Raises:
             HookNameError: If the hook point needs a flag that is off.
         """
@@ -373,8 +365,6 @@ class HookedTransformer(
         """Next-token cross-entropy loss.
 
         Args:
-            logits: Logits.
-            tokens: Tokens.
             attention_mask: Padding mask.
             per_token: Return per-token losses.
 

@@ -123,7 +123,6 @@ def make_df_from_ranges(
 
     Args:
         column_max_ranges: The size of each column's range.
-        column_names: The column names.
 
     Returns:
         The DataFrame (one row per combination).
@@ -156,7 +155,6 @@ def generic_activation_patch(
     place) and store ``patching_metric(logits).item()``.
 
     Args:
-        model: The model.
         corrupted_tokens: The corrupted input ``[batch, pos]``.
         clean_cache: The clean run's cache (at least the patched activation at every layer used).
         patching_metric: Logits → a scalar tensor (loss, logit difference, ...).
@@ -405,7 +403,6 @@ _ARGS_DOC = """
     See :func:`generic_activation_patch` for the details of activation patching.
 
     Args:
-        model: The model.
         corrupted_tokens: The corrupted input ``[batch, pos]``.
         clean_cache: The clean run's activation cache.
         patching_metric: Logits → a scalar tensor.
@@ -551,7 +548,6 @@ def get_act_patch_attn_head_all_pos_every(
     """Patch every head at all positions, for output, query, key, value and pattern.
 
     Args:
-        model: The model.
         corrupted_tokens: The corrupted input ``[batch, pos]``.
         clean_cache: The clean run's cache.
         metric: Logits → a scalar tensor.
@@ -582,7 +578,6 @@ def get_act_patch_attn_head_by_pos_every(
     """Patch every head at each position, for output, query, key, value and pattern.
 
     Args:
-        model: The model.
         corrupted_tokens: The corrupted input ``[batch, pos]``.
         clean_cache: The clean run's cache.
         metric: Logits → a scalar tensor.
@@ -613,7 +608,6 @@ def get_act_patch_block_every(
     """Patch the residual stream, attention output and MLP output of every block, by position.
 
     Args:
-        model: The model.
         corrupted_tokens: The corrupted input ``[batch, pos]``.
         clean_cache: The clean run's cache.
         metric: Logits → a scalar tensor.

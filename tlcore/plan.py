@@ -53,7 +53,6 @@ class ModelPlan:
 
         Args:
             slot: The slot (``final_norm`` shares ``norm``'s kinds).
-            kind: The kind.
 
         Returns:
             The factory.
@@ -123,7 +122,6 @@ def checked_spec(spec: ArchitectureSpec, registry: Registry) -> ArchitectureSpec
     spec schema; this also checks its slots, trait kinds and parameter names.
 
     Args:
-        spec: The spec.
         registry: The registry whose kinds apply.
 
     Returns:

@@ -50,10 +50,6 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
 def builtin_trait_model(slot: str, kind: str) -> type[Trait] | None:
     """The built-in parameter model of ``slot``/``kind`` (``final_norm`` takes ``norm`` kinds).
 
-    Args:
-        slot: The slot.
-        kind: The kind.
-
     Returns:
         The model, or None when no built-in kind has that name.
 
@@ -70,10 +66,6 @@ def builtin_trait_model(slot: str, kind: str) -> type[Trait] | None:
 
 def builtin_component(slot: str, kind: str) -> Callable[..., Any]:
     """The built-in component factory of ``slot``/``kind``.
-
-    Args:
-        slot: The slot.
-        kind: The kind.
 
     Returns:
         The factory.

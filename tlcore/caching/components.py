@@ -144,7 +144,6 @@ class ComponentAnalysis(ResidualAnalysis):
         mapped through it with the cached scale (see `stack_head_results`).
 
         Args:
-            layer: The layer.
             neuron_slice: Neurons to keep (an int drops the neuron dimension).
             pos_slice: Positions to keep.
             project_output_onto: A ``[d_model]`` or ``[d_model, num_outputs]`` projection applied

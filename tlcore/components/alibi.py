@@ -57,12 +57,7 @@ def alibi_slopes(n_heads: int) -> Float[torch.Tensor, " head_index"]:
 
 
 class Alibi(PositionalEncoding):
-    """ALiBi bias ``slope_h * key_position`` (softmax-equivalent to ``slope_h * (j - i)``).
-
-    Args:
-        trait: Parameters.
-        cfg: The model config.
-    """
+    """ALiBi bias ``slope_h * key_position`` (softmax-equivalent to ``slope_h * (j - i)``)."""
 
     biases_scores = True
 

@@ -77,9 +77,6 @@ class AttentionTrait(Trait):
     def window(self, layer: int) -> int | None:
         """The sliding window of a layer.
 
-        Args:
-            layer: Block index.
-
         Returns:
             The window size or None.
         """
@@ -136,8 +133,6 @@ class Attention(LinearLayout, ResidualIO):
 
     Args:
         trait: Attention parameters.
-        cfg: The model config.
-        layer: Block index.
         positional: The model's positional component (rotary / ALiBi act inside attention).
         norm_factory: Builds the qk-norms (needed when ``trait.qk_norm`` is set).
     """

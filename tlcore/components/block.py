@@ -141,7 +141,6 @@ class TransformerBlock(nn.Module):
     Args:
         trait: The layout.
         cfg: The model config (the hook flags ``use_attn_in`` ... are read at each forward).
-        layer: Block index.
         attn: The attention module.
         mlp: The MLP (or MoE) module.
         make_norm: Builds a fresh block norm (None when the norm kind is ``none``).

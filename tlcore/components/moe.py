@@ -55,9 +55,6 @@ class MoETrait(Trait):
     def is_dense(self, layer: int) -> bool:
         """Tell whether a layer uses a dense gated MLP instead of the experts.
 
-        Args:
-            layer: Block index.
-
         Returns:
             True for a dense layer.
         """

@@ -280,7 +280,6 @@ def make_layernorm(
     """Component factory for ``norm/layernorm``.
 
     Args:
-        trait: Parameters.
         d: Normalised width, or the parameter shape (``(n_heads, d_head)`` for per-head qk-norm
             weights).
         dtype: Parameter dtype.

@@ -122,7 +122,6 @@ class Rotary(PositionalEncoding):
 
         Args:
             positions: Absolute positions.
-            layer: Block index.
             ctx: Per-forward memo.
 
         Returns:
@@ -156,7 +155,6 @@ class Rotary(PositionalEncoding):
         Args:
             x: Queries or keys.
             positions: Their absolute positions.
-            layer: Block index.
             ctx: Per-forward memo.
 
         Returns:

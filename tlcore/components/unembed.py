@@ -47,7 +47,6 @@ class Unembed(LinearLayout, ResidualIO):
     """``W_U [d_model, d_vocab_out]``, ``b_U [d_vocab_out]``.
 
     Args:
-        trait: Parameters.
         cfg: The model config (``d_model``, ``d_vocab_out``, ``dtype``).
     """
 

@@ -171,9 +171,6 @@ class PatchingResult:
     def best_position(self, layer: int) -> int:
         """The position where patching at ``layer`` recovers most.
 
-        Args:
-            layer: The layer.
-
         Returns:
             A position index.
         """
@@ -362,7 +359,6 @@ def model_info(model: HookedTransformer, name: str | None = None) -> ModelInfo:
     """Describe a loaded model for the summary and the report.
 
     Args:
-        model: The model.
         name: Display name (default: from ``cfg.model_name``).
 
     Returns:
@@ -399,7 +395,6 @@ def top_next_tokens(
     """The ``k`` most likely next tokens after each prompt.
 
     Args:
-        model: The model.
         prompts: Prompts, each run on its own (no padding).
         k: How many tokens per prompt.
         prepend_bos: BOS handling (default ``cfg.default_prepend_bos``).
@@ -447,8 +442,6 @@ def ioi_logit_diff(
     """Run the IOI prompt with a full cache and measure the answer's logit difference.
 
     Args:
-        model: The model.
-        prompt: The prompt.
         correct: The expected answer (one token).
         incorrect: The competing name (one token).
         prepend_bos: BOS handling (default ``cfg.default_prepend_bos``).
@@ -552,7 +545,6 @@ def patching_sweep(
     with the normalised logit difference as the metric.
 
     Args:
-        model: The model.
         ioi: The clean prompt's logit difference.
         clean_cache: The clean run's cache (it must hold ``resid_pre`` of every layer).
         corrupted_prompt: A prompt with the same number of tokens whose answer differs.
@@ -633,7 +625,6 @@ def induction_scores(
     """Score every head as an induction head with ``detect_head(..., "induction_head")``.
 
     Args:
-        model: The model.
         seq_len: Tokens per half of the repeated sequence.
         seed: Random seed for the sequence.
 
@@ -666,7 +657,6 @@ def head_patterns(
     """Attention patterns of the heads that matter most in the other analyses.
 
     Args:
-        model: The model.
         attribution: The IOI attribution (its top heads by ``|DLA|``).
         ioi_cache: The IOI run's cache (holds every pattern).
         ioi: The IOI prompt's tokens.
@@ -780,7 +770,6 @@ def run_demo(
 
     Args:
         name_or_path: Checkpoint folder, ``.gguf`` file, alias or hub id.
-        device: Device.
         prepend_bos: BOS handling (None: as the checkpoint's HF tokenizer does).
         progress: Called with each stage's name before it starts.
 

@@ -123,7 +123,6 @@ def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> No
     """Replace any buffer left on the meta device with an empty real one (none are expected).
 
     Args:
-        model: The model.
         device: Target device.
     """
     for module in model.modules():

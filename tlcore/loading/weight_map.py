@@ -65,7 +65,6 @@ class WeightMap:
         """Freeze what the rules need: the ops they name and the config's plain fields.
 
         Args:
-            spec: The spec.
             ops: Every registered op (the rules' ops are taken from it).
             cfg: The resolved ``HookedTransformerConfig``.
             hf: The HF config dict.

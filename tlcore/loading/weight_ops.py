@@ -27,10 +27,6 @@ def _size(value: Any, cfg: Any) -> Any:
 def transpose(tensors: Tensors, cfg: Any) -> Tensors:
     """Swap the last two dimensions (HF ``nn.Linear``'s ``[out, in]`` ↔ TL's ``[in, out]``).
 
-    Args:
-        tensors: Inputs.
-        cfg: Model config.
-
     Returns:
         Transposed tensors.
     """
@@ -41,8 +37,6 @@ def rearrange(tensors: Tensors, cfg: Any, pattern: str, **axes: Any) -> Tensors:
     """``einops.rearrange`` each tensor; axis sizes may name config fields.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         pattern: The einops pattern.
         **axes: Axis sizes (ints or config field names).
 
@@ -58,7 +52,6 @@ def in_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
 
     Args:
         tensors: ``nn.Linear`` weights ``[heads * d_head, d_model]``.
-        cfg: Model config.
         heads: The head count (an int or a config field: ``n_heads``, ``n_key_value_heads``).
 
     Returns:
@@ -76,7 +69,6 @@ def out_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
 
     Args:
         tensors: ``nn.Linear`` weights ``[d_model, heads * d_head]``.
-        cfg: Model config.
         heads: The head count (an int or a config field).
 
     Returns:
@@ -94,7 +86,6 @@ def split_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
 
     Args:
         tensors: Biases ``[heads * d_head]``.
-        cfg: Model config.
         heads: The head count (an int or a config field).
 
     Returns:
@@ -136,8 +127,6 @@ def reshape(tensors: Tensors, cfg: Any, shape: list[Any]) -> Tensors:
     """Reshape each tensor (entries may name config fields; one may be -1).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         shape: Target shape.
 
     Returns:
@@ -150,8 +139,6 @@ def split(tensors: Tensors, cfg: Any, sizes: list[Any], dim: int = 0) -> Tensors
     """Split each tensor into pieces of the given sizes (fused QKV in contiguous blocks).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         sizes: Piece sizes (ints or config field names).
         dim: Dimension to split.
 
@@ -166,8 +153,6 @@ def chunk(tensors: Tensors, cfg: Any, n: int, dim: int = 0) -> Tensors:
     """Split each tensor into ``n`` equal chunks.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         n: Number of chunks.
         dim: Dimension.
 
@@ -181,8 +166,6 @@ def unbind(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
     """Unbind each tensor along ``dim`` (fused experts → one tensor per expert).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: Dimension.
 
     Returns:
@@ -195,8 +178,6 @@ def deinterleave(tensors: Tensors, cfg: Any, dim: int = -1) -> Tensors:
     """Split even and odd indices of ``dim`` (GPT-OSS fused gate/up: gate = 0::2, up = 1::2).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: Dimension.
 
     Returns:
@@ -213,8 +194,6 @@ def narrow(tensors: Tensors, cfg: Any, start: int, length: Any = None, dim: int 
     """Keep ``length`` entries of ``dim`` from ``start`` (OPT's position table offset of 2).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         start: First index kept.
         length: Entries kept (int or config field name); default: to the end.
         dim: Dimension.
@@ -233,8 +212,6 @@ def concat(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
     """Concatenate all tensors into one.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: Dimension.
 
     Returns:
@@ -247,8 +224,6 @@ def stack(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
     """Stack all tensors into one (per-head norm weights → ``[n_heads, d_head]``).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: New dimension.
 
     Returns:
@@ -261,8 +236,6 @@ def select(tensors: Tensors, cfg: Any, indices: list[int]) -> Tensors:
     """Keep and reorder tensors of the list (CodeGen's q, v, k block order).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         indices: Positions to keep, in order.
 
     Returns:
@@ -279,7 +252,6 @@ def matmul(tensors: Tensors, cfg: Any, transpose: list[bool] | None = None) -> T
 
     Args:
         tensors: 2-D inputs.
-        cfg: Model config.
         transpose: Per input, whether to transpose it first (default: none).
 
     Returns:
@@ -308,8 +280,6 @@ def scale(tensors: Tensors, cfg: Any, value: float) -> Tensors:
     """Multiply by a constant.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         value: Factor.
 
     Returns:
@@ -322,8 +292,6 @@ def add(tensors: Tensors, cfg: Any, value: float) -> Tensors:
     """Add a constant.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         value: Addend.
 
     Returns:

@@ -123,7 +123,6 @@ def parity_tokens(
         d_vocab: Vocabulary size.
         batch: Batch size.
         pos: Sequence length.
-        seed: Seed.
 
     Returns:
         ``[batch, pos]`` token ids.

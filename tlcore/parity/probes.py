@@ -50,7 +50,6 @@ def hook_probe(hook: str, hf_module: nn.Module, which: str) -> Probe:
 
     Args:
         hook: The full hook name.
-        hf_module: The HF module.
         which: ``input`` or ``output``.
 
     Returns:
@@ -158,7 +157,6 @@ def layer_probes(model: Any, hf_layer: nn.Module, layer: int) -> list[Probe]:
     Args:
         model: A tlcore model.
         hf_layer: The HF decoder layer of the same index.
-        layer: The block index.
 
     Returns:
         The probes.
@@ -195,7 +193,6 @@ def run_probes(
 
     Args:
         model: The tlcore model.
-        probes: The probes.
         hf_model: Its HF reference.
         tokens: ``[batch, pos]`` tokens.
 
@@ -230,7 +227,6 @@ def probe_layer(
         model: An unprocessed tlcore model.
         hf_model: Its HF reference.
         tokens: ``[batch, pos]`` tokens.
-        layer: Block index.
 
     Returns:
         ``(place, max abs diff)`` in forward order (heads flattened to match HF's layout).

@@ -161,7 +161,6 @@ def write_manifest(manifest: dict[str, Any], directory: str | Path | None = None
     """Write the manifest atomically, keys sorted (stable diffs).
 
     Args:
-        manifest: The manifest.
         directory: Snapshot folder.
 
     Returns:
@@ -494,7 +493,6 @@ def orphan_entries(
     """Split manifest entries without a live case into orphans and skipped ones.
 
     Args:
-        manifest: The manifest.
         live_keys: Snapshot keys of the registered cases.
         loaded_sources: Names of the plugins loaded now.
 

@@ -69,7 +69,6 @@ class Trait(BaseModel):
 
         Args:
             value: A scalar or a list with one entry per layer.
-            layer: The block index.
 
         Returns:
             The entry for ``layer``.

@@ -23,7 +23,6 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
     """Build the HF config of a spec's ``test_config`` (plus a named variant and overrides).
 
     Args:
-        spec: The spec.
         variant: A key of ``spec.test_variants``.
         **overrides: Extra HF config fields.
 
@@ -58,7 +57,6 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
 
     Args:
         model: A transformers model.
-        seed: The seed.
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -92,7 +90,6 @@ def build_tiny_hf_model(
     """Build and seed-fill the HF model of a spec's test config (fp32).
 
     Args:
-        spec: The spec.
         variant: Test variant name.
         seed: Fill seed.
         attn_implementation: HF attention implementation (``eager`` for exact parity).
@@ -126,7 +123,6 @@ def save_tiny_checkpoint(
     """Write a tiny seeded checkpoint with ``save_pretrained`` (safetensors).
 
     Args:
-        spec: The spec.
         directory: Output folder.
         variant: Test variant name.
         seed: Fill seed.

@@ -47,8 +47,6 @@ class GatedResidualBlock(TransformerBlock):
 
     Args:
         trait: The layout.
-        cfg: The model config.
-        layer: Block index.
         attn: The attention module.
         mlp: The MLP module.
         make_norm: Builds a block norm.
