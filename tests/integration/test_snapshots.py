@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tlcore.parity import cases, read_manifest, verify
-from tlcore.parity.runner import Report
+from tlcore.parity.report import Report
 from tlcore.parity.snapshots import orphan_entries, snapshot_key
 
 # Fixed at collection, before any test registers temporary plugins.

@@ -13,13 +13,15 @@ import multiprocessing
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from tlcore.parity.compare import CaseRun, ParityResult, run_case
+from tlcore.parity.compare import CaseRun, run_case
+from tlcore.parity.report import Case, CaseReport, Report, SnapshotMode
+from tlcore.parity.result import ParityResult
 from tlcore.parity.snapshots import (
     SnapshotResult,
     compare_with_snapshot,
@@ -31,103 +33,10 @@ from tlcore.parity.snapshots import (
     store_snapshot,
     write_manifest,
 )
+from tlcore.parity.table import inspect_model, table_row
 from tlcore.spec.schema import ArchitectureSpec
 
 logger = logging.getLogger(__name__)
-
-SnapshotMode = Literal["check", "update"]
-
-
-@dataclass
-class Case:
-    """One spec (registered or given as an object) and one of its test variants."""
-
-    spec: ArchitectureSpec
-    variant: str | None
-    source: str
-
-    @property
-    def name(self) -> str:
-        """``spec`` or ``spec/variant``."""
-        return f"{self.spec.name}/{self.variant}" if self.variant else self.spec.name
-
-
-@dataclass
-class CaseReport:
-    """Everything the tool found about one case."""
-
-    case: Case
-    parity: ParityResult
-    snapshot: SnapshotResult | None = None
-    table_row: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether every requested check passed."""
-        parity_ok = self.parity.ok and self.parity.error is None
-        return parity_ok and (self.snapshot is None or self.snapshot.ok)
-
-
-@dataclass
-class Report:
-    """The outcome of a parity run."""
-
-    cases: list[CaseReport]
-    other_snapshots: list[SnapshotResult] = field(default_factory=list)
-    """Manifest entries without a case: orphans (fail) and entries of absent plugins (skipped)."""
-    seconds: float = 0.0
-    hf: bool = True
-    snapshots: SnapshotMode | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether everything passed."""
-        return all(c.ok for c in self.cases) and all(s.ok for s in self.other_snapshots)
-
-    @property
-    def failures(self) -> list[str]:
-        """One line per failure."""
-        out: list[str] = [
-            f"{c.case.name}: {c.parity.message}"
-            for c in self.cases
-            if not (c.parity.ok and c.parity.error is None)
-        ]
-        out += [
-            f"{c.case.name}: snapshot {c.snapshot.status}: {c.snapshot.message}"
-            for c in self.cases
-            if c.snapshot is not None and not c.snapshot.ok
-        ]
-        out += [
-            f"{s.name}: snapshot {s.status}: {s.message}" for s in self.other_snapshots if not s.ok
-        ]
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict.
-
-        Returns:
-            ``ok``, ``seconds``, one entry per case (parity and snapshot), other snapshots.
-        """
-        return {
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "hf": self.hf,
-            "snapshots": self.snapshots,
-            "cases": [
-                {
-                    "name": c.case.name,
-                    "spec": c.case.spec.name,
-                    "variant": c.case.variant,
-                    "ok": c.ok,
-                    "parity": c.parity.as_dict() if self.hf else None,
-                    "error": c.parity.error,
-                    "snapshot": c.snapshot.as_dict() if c.snapshot else None,
-                }
-                for c in self.cases
-            ],
-            "other_snapshots": [s.as_dict() for s in self.other_snapshots],
-            "failures": self.failures,
-        }
 
 
 def cases(
@@ -176,11 +85,7 @@ class _Job:
 
 def _run_job(job: _Job) -> CaseRun:
     """Run one case, turning any exception into an ``error`` result (one case must not stop all)."""
-    inspect = None
-    if job.table:
-        from tlcore.parity.table import inspect_model
-
-        inspect = inspect_model
+    inspect = inspect_model if job.table else None
     start = time.perf_counter()
     try:
         return run_case(
@@ -322,8 +227,6 @@ def verify(
                 )
         row = None
         if table:
-            from tlcore.parity.table import table_row
-
             row = table_row(case, run, snap_result)
         reports.append(CaseReport(case, run.result, snap_result, row))
     others: list[SnapshotResult] = []
@@ -410,3 +313,21 @@ def update_snapshots(
         specs, variants, hf=True, snapshots="update", workers=workers, snapshot_dir=snapshot_dir
     )
     return [c.snapshot for c in report.cases if c.snapshot is not None] + report.other_snapshots
+
+
+def model_table(
+    specs: Any = None, variants: bool = True, processed: bool = True, workers: int = 1
+) -> list[dict[str, Any]]:
+    """Build the model table: one row per spec and test variant, with HF parity.
+
+    Args:
+        specs: Spec names or objects (default: every registered spec).
+        variants: Include test variants.
+        processed: Include the processed-model comparison in the parity columns.
+        workers: Processes.
+
+    Returns:
+        Rows (see :func:`table_row`).
+    """
+    report = verify(specs, variants, hf=True, processed=processed, table=True, workers=workers)
+    return [c.table_row for c in report.cases if c.table_row is not None]
