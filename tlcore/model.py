@@ -24,9 +24,9 @@ from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
 from tlcore.components.norms import Norm
 from tlcore.config import HookedTransformerConfig
-from tlcore.errors import HookNameError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
+from tlcore.model_flags import FlagsMixin
 from tlcore.model_generate import GenerateMixin
 from tlcore.model_loading import LoadingMixin
 from tlcore.model_tokens import TokenizerMixin
@@ -39,16 +39,6 @@ logger = logging.getLogger(__name__)
 USE_DEFAULT_VALUE = None
 ReturnType = Literal["logits", "loss", "both"] | None
 
-_FLAG_HOOKS = {
-    "hook_result": ("use_attn_result", "set_use_attn_result"),
-    "hook_q_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
-    "hook_k_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
-    "hook_v_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
-    "hook_mlp_in": ("use_hook_mlp_in", "set_use_hook_mlp_in"),
-    "hook_attn_in": ("use_attn_in", "set_use_attn_in"),
-    "hook_tokens": ("use_hook_tokens", "cfg.use_hook_tokens = True"),
-}
-
 
 class Output(NamedTuple):
     """``return_type="both"``: logits and loss."""
@@ -58,7 +48,7 @@ class Output(NamedTuple):
 
 
 class HookedTransformer(
-    TokenizerMixin, GenerateMixin, WeightsMixin, LoadingMixin, HookedRootModule
+    TokenizerMixin, GenerateMixin, WeightsMixin, LoadingMixin, FlagsMixin, HookedRootModule
 ):
     """A decoder-only transformer with a hook point at every TransformerLens activation name.
 
@@ -142,72 +132,6 @@ class HookedTransformer(
             if module is not self and callable(relayout):
                 relayout()
         return self
-
-    # -- flags -----------------------------------------------------------------------------------
-    def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Compute per-head outputs (``hook_result``, ``[batch, pos, head, d_model]``).
-
-        Args:
-            use_attn_result: On or off.
-        """
-        self.cfg.use_attn_result = use_attn_result
-
-    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
-        """Give each head its own copy of the residual input (``hook_q/k/v_input``).
-
-        Args:
-            use_split_qkv_input: On or off.
-        """
-        self.cfg.use_split_qkv_input = use_split_qkv_input
-
-    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
-        """Enable ``hook_mlp_in``.
-
-        Args:
-            use_hook_mlp_in: On or off.
-        """
-        self.cfg.use_hook_mlp_in = use_hook_mlp_in
-
-    def set_use_attn_in(self, use_attn_in: bool) -> None:
-        """Enable ``hook_attn_in`` (one residual copy per head, shared by q, k and v).
-
-        Args:
-            use_attn_in: On or off.
-        """
-        self.cfg.use_attn_in = use_attn_in
-
-    def set_ungroup_grouped_query_attention(self, ungroup: bool) -> None:
-        """Expand grouped keys/values to one per query head before ``hook_k``/``hook_v``.
-
-        Args:
-            ungroup: On or off.
-        """
-        self.cfg.ungroup_grouped_query_attention = ungroup
-
-    def check_hooks_to_add(
-        self,
-        hook_point: HookPoint,
-        hook_point_name: str,
-        hook: Any,
-        dir: Literal["fwd", "bwd"] = "fwd",
-        is_permanent: bool = False,
-        prepend: bool = False,
-    ) -> None:
-        """Refuse hooks on points the current flags leave unused (as TransformerLens does).
-
-        Raises:
-            HookNameError: If the hook point needs a flag that is off.
-        """
-        leaf = hook_point_name.rpartition(".")[2]
-        if leaf in _FLAG_HOOKS:
-            flag, setter = _FLAG_HOOKS[leaf]
-            if not getattr(self.cfg, flag):
-                remedy = f"set {setter}"
-                if setter.startswith("set_"):
-                    remedy = f"call model.{setter}(True)"
-                raise HookNameError(
-                    f"'{hook_point_name}' only fires with cfg.{flag} = True; {remedy} first"
-                )
 
     # -- forward ---------------------------------------------------------------------------------
     def input_to_embed(
