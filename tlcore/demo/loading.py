@@ -7,6 +7,7 @@ from typing import Any
 
 from tlcore.demo.results import ModelInfo
 from tlcore.errors import TokenizerRequiredError
+from tlcore.loading.gguf import find_smollm2_gguf
 from tlcore.model import HookedTransformer
 
 
@@ -19,8 +20,6 @@ def default_model_path() -> Path:
     Raises:
         FileNotFoundError: If the package is not installed, with the command that installs it.
     """
-    from tlcore.loading.gguf import find_smollm2_gguf
-
     path = find_smollm2_gguf()
     if path is None:
         raise FileNotFoundError(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import CheckpointMismatchError, UnknownArchitectureError
+from tlcore.loading.gguf import convert_gguf_to_safetensors
 from tlcore.loading.sources import SafetensorsDirSource, StateDictSource
 from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
@@ -144,8 +145,6 @@ def resolve_checkpoint(
         name = registry.aliases[name][0]
     path = Path(name).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        from tlcore.loading.gguf import convert_gguf_to_safetensors
-
         path = convert_gguf_to_safetensors(path)
     elif not path.exists():
         path = _hub_snapshot(name)

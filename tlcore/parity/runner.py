@@ -34,7 +34,10 @@ from tlcore.parity.snapshots import (
     write_manifest,
 )
 from tlcore.parity.table import inspect_model, table_row
+from tlcore.plugins.manager import get_manager
+from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
+from tlcore.testing.tiny import DEFAULT_SEED
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +61,6 @@ def cases(
         >>> [c.name for c in cases(["gpt2"])]
         ['gpt2', 'gpt2/inverse_layer_scale']
     """
-    from tlcore.registry import get_registry
-
     registry = get_registry()
     chosen = registry.spec_names() if specs is None else list(specs)
     out: list[Case] = []
@@ -202,8 +203,6 @@ def verify(
                 and run.logits is not None
                 and run.tokens is not None
             ):
-                from tlcore.testing.tiny import DEFAULT_SEED
-
                 snap_result = store_snapshot(
                     manifest,
                     case.spec.name,
@@ -231,8 +230,6 @@ def verify(
         reports.append(CaseReport(case, run.result, snap_result, row))
     others: list[SnapshotResult] = []
     if snapshots and specs is None and manifest is not None:
-        from tlcore.plugins.manager import get_manager
-
         live = {snapshot_key(c.spec.name, c.variant) for c in todo}
         loaded = {name for name, record in get_manager().records.items() if record.state == "ok"}
         orphans, skipped = orphan_entries(manifest, live, loaded)

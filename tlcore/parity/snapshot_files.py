@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from tlcore import __version__
 from tlcore.builtin.plugin import specs_dir
 
 SNAPSHOT_ATOL = 1e-5
@@ -143,12 +144,10 @@ def versions() -> dict[str, str]:
     Returns:
         ``{"tlcore": ..., "torch": ..., "transformers": ...}``.
     """
-    import transformers
-
-    import tlcore
+    import transformers  # heavy: only when a snapshot is written or judged
 
     return {
-        "tlcore": tlcore.__version__,
+        "tlcore": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }

@@ -1,5 +1,6 @@
 """The registry of architectures, trait kinds, weight ops and aliases (filled by plugins)."""
 
+import tlcore.plugins.manager as _plugins
 from tlcore.registry.registry import Registry, Source, TraitKind, WeightOp
 
 
@@ -13,9 +14,9 @@ def get_registry() -> Registry:
         >>> "gpt2" in get_registry().spec_names()
         True
     """
-    from tlcore.plugins.manager import get_manager
-
-    return get_manager().registry
+    # The manager fills the registry; it imports tlcore.registry.registry, so it is bound as a
+    # module here and its get_manager looked up at call time, whichever of the two loads first.
+    return _plugins.get_manager().registry
 
 
 __all__ = ["Registry", "Source", "TraitKind", "WeightOp", "get_registry"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
 
 DEFAULT_SEED = 1234
@@ -147,8 +148,6 @@ def spec_cases(names: list[str]) -> list[tuple[str, str | None]]:
     Returns:
         The pairs, base first, variants sorted.
     """
-    from tlcore.registry import get_registry
-
     registry = get_registry()
     return [
         (name, variant)
