@@ -89,7 +89,9 @@ def test_the_check_sees_function_level_and_type_checking_imports(tmp_path: Path)
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from pkg.b import f\n")
     (pkg / "b.py").write_text("def f():\n    from pkg import c\n")
-    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n")
+    (pkg / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n"
+    )
     (pkg / "d.py").write_text("from . import a\nfrom .sub import e\n")
     (pkg / "sub").mkdir()
     (pkg / "sub" / "__init__.py").write_text("from pkg.sub import e\n")
