@@ -94,7 +94,12 @@ def _slots(cfg: Any) -> list[str]:
 
 def _wiring(traits: dict[str, Trait]) -> tuple[str, BlockWiring | None]:
     block = traits["block"]
-    return block.kind, block.wiring() if isinstance(block, BlockTrait) else None
+    if not isinstance(block, BlockTrait):
+        return block.kind, None
+    try:
+        return block.kind, block.wiring()
+    except NotImplementedError:
+        return block.kind, None
 
 
 def _not_linear(traits: dict[str, Trait]) -> str | None:

@@ -201,6 +201,7 @@ def run_case(
     workdir: str | Path | None = None,
     attn_implementation: str | None = None,
     inspect: Callable[[Any, torch.Tensor], dict[str, Any]] | None = None,
+    checkpoint: tuple[str | Path, Any] | None = None,
 ) -> CaseRun:
     """Build a spec's tiny checkpoint once and derive everything the parity tool needs from it.
 
@@ -216,6 +217,8 @@ def run_case(
         attn_implementation: HF reference attention (default: the spec's ``parity`` settings).
         inspect: ``inspect(model, tokens) -> dict`` called on the loaded unprocessed model; its
             answer is returned in ``extra``.
+        checkpoint: ``(folder, hf_model)`` of this case already written with ``seed`` (a test
+            session's shared checkpoint); ``workdir`` and ``attn_implementation`` are then unused.
 
     Returns:
         The run (``result.ok`` is true when ``hf`` is false and the model ran).
@@ -229,14 +232,17 @@ def run_case(
     attn_implementation = attn_implementation or spec.parity.attn_for(variant)
     seed = DEFAULT_SEED if seed is None else seed
     with contextlib.ExitStack() as stack:
-        folder = (
-            Path(workdir)
-            if workdir is not None
-            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlcore-parity-")))
-        )
-        _, hf_model = save_tiny_checkpoint(
-            spec, folder, variant, seed, attn_implementation=attn_implementation
-        )
+        if checkpoint is not None:
+            folder, hf_model = Path(checkpoint[0]), checkpoint[1]
+        else:
+            folder = (
+                Path(workdir)
+                if workdir is not None
+                else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlcore-parity-")))
+            )
+            _, hf_model = save_tiny_checkpoint(
+                spec, folder, variant, seed, attn_implementation=attn_implementation
+            )
         # A registered spec loads through the real resolution path (hf.model_types, hf.match,
         # priorities), which must pick it; any other spec object is handed to the loader.
         given = None if _registered_as_is(spec) else spec

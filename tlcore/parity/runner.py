@@ -11,7 +11,7 @@ import logging
 import math
 import multiprocessing
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +84,18 @@ class _Job:
     table: bool
 
 
-def _run_job(job: _Job) -> CaseRun:
+CaseRunner = Callable[..., CaseRun]
+"""``runner(spec, variant, *, hf, processed, seed, tokens, inspect) -> CaseRun``, as
+:func:`~tlcore.parity.compare.run_case` (a test session's shared
+:class:`~tlcore.testing.cases.ParityCases` passes its ``run``)."""
+
+
+def _run_job(job: _Job, runner: CaseRunner = run_case) -> CaseRun:
     """Run one case, turning any exception into an ``error`` result (one case must not stop all)."""
     inspect = inspect_model if job.table else None
     start = time.perf_counter()
     try:
-        return run_case(
+        return runner(
             job.spec,
             job.variant,
             hf=job.hf,
@@ -141,6 +147,7 @@ def verify(
     table: bool = False,
     workers: int = 1,
     snapshot_dir: str | Path | None = None,
+    runner: CaseRunner | None = None,
 ) -> Report:
     """The parity tool's single pass: every case once, all requested outputs from it.
 
@@ -154,13 +161,17 @@ def verify(
         table: Collect model-table facts (:mod:`tlcore.parity.table`).
         workers: Processes (1: in this process).
         snapshot_dir: Snapshot folder (default ``specs/snapshots``).
+        runner: Runs one case instead of :func:`~tlcore.parity.compare.run_case` (in this
+            process: ``workers`` must be 1), e.g. a test session's shared comparisons.
 
     Returns:
         The report.
 
     Raises:
-        ValueError: For ``snapshots="update"`` without ``hf``.
+        ValueError: For ``snapshots="update"`` without ``hf``, or a ``runner`` with workers.
     """
+    if runner is not None and workers > 1:
+        raise ValueError("a custom runner runs in this process: use workers=1")
     if snapshots == "update" and not hf:
         raise ValueError("updating snapshots needs the HF comparison (hf=True)")
     start = time.perf_counter()
@@ -178,7 +189,7 @@ def verify(
                 # Re-run exactly what was stored: its tokens and its weight seed.
                 tokens, seed = snap.tokens, snap.entry.get("seed")
         jobs.append(_Job(case.spec, case.variant, hf, processed, tokens, seed, table))
-    runs = _run_jobs(jobs, workers)
+    runs = [_run_job(job, runner) for job in jobs] if runner else _run_jobs(jobs, workers)
     reports = []
     for case, run in zip(todo, runs):
         snap_result = None
