@@ -7,6 +7,7 @@ centring and attention patterns are all exercised.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 from pathlib import Path
@@ -37,15 +38,17 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
 
     if spec.parity.hf_module:  # a plugin's own HF reference registers itself on import
         importlib.import_module(spec.parity.hf_module)
-    fields = dict(spec.test_config)
+    # Deep copies: transformers normalises nested fields such as rope_parameters in place, which
+    # would otherwise edit the registered spec (and change its content hash) behind its back.
+    fields = copy.deepcopy(dict(spec.test_config))
     if variant is not None:
         if variant not in spec.test_variants:
             raise KeyError(
                 f"spec '{spec.name}' has no test variant '{variant}' "
                 f"(variants: {sorted(spec.test_variants)})"
             )
-        fields.update(spec.test_variants[variant])
-    fields.update(overrides)
+        fields.update(copy.deepcopy(spec.test_variants[variant]))
+    fields.update(copy.deepcopy(overrides))
     model_type = spec.hf.model_types[0]
     config = AutoConfig.for_model(model_type, **fields)
     if spec.hf.architectures:
