@@ -34,8 +34,6 @@ class BlockTrait(Trait):
     """Base of block layouts: declares the layout's wiring (:meth:`wiring`)."""
 
     slot = "block"
-    residual_multiplier: float = 1.0
-    """Each branch is multiplied by this before the add (Granite's ``residual_multiplier``)."""
 
     def wiring(self) -> BlockWiring:
         """How this layout reads and writes the residual stream.
@@ -45,13 +43,20 @@ class BlockTrait(Trait):
         """
         raise NotImplementedError(f"block kind '{self.kind}' does not declare its wiring")
 
+
+class ScaledBlockTrait(BlockTrait):
+    """A built-in layout: each branch may be multiplied by a constant before the add."""
+
+    residual_multiplier: float = 1.0
+    """Each branch is multiplied by this before the add (Granite's ``residual_multiplier``)."""
+
     def _scale(self) -> tuple[ResidMap, ...]:
         if self.residual_multiplier == 1.0:
             return ()
         return (Scale(self.residual_multiplier),)
 
 
-class PreNormTrait(BlockTrait):
+class PreNormTrait(ScaledBlockTrait):
     """``x + attn(ln1 x)``, then ``x + mlp(ln2 x)``."""
 
     kind: Literal["pre_norm"] = "pre_norm"
@@ -65,7 +70,7 @@ class PreNormTrait(BlockTrait):
         )
 
 
-class ParallelTrait(BlockTrait):
+class ParallelTrait(ScaledBlockTrait):
     """``x + attn(ln1 x) + mlp(ln x)``; the MLP's ``ln`` is ``ln1`` (``norms: 1``) or ``ln2``."""
 
     kind: Literal["parallel"] = "parallel"
@@ -84,7 +89,7 @@ class ParallelTrait(BlockTrait):
         )
 
 
-class PostNormTrait(BlockTrait):
+class PostNormTrait(ScaledBlockTrait):
     """``ln1(x + attn x)``, then ``ln2(x + mlp x)``."""
 
     kind: Literal["post_norm"] = "post_norm"
@@ -99,7 +104,7 @@ class PostNormTrait(BlockTrait):
         )
 
 
-class SandwichTrait(BlockTrait):
+class SandwichTrait(ScaledBlockTrait):
     """``x + ln1_post(attn(ln1 x))``, then ``x + ln2_post(mlp(ln2 x))``."""
 
     kind: Literal["sandwich"] = "sandwich"
@@ -117,7 +122,7 @@ class SandwichTrait(BlockTrait):
         )
 
 
-class PostOnlyTrait(BlockTrait):
+class PostOnlyTrait(ScaledBlockTrait):
     """``x + ln1_post(attn x)``, then ``x + ln2_post(mlp x)`` (no pre-norms)."""
 
     kind: Literal["post_only"] = "post_only"
@@ -158,7 +163,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         self.wiring = trait.wiring()
-        self.residual_multiplier = float(trait.residual_multiplier)
+        self.residual_multiplier = float(getattr(trait, "residual_multiplier", 1.0))
         for name in self.wiring.norm_names:
             setattr(self, name, make_norm())
         self.attn = attn
