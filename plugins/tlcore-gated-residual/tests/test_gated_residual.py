@@ -168,3 +168,19 @@ def test_tlcore_parity_command_checks_the_plugin_spec(capsys) -> None:
     assert parity_main(["--spec", "gated_residual"]) == 0
     out = capsys.readouterr().out
     assert "gated_residual/post_norms" in out and "FAILED" not in out
+
+
+def test_tlcore_parity_command_names_the_first_divergence_of_a_mutated_reference(
+    monkeypatch, capsys
+) -> None:
+    """The reference's ScaleNorm with another eps: ``tlcore parity`` points at layer 0's ln1."""
+    from tlcore_gated_residual import hf_reference
+
+    forward = hf_reference.ScaleNorm.forward
+    monkeypatch.setattr(
+        hf_reference.ScaleNorm, "forward", lambda self, x: forward(self, x) * (1 + 1e-2)
+    )
+    args = ["--spec", "gated_residual", "--no-variants", "--no-processed"]
+    assert parity_main(args) == 1
+    out = capsys.readouterr().out
+    assert "FAILED gated_residual: gated_residual: first divergence at blocks.0.ln1 " in out
