@@ -40,10 +40,12 @@ class ParityCases:
         self.directory = Path(directory)
         self._checkpoints: dict[_Key, tuple[Path, Any]] = {}
         self._runs: dict[_Key, tuple[CaseRun, bool, bool]] = {}
+        self._errors: dict[_Key, Exception] = {}
         self.built: Counter[str] = Counter()
         """Checkpoints built per case label (``spec`` or ``spec/variant``; each once)."""
         self.compared: Counter[str] = Counter()
-        """HF comparisons run per case label (once, unless asked for more than before)."""
+        """HF comparisons attempted per case label (once, unless asked for more than before; a
+        case that raised raises again without running)."""
 
     @staticmethod
     def _spec(spec: ArchitectureSpec | str) -> ArchitectureSpec:
@@ -106,6 +108,8 @@ class ParityCases:
         """
         spec = self._spec(spec)
         key = self._key(spec, variant, seed)
+        if key in self._errors:  # a case that cannot run fails the same way every time
+            raise self._errors[key]
         stored = self._runs.get(key)
         if (
             inspect is None
@@ -115,18 +119,22 @@ class ParityCases:
             and (tokens is None or _same(tokens, stored[0].tokens))
         ):
             return stored[0]
-        run = run_case(
-            spec,
-            variant,
-            hf=hf,
-            processed=processed,
-            seed=key[3],
-            tokens=tokens,
-            inspect=inspect,
-            checkpoint=self.checkpoint(spec, variant, seed),
-        )
         if hf:
             self.compared[case_label(spec.name, variant)] += 1
+        try:
+            run = run_case(
+                spec,
+                variant,
+                hf=hf,
+                processed=processed,
+                seed=key[3],
+                tokens=tokens,
+                inspect=inspect,
+                checkpoint=self.checkpoint(spec, variant, seed),
+            )
+        except Exception as exc:
+            self._errors[key] = exc
+            raise
         if inspect is None and (tokens is None or stored is None):
             self._runs[key] = (run, hf, hf and processed)
         return run

@@ -15,7 +15,7 @@ from tlcore.components.attention import AttentionTrait, QKVOFlags
 from tlcore.components.block import PreNormTrait
 from tlcore.components.embed import TokenEmbeddingTrait
 from tlcore.components.mlp import PlainMLPTrait
-from tlcore.components.norms import LayerNormTrait
+from tlcore.components.norms import LayerNormTrait, Norm
 from tlcore.components.positions import LearnedPositionTrait
 from tlcore.components.unembed import UnembedTrait
 from tlcore.config import HookedTransformerConfig, resolve_config
@@ -26,18 +26,27 @@ from tlcore.testing.tiny import tiny_hf_config
 
 
 def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
-    """Fill every parameter: norm weights far from 1, biases non-zero, weights ~ fan-in scaled."""
+    """Fill every parameter far from the identity, so nothing passes by accident.
+
+    Norm parameters (any :class:`~tlcore.components.norms.Norm`'s, whatever its kind) and other
+    vectors that multiply (gates) around ``1 ± 0.5``; biases and sinks ``0.3 · N(0, 1)``;
+    embeddings ``N(0, 1)``; matrices fan-in scaled.
+    """
     generator = torch.Generator().manual_seed(seed)
+    owners = dict(model.named_modules())
     with torch.no_grad():
         for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float64)
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "w":  # every norm weight, incl. 1+w offsets, qk-norms and post-norms
-                value = 1.0 + 0.5 * noise
-            elif leaf.startswith("b") or leaf in ("bias", "sinks"):
+            owner_name, _, leaf = name.rpartition(".")
+            is_bias = leaf.startswith("b") or leaf in ("bias", "sinks")
+            if isinstance(owners[owner_name], Norm) and not is_bias:
+                value = 1.0 + 0.5 * noise  # norm weights, 1+w offsets, qk- and post-norms
+            elif is_bias:
                 value = 0.3 * noise
             elif leaf in ("W_E", "W_pos"):
                 value = noise
+            elif param.dim() <= 1:
+                value = 1.0 + 0.5 * noise  # a per-channel multiplier (a residual gate)
             else:
                 if leaf == "weight":  # nn.Linear: [out, in]
                     fan_in = param.shape[-1]
