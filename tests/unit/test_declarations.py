@@ -323,3 +323,24 @@ def test_probes_follow_the_wiring_and_the_norms(block: Any, norm: Any, expected:
     attn_places = [p for p in places if "mlp" not in p and "ln2" not in p]
     assert [p for p in attn_places if "attn.hook" not in p] == expected
     assert {"blocks.0.attn.hook_q", "blocks.0.attn.hook_z"} <= set(places)
+
+
+def test_hook_normalized_is_where_transformerlens_2x_puts_it() -> None:
+    """TransformerLens 2.x (v2.9.1, ``components/layer_norm.py``): ``return
+    self.hook_normalized(x * self.w + self.b)``, the LayerNorm's output; ``rms_norm.py``:
+    ``x = self.hook_normalized(x / scale)`` before ``x * self.w``. An SAE or probe trained on a
+    TransformerLens ``ln*.hook_normalized`` must read the same tensor here."""
+    x = torch.randn(2, 3, 8) * 2 + 0.5
+    ln, rms = LayerNorm(8, 1e-5), RMSNorm(8, 1e-6)
+    with torch.no_grad():
+        ln.w.uniform_(0.5, 1.5), ln.b.uniform_(-1, 1), rms.w.uniform_(0.5, 1.5)
+    seen: dict[str, torch.Tensor] = {}
+    for name, norm in (("ln", ln), ("rms", rms)):
+        norm.hook_normalized.add_hook(lambda t, hook, name=name: seen.__setitem__(name, t))
+    ln_out, rms_out = ln(x), rms(x)
+    centred = x - x.mean(-1, keepdim=True)
+    x_hat = centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+    torch.testing.assert_close(seen["ln"], x_hat * ln.w + ln.b)
+    assert torch.equal(seen["ln"], ln_out)
+    torch.testing.assert_close(seen["rms"], x / (x.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt())
+    torch.testing.assert_close(seen["rms"] * rms.w, rms_out)
