@@ -2,17 +2,18 @@
 
 TransformerLens users build toy models as ``HookedTransformer(HookedTransformerConfig(n_layers=2,
 d_model=128, ..., act_fn="gelu", normalization_type="LN"))``. tlcore builds every model from traits,
-so such a config gets the traits its flat fields describe, through the same trait registry.
+so such a config gets the traits its flat fields describe. TransformerLens's fields only describe
+built-in kinds, so they are validated against the built-in trait table (never the plugin registry:
+building a config loads no plugin).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tlcore.builtin.traits import builtin_trait_model
 from tlcore.errors import SpecError
-
-if TYPE_CHECKING:
-    from tlcore.config import HookedTransformerConfig
+from tlcore.spec.loader import resolve_trait
 
 _NORMS: dict[str | None, dict[str, Any]] = {
     "LN": {"kind": "layernorm"},
@@ -23,11 +24,11 @@ _NORMS: dict[str | None, dict[str, Any]] = {
 }
 
 
-def trait_blocks_from_fields(cfg: HookedTransformerConfig) -> dict[str, dict[str, Any]]:
+def trait_blocks_from_fields(cfg: Any) -> dict[str, dict[str, Any]]:
     """The trait blocks that TransformerLens's flat config fields describe.
 
     Args:
-        cfg: A config whose ``traits`` are empty.
+        cfg: A ``HookedTransformerConfig`` whose ``traits`` are empty.
 
     Returns:
         Raw trait blocks per slot (validated by :func:`traits_from_fields`).
@@ -101,22 +102,16 @@ def trait_blocks_from_fields(cfg: HookedTransformerConfig) -> dict[str, dict[str
     }
 
 
-def traits_from_fields(cfg: HookedTransformerConfig) -> dict[str, Any]:
-    """Validate :func:`trait_blocks_from_fields` through the trait registry.
+def traits_from_fields(cfg: Any) -> dict[str, Any]:
+    """Validate :func:`trait_blocks_from_fields` against the built-in trait kinds.
 
     Args:
-        cfg: The config.
+        cfg: A ``HookedTransformerConfig`` whose ``traits`` are empty.
 
     Returns:
         Resolved traits per slot.
     """
-    from tlcore.registry import get_registry
-    from tlcore.spec.loader import resolve_trait
-
-    registry = get_registry()
     return {
-        slot: resolve_trait(
-            block, slot, registry.trait_model, {}, {}, f"config field traits.{slot}"
-        )
+        slot: resolve_trait(block, slot, builtin_trait_model, {}, {}, f"config field traits.{slot}")
         for slot, block in trait_blocks_from_fields(cfg).items()
     }

@@ -11,8 +11,9 @@ Examples:
     tensor([11, 12])
 """
 
-from tlcore.factored_matrix import FactoredMatrix, composition_scores, get_corner, transpose
+from tlcore.factored_matrix import FactoredMatrix
 from tlcore.utils.act_names import get_act_name
+from tlcore.utils.factored import composition_scores, get_corner, transpose
 from tlcore.utils.losses import get_attention_mask, lm_accuracy, lm_cross_entropy_loss
 from tlcore.utils.prompting import test_prompt
 from tlcore.utils.sampling import sample_logits
