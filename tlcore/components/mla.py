@@ -125,7 +125,7 @@ class MLATrait(Trait):
 
 
 def _heads(latent: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Project a latent into heads: ``[..., r] x [n, r, d] -> [..., n, d]`` (per-head latents too)."""
+    """Project a latent into heads: ``[..., r] x [n, r, d] -> [..., n, d]`` (or per head)."""
     if latent.dim() == 4:  # split inputs: one latent per head
         return einops.einsum(latent, weight, "b p n r, n r d -> b p n d")
     n, r, d = weight.shape
@@ -194,7 +194,10 @@ class MultiHeadLatentAttention(LinearLayout, ResidualIO):
         self.b_KV_a = bias(trait.kv_lora_rank)
         self.W_K_rope = empty(d_model, rope)
         self.b_K_rope = bias(rope)
-        self.kv_a_norm = norm_factory(trait.latent_norm, trait.kv_lora_rank)
+        kv_a_norm = norm_factory(trait.latent_norm, trait.kv_lora_rank)
+        if kv_a_norm is None:
+            raise SpecError("attention/mla: latent_norm must build a norm (HF's latents have one)")
+        self.kv_a_norm: nn.Module = kv_a_norm
         self.W_K_b = empty(n, trait.kv_lora_rank, trait.qk_nope_head_dim)
         self.W_V_b = empty(n, trait.kv_lora_rank, v)
         self.W_O = empty(n, v, d_model)
@@ -280,9 +283,7 @@ class MultiHeadLatentAttention(LinearLayout, ResidualIO):
         """
         n = self.cfg.n_heads
         q = self.hook_q(self._queries(query_input))
-        kv_latent = self.hook_kv_latent(
-            self.kv_a_norm(self._linear(key_input, "W_KV_a", "b_KV_a"))
-        )
+        kv_latent = self.hook_kv_latent(self.kv_a_norm(self._linear(key_input, "W_KV_a", "b_KV_a")))
         k_rope = self._linear(key_input, "W_K_rope", "b_K_rope")
         if k_rope.dim() == 3:  # one rotary key shared by every head
             k_rope = k_rope[:, :, None, :].expand(-1, -1, n, -1)

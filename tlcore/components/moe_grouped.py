@@ -107,9 +107,7 @@ class GroupedMoE(nn.Module, ResidualIO):
     def residual_writers(self) -> list[Writer]:  # noqa: D102
         return [w for mlp in self._mlps() for w in mlp.residual_writers()]
 
-    def route(
-        self, flat: Float[torch.Tensor, "n d_model"]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(self, flat: Float[torch.Tensor, "n d_model"]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick each token's experts and their weights (the router, in float32 as HF).
 
         Args:
