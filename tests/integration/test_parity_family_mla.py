@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tlcore.components.mla import MultiHeadLatentAttention
 from tlcore.components.moe_grouped import GroupedMoE
+from tlcore.errors import CheckpointMismatchError
 from tlcore.model import HookedTransformer
 from tlcore.parity import parity_tokens
 from tlcore.processing_plan import processing_plan
@@ -195,3 +197,31 @@ def test_kv_cached_greedy_matches_hf_generate(parity_cases, name: str, variant: 
     assert torch.equal(ours, theirs)
     assert torch.equal(ours, uncached)
     assert len(set(ours[0, 5:].tolist())) > 1  # not a degenerate repeat of one token
+
+
+def test_multi_token_prediction_layer_is_skipped_like_hf(parity_cases, tmp_path) -> None:
+    # DeepSeek-V3/R1 checkpoints carry their MTP module as layer 61; HF drops it on load.
+    folder, hf_model = parity_cases.checkpoint("deepseek_v3")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in folder.glob("*.safetensors"):
+        tensors.update(load_file(str(file)))
+    d_model = hf_model.config.hidden_size
+    mtp = {
+        "model.layers.61.eh_proj.weight": torch.randn(d_model, 2 * d_model),
+        "model.layers.61.enorm.weight": torch.ones(d_model),
+        "model.layers.61.shared_head.head.weight": torch.randn(512, d_model),
+        "model.layers.61.self_attn.kv_a_layernorm.weight": torch.ones(16),
+    }
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    save_file({**tensors, **mtp}, str(tmp_path / "model.safetensors"))
+    model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    tokens = parity_tokens(model.cfg.d_vocab)
+    with torch.no_grad():
+        assert (model(tokens) - hf_model(tokens).logits).abs().max() < 1e-4
+    # Only that layer: any other unread key is still reported.
+    save_file(
+        {**tensors, "model.layers.6.eh_proj.weight": torch.zeros(1)},
+        str(tmp_path / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointMismatchError, match=r"model\.layers\.6\.eh_proj"):
+        HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
