@@ -74,15 +74,20 @@ def _hf_capture(
     return captured
 
 
-def test_correction_bias_changes_routing_as_in_hf(tmp_path) -> None:
-    spec = get_registry().get_spec("deepseek_v3")
-    hf_model = build_tiny_hf_model(spec)
+def _biased_v3_checkpoint(folder) -> nn.Module:
+    """A tiny deepseek_v3 checkpoint whose e_score_correction_bias is random (HF leaves it 0)."""
+    hf_model = build_tiny_hf_model(get_registry().get_spec("deepseek_v3"))
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for layer in hf_model.model.layers[1:]:
             bias = layer.mlp.gate.e_score_correction_bias
             bias.copy_(torch.randn(bias.shape, generator=generator))
-    hf_model.save_pretrained(tmp_path)
+    hf_model.save_pretrained(folder)
+    return hf_model
+
+
+def test_correction_bias_changes_routing_as_in_hf(tmp_path) -> None:
+    hf_model = _biased_v3_checkpoint(tmp_path)
     model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
     tokens = parity_tokens(model.cfg.d_vocab)
     routers = _hf_capture(hf_model, tokens, (".mlp.gate",))
@@ -225,3 +230,21 @@ def test_multi_token_prediction_layer_is_skipped_like_hf(parity_cases, tmp_path)
     )
     with pytest.raises(CheckpointMismatchError, match=r"model\.layers\.6\.eh_proj"):
         HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+
+
+def test_router_stays_in_fp32_in_a_bf16_model(tmp_path) -> None:
+    hf_model = _biased_v3_checkpoint(tmp_path)
+    model = HookedTransformer.from_pretrained_no_processing(
+        str(tmp_path), device="cpu", dtype=torch.bfloat16
+    )
+    gate = hf_model.model.layers[1].mlp.gate
+    moe = model.blocks[1].mlp
+    assert isinstance(moe, GroupedMoE)
+    # As HF's _keep_in_fp32_modules_strict: the routing choices depend on these exact values.
+    assert torch.equal(moe.e_score_correction_bias, gate.e_score_correction_bias)
+    assert torch.equal(moe.W_gate.weight, gate.weight)
+    assert moe.experts[0].W_in.dtype == torch.bfloat16
+    assert model.blocks[1].attn.W_KV_a.dtype == torch.bfloat16
+    tokens = parity_tokens(model.cfg.d_vocab)
+    with torch.no_grad():
+        assert model(tokens).dtype == torch.bfloat16

@@ -74,6 +74,8 @@ class GroupedMoE(nn.Module, ResidualIO):
     """
 
     hf_names = MLP.hf_names
+    keep_in_fp32 = ("W_gate.weight", "e_score_correction_bias")
+    """Loaded in float32 in any model dtype, as HF keeps them (routing choices depend on them)."""
 
     def __init__(self, trait: GroupedMoETrait, cfg: Any) -> None:
         super().__init__()
