@@ -1,10 +1,10 @@
 """DeepSeek-style mixture of experts: group-limited routing, sigmoid scores, shared experts.
 
-The router scores every expert (``softmax`` or ``sigmoid`` of ``W_gate``, in float32), picks
-``top_k`` of them by a ``selection`` rule, optionally renormalises the picked scores and multiplies
-them by ``routed_scaling_factor``; the ``n_shared_experts`` always-on experts form one gated MLP
-(``shared_expert``) added to every token. The first ``first_dense_layers`` layers use a dense
-gated MLP of width ``d_mlp`` instead (HF's ``first_k_dense_replace``).
+The router scores every expert (``softmax`` or ``sigmoid`` of ``W_gate``, in at least float32, as
+HF), picks ``top_k`` of them by a ``selection`` rule, optionally renormalises the picked scores and
+multiplies them by ``routed_scaling_factor``; the ``n_shared_experts`` always-on experts form one
+gated MLP (``shared_expert``) added to every token. The first ``first_dense_layers`` layers use a
+dense gated MLP of width ``d_mlp`` instead (HF's ``first_k_dense_replace``).
 
 Selection rules (HF's ``topk_method``):
 
@@ -75,7 +75,7 @@ class GroupedMoE(nn.Module, ResidualIO):
 
     hf_names = MLP.hf_names
     keep_in_fp32 = ("W_gate.weight", "e_score_correction_bias")
-    """Loaded in float32 in any model dtype, as HF keeps them (routing choices depend on them)."""
+    """Loaded in float32 in a bf16/fp16 model, as HF keeps them (routing choices depend on them)."""
 
     def __init__(self, trait: GroupedMoETrait, cfg: Any) -> None:
         super().__init__()
@@ -110,7 +110,7 @@ class GroupedMoE(nn.Module, ResidualIO):
         return [w for mlp in self._mlps() for w in mlp.residual_writers()]
 
     def route(self, flat: Float[torch.Tensor, "n d_model"]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pick each token's experts and their weights (the router, in float32 as HF).
+        """Pick each token's experts and their weights (in at least float32, as HF).
 
         Args:
             flat: Normalised residual, one row per token.
@@ -119,16 +119,17 @@ class GroupedMoE(nn.Module, ResidualIO):
             ``(weights [n, top_k], indices [n, top_k])``.
         """
         trait = self.trait
-        bias = self.W_gate.bias.float() if self.W_gate.bias is not None else None
-        logits = F.linear(flat.float(), self.W_gate.weight.float(), bias)
+        work = torch.promote_types(flat.dtype, torch.float32)  # HF: float32 (fp64 stays fp64)
+        bias = self.W_gate.bias.to(work) if self.W_gate.bias is not None else None
+        logits = F.linear(flat.to(work), self.W_gate.weight.to(work), bias)
         if trait.scoring == "softmax":
-            scores = logits.softmax(dim=-1, dtype=torch.float32)
+            scores = logits.softmax(dim=-1)
         else:
             scores = logits.sigmoid()
         scores = self.hook_expert_weights(scores)
         choice = scores
         if trait.selection == "noaux_tc" and trait.score_correction_bias:
-            choice = scores + self.e_score_correction_bias.float()
+            choice = scores + self.e_score_correction_bias.to(work)
         if trait.selection != "greedy":
             choice = self._limit_groups(choice)
         if trait.selection == "noaux_tc":

@@ -35,7 +35,7 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bo
 
 
 def _kept_in_fp32(model: nn.Module) -> set[str]:
-    """Parameters their modules keep in float32 whatever the model dtype (``keep_in_fp32``).
+    """Parameters their modules keep in float32 in a half-precision model (``keep_in_fp32``).
 
     A module lists them, relative to itself, in a ``keep_in_fp32`` class attribute (HF's
     ``_keep_in_fp32_modules_strict``: DeepSeek's router weight and expert-score bias).
@@ -113,7 +113,7 @@ def load_checkpoint(
             if tensor.untyped_storage().data_ptr() not in kept:
                 release(key, tensor)
 
-    fp32 = _kept_in_fp32(model) if dtype != torch.float32 else set()
+    fp32 = _kept_in_fp32(model) if dtype in (torch.float16, torch.bfloat16) else set()
     for name, tensor in iter_mapped_tensors(weights, keys, read, targets, report, group_done):
         real = aliases.get(name, name)
         to = torch.float32 if real in fp32 else dtype
