@@ -15,8 +15,10 @@ from tlcore.components import (
     attention,
     block,
     embed,
+    mla,
     mlp,
     moe,
+    moe_grouped,
     norms,
     positions,
     rotary,
@@ -40,9 +42,11 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("block", block.SandwichTrait, block.make_sandwich_block),
     ("block", block.PostOnlyTrait, block.make_post_only_block),
     ("attention", attention.AttentionTrait, attention.make_attention),
+    ("attention", mla.MLATrait, mla.make_mla),
     ("mlp", mlp.PlainMLPTrait, mlp.make_plain_mlp),
     ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
     ("mlp", moe.MoETrait, moe.make_moe),
+    ("mlp", moe_grouped.GroupedMoETrait, moe_grouped.make_grouped_moe),
     ("unembed", unembed.UnembedTrait, unembed.make_unembed),
 ]
 

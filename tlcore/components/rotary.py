@@ -163,7 +163,9 @@ class Rotary(PositionalEncoding):
         cos, sin = self.cos_sin(positions, layer, ctx)
         dtype = x.dtype
         if self.trait.in_fp32:
-            x = x.float()  # exact for bf16/fp16 inputs; only the result is rounded, as HF does
+            # At least fp32: exact for bf16/fp16 inputs (only the result is rounded, as HF does);
+            # an fp64 model stays in fp64.
+            x = x.to(torch.promote_types(x.dtype, torch.float32))
         else:
             cos, sin = cos.to(dtype), sin.to(dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim :]

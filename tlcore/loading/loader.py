@@ -34,6 +34,19 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bo
     return param
 
 
+def _kept_in_fp32(model: nn.Module) -> set[str]:
+    """Parameters their modules keep in float32 in a half-precision model (``keep_in_fp32``).
+
+    A module lists them, relative to itself, in a ``keep_in_fp32`` class attribute (HF's
+    ``_keep_in_fp32_modules_strict``: DeepSeek's router weight and expert-score bias).
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        for rel in getattr(module, "keep_in_fp32", ()):
+            names.add(f"{prefix}.{rel}" if prefix else rel)
+    return names
+
+
 def load_checkpoint(
     model: nn.Module,
     weights: WeightMap,
@@ -100,9 +113,11 @@ def load_checkpoint(
             if tensor.untyped_storage().data_ptr() not in kept:
                 release(key, tensor)
 
+    fp32 = _kept_in_fp32(model) if dtype in (torch.float16, torch.bfloat16) else set()
     for name, tensor in iter_mapped_tensors(weights, keys, read, targets, report, group_done):
         real = aliases.get(name, name)
-        just_assigned.append(_assign(model, real, tensor.to(device=device, dtype=dtype), True))
+        to = torch.float32 if real in fp32 else dtype
+        just_assigned.append(_assign(model, real, tensor.to(device=device, dtype=to), True))
         filled.add(real)
         if bar is not None:
             bar.update(1)

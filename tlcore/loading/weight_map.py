@@ -338,5 +338,10 @@ def iter_mapped_tensors(
                     yield name, tensor
                 if on_group_done is not None:
                     on_group_done(list(zip(source_keys, inputs)))
-    leftover = sorted(k for k in keys - used if not k.endswith(IGNORED_KEY_SUFFIXES))
+    ignored = [re.compile(pattern) for pattern in weights.spec.ignore_keys]
+    leftover = sorted(
+        k
+        for k in keys - used
+        if not k.endswith(IGNORED_KEY_SUFFIXES) and not any(p.match(k) for p in ignored)
+    )
     report.unexpected.extend(leftover)

@@ -141,6 +141,10 @@ class ArchitectureSpec(BaseModel):
     traits: dict[str, Any] = Field(default_factory=dict)
     """Raw trait blocks (expressions not yet evaluated); validated per kind at load time."""
     weights: list[WeightRule] = Field(default_factory=list)
+    ignore_keys: list[str] = Field(default_factory=list)
+    """Regular expressions (``re.match``) of checkpoint keys no rule reads because the forward pass
+    never uses them, as HF's ``_keys_to_ignore_on_load_unexpected`` (DeepSeek-V3's
+    multi-token-prediction layer ``model.layers.61``); every other unused key is an error."""
     guard: ConfigGuard = Field(default_factory=ConfigGuard)
     test_config: dict[str, Any] = Field(default_factory=dict)
     """A tiny HF config (overrides on the HF class defaults) used by parity checks."""

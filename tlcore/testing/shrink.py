@@ -21,6 +21,7 @@ TINY_VOCAB = 512
 TINY_WINDOW = 5
 MAX_LAYERS = 6
 MAX_EXPERTS = 4
+MAX_ROUTED_SCALING = 2.5
 
 # Field names per canonical quantity, as real configs spell them.
 _HIDDEN = ("hidden_size", "n_embd", "n_embed", "d_model")
@@ -31,6 +32,7 @@ _FFN = ("intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
 _EXPERT_FFN = ("moe_intermediate_size", "shared_expert_intermediate_size")
 _EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts")
 _TOP_K = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token")
+_EXPERT_GROUPS = ("n_group", "num_expert_group")
 _WINDOWS = ("sliding_window", "window_size", "sliding_window_size", "attention_chunk_size")
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
 
@@ -99,9 +101,18 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
     experts_key = _first(data, _EXPERTS)
     if experts_key is not None:
         out[experts_key] = min(data[experts_key], MAX_EXPERTS)
+        _shrink_expert_groups(out, data, experts_key)
         for key in _TOP_K:
             if isinstance(data.get(key), int):
                 out[key] = min(data[key], out[experts_key], 2)
+    scaling = data.get("routed_scaling_factor")
+    if isinstance(scaling, (int, float)) and scaling > MAX_ROUTED_SCALING:
+        # With random weights DeepSeek-V2's 16.0 inflates the residual stream to ~1e2, where fp32
+        # noise passes the absolute tolerance; any factor != 1 still exercises the scaling.
+        out["routed_scaling_factor"] = MAX_ROUTED_SCALING
+    dense = data.get("first_k_dense_replace")
+    if isinstance(dense, int) and dense >= new_layers:  # keep one MoE layer (DeepSeek)
+        out["first_k_dense_replace"] = new_layers - 1
 
     out["vocab_size"] = TINY_VOCAB
     for key in _TOKEN_IDS:
@@ -113,6 +124,17 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
         if isinstance(data.get(key), int) and data[key] > TINY_WINDOW:
             out[key] = TINY_WINDOW
     return out
+
+
+def _shrink_expert_groups(out: dict[str, Any], data: dict[str, Any], experts_key: str) -> None:
+    """Group-limited routing (DeepSeek): 2 groups of 2 experts, fewer groups kept than exist."""
+    groups_key = _first(data, _EXPERT_GROUPS)
+    if groups_key is None or data[groups_key] <= 1:
+        return
+    out[groups_key] = 2
+    out[experts_key] = 4
+    if isinstance(data.get("topk_group"), int):
+        out["topk_group"] = 1 if data["topk_group"] < data[groups_key] else 2
 
 
 def _layers_needed(data: dict[str, Any], layers: int) -> int:
