@@ -15,6 +15,7 @@ from tlcore.components import (
     attention,
     block,
     embed,
+    encoder,
     mlp,
     moe,
     norms,
@@ -44,6 +45,7 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
     ("mlp", moe.MoETrait, moe.make_moe),
     ("unembed", unembed.UnembedTrait, unembed.make_unembed),
+    *encoder.TRAITS,
 ]
 
 

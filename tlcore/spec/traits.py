@@ -21,10 +21,12 @@ SLOTS: tuple[str, ...] = (
     "attention",
     "mlp",
     "unembed",
+    "head",
 )
 """The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``."""
 
-OPTIONAL_SLOTS: frozenset[str] = frozenset({"final_norm"})
+OPTIONAL_SLOTS: frozenset[str] = frozenset({"final_norm", "head"})
+"""``head``: an output transform before the unembedding (an encoder's masked-LM head)."""
 
 # Slots whose kinds are looked up in another slot's table (``final_norm`` takes any ``norm`` kind).
 SLOT_KINDS_FROM: dict[str, str] = {"final_norm": "norm"}
