@@ -78,8 +78,43 @@ def plan_from_tl_fields(
         if isinstance(expr, dict) and set(expr) <= {"hf", "default"}:
             if fields.get(key) is not None:
                 hf[expr["hf"]] = fields[key]
+    # Fields named as the HF config names them (TransformerLens's relative_attention_num_buckets).
+    hf.update({k: v for k, v in fields.items() if k in _hf_names(spec.traits) and v is not None})
     overrides = {k: fields[k] for k in ("dtype", "device", "seed") if fields.get(k) is not None}
     return resolve_plan(spec, hf_config_object(hf), **overrides)
+
+
+def init_weights_(model: torch.nn.Module, seed: int | None = None) -> None:
+    """Random weights N(0, 0.02), identity norms and zero biases, as ``HookedTransformer``'s.
+
+    Args:
+        model: The model (parameters on the meta device are left alone).
+        seed: The generator's seed (default 0).
+    """
+    from tlcore.components.norms import Norm
+
+    generator = torch.Generator().manual_seed(seed or 0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.is_meta:
+                continue
+            owner = model.get_submodule(name.rpartition(".")[0])
+            if isinstance(owner, Norm):
+                owner.reset_affine_()
+            elif param.dim() == 1 or name.rpartition(".")[2].startswith("b"):
+                param.zero_()
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+
+
+def _hf_names(doc: Any) -> set[str]:
+    """Every HF field an expression in ``doc`` reads (``{hf: name}``)."""
+    if isinstance(doc, dict):
+        own = {doc["hf"]} if isinstance(doc.get("hf"), str) else set()
+        return own.union(*(_hf_names(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return set().union(*(_hf_names(v) for v in doc))
+    return set()
 
 
 class EncoderLoadingMixin:

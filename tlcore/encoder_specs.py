@@ -17,7 +17,7 @@ from typing import Any
 from tlcore.builtin.plugin import specs_dir
 from tlcore.errors import UnknownArchitectureError
 from tlcore.registry import get_registry
-from tlcore.spec.loader import read_spec_file, validate_spec
+from tlcore.spec.loader import merge_extends, read_spec_file, validate_spec
 from tlcore.spec.schema import ArchitectureSpec
 
 
@@ -38,16 +38,20 @@ def encoder_specs() -> dict[str, ArchitectureSpec]:
         ``name -> spec``.
 
     Example:
-        >>> sorted(encoder_specs())[:1]
-        ['bert']
+        >>> sorted(encoder_specs())
+        ['bert', 't5', 't5_gated']
     """
     registry = get_registry()
-    out = {}
+    docs = {}
     for path in sorted(encoder_specs_dir().glob("*.yaml")):
         doc = read_spec_file(path)
+        docs[doc["name"]] = doc
+    out = {}
+    for name, doc in docs.items():
+        if doc.get("extends"):  # one level, as the encoder specs use it
+            doc = merge_extends(docs[doc["extends"]], doc)
         doc["source"] = "tlcore.builtin (encoders)"
-        spec = validate_spec(doc, registry.trait_model, registry.trait_kinds)
-        out[spec.name] = spec
+        out[name] = validate_spec(doc, registry.trait_model, registry.trait_kinds)
     return out
 
 

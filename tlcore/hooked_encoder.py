@@ -28,7 +28,7 @@ from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
 from tlcore.config import HookedTransformerConfig
 from tlcore.config_checks import spec_errors_named
-from tlcore.encoder_loading import EncoderLoadingMixin, plan_from_tl_fields
+from tlcore.encoder_loading import EncoderLoadingMixin, init_weights_, plan_from_tl_fields
 from tlcore.errors import InputValidationError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.model_flags import FlagsMixin
@@ -87,7 +87,7 @@ class HookedEncoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootMod
         self.nsp_head = NSPHead(cfg) if "nsp_head" in heads else None
         self.tokenizer = tokenizer
         if init_weights:
-            self._init_weights()
+            init_weights_(self, cfg.seed)
         if move_to_device and cfg.device is not None and not self._on_meta():
             self.to(cfg.device)
         self.setup()
@@ -107,23 +107,6 @@ class HookedEncoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootMod
 
     def _on_meta(self) -> bool:
         return any(p.is_meta for p in self.parameters())
-
-    def _init_weights(self, seed: int | None = None) -> None:
-        """Random weights (N(0, 0.02)), identity norms and zero biases, like HookedTransformer."""
-        from tlcore.components.norms import Norm
-
-        generator = torch.Generator().manual_seed(seed if seed is not None else (self.cfg.seed or 0))
-        with torch.no_grad():
-            for name, param in self.named_parameters():
-                if param.is_meta:
-                    continue
-                owner = self.get_submodule(name.rpartition(".")[0])
-                if isinstance(owner, Norm):
-                    owner.reset_affine_()
-                elif param.dim() == 1 or name.rpartition(".")[2].startswith("b"):
-                    param.zero_()
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
 
     # -- tokens ----------------------------------------------------------------------------------
     def to_tokens(
