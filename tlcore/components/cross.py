@@ -66,9 +66,9 @@ def relative_position_bucket(
     Example:
         >>> rel = torch.tensor([-200, -20, -3, 0, 3, 20])
         >>> relative_position_bucket(rel, True, 32, 128).tolist()
-        [15, 11, 3, 0, 19, 27]
+        [15, 10, 3, 0, 19, 26]
         >>> relative_position_bucket(rel, False, 32, 128).tolist()
-        [31, 21, 3, 0, 0, 0]
+        [31, 17, 3, 0, 0, 0]
     """
     buckets = torch.zeros_like(relative)
     if bidirectional:
