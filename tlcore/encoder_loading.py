@@ -26,7 +26,9 @@ _PENDING = ArchitectureSpec(name="pending-encoder-spec")
 """Handed to ``resolve_checkpoint`` so it does not look among decoder specs; replaced at once."""
 
 
-def heads_in_checkpoint(spec: ArchitectureSpec, keys: set[str], heads: tuple[str, ...]) -> tuple[str, ...]:
+def heads_in_checkpoint(
+    spec: ArchitectureSpec, keys: set[str], heads: tuple[str, ...]
+) -> tuple[str, ...]:
     """The optional modules whose weights the checkpoint holds.
 
     Args:
@@ -39,7 +41,8 @@ def heads_in_checkpoint(spec: ArchitectureSpec, keys: set[str], heads: tuple[str
 
     Example:
         >>> spec = encoder_specs()["bert"]
-        >>> heads_in_checkpoint(spec, {"pooler.dense.weight", "pooler.dense.bias"}, ("pooler", "mlm_head"))
+        >>> keys = {"pooler.dense.weight", "pooler.dense.bias"}
+        >>> heads_in_checkpoint(spec, keys, ("pooler", "mlm_head"))
         ('pooler',)
     """
     found = []
@@ -52,9 +55,7 @@ def heads_in_checkpoint(spec: ArchitectureSpec, keys: set[str], heads: tuple[str
     return tuple(found)
 
 
-def plan_from_tl_fields(
-    cfg: HookedTransformerConfig | dict[str, Any], spec_name: str
-) -> ModelPlan:
+def plan_from_tl_fields(cfg: HookedTransformerConfig | dict[str, Any], spec_name: str) -> ModelPlan:
     """A plan from TransformerLens's config fields, through an encoder spec.
 
     Each ``config:`` entry of the spec that reads one HF field (``d_model: {hf: hidden_size}``) is

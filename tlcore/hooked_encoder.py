@@ -112,7 +112,9 @@ class HookedEncoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootMod
     def to_tokens(
         self, input: str | list[str], move_to_device: bool = True, truncate: bool = True
     ) -> tuple[
-        Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]
+        Int[torch.Tensor, "batch pos"],
+        Int[torch.Tensor, "batch pos"],
+        Int[torch.Tensor, "batch pos"],
     ]:
         """Tokenise text (padding to the longest): tokens, token-type ids and the attention mask.
 
@@ -176,9 +178,7 @@ class HookedEncoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootMod
             resid = block(resid, ctx)
         return resid
 
-    def _context(
-        self, tokens: torch.Tensor, mask: torch.Tensor | None
-    ) -> ForwardContext:
+    def _context(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> ForwardContext:
         batch, n = tokens.shape
         positions = torch.arange(n, device=tokens.device)[None].expand(batch, n)
         if mask is not None:
@@ -224,7 +224,9 @@ class HookedEncoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootMod
         if isinstance(input, (str, list)):
             tokens, types, mask = self.to_tokens(input)
             token_type_ids = types if token_type_ids is None else token_type_ids
-            one_zero_attention_mask = mask if one_zero_attention_mask is None else one_zero_attention_mask
+            one_zero_attention_mask = (
+                mask if one_zero_attention_mask is None else one_zero_attention_mask
+            )
         else:
             tokens = input
         resid = self.encoder_output(tokens, token_type_ids, one_zero_attention_mask)

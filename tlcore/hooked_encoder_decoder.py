@@ -67,24 +67,32 @@ class HookedEncoderDecoder(EncoderLoadingMixin, FlagsMixin, HookedRootModule):
         with spec_errors_named(cfg):
             modules = build_modules(plan)
             decoder, decoder_positional = self._decoder_stack(plan)
-        self.embed = modules.embed
+        self.embed: Any = modules.embed
         self.hook_embed = HookPoint()
         self.encoder = modules.blocks
         self.encoder_final_ln = modules.ln_final
         self.decoder = decoder
         self.decoder_final_ln = self._norm(plan, "final_norm")
-        self.unembed = modules.unembed
-        for stack, positional in ((self.encoder, modules.pos_embed), (self.decoder, decoder_positional)):
+        self.unembed: Any = modules.unembed
+        for stack, positional in (
+            (self.encoder, modules.pos_embed),
+            (self.decoder, decoder_positional),
+        ):
             if len(stack) and any(True for _ in positional.parameters()):
                 attn: Any = stack[0].attn
                 attn.rel_pos_bias = positional  # TransformerLens's encoder.0.attn.rel_pos_bias
                 attn.rel_pos_hook = HookPoint()
-                if hasattr(positional, "use_hook"):
-                    positional.use_hook(attn.rel_pos_hook)
+                use_hook = getattr(positional, "use_hook", None)
+                if callable(use_hook):
+                    use_hook(attn.rel_pos_hook)
         self.tokenizer = tokenizer
         if init_weights:
             init_weights_(self, cfg.seed)
-        if move_to_device and cfg.device is not None and not any(p.is_meta for p in self.parameters()):
+        if (
+            move_to_device
+            and cfg.device is not None
+            and not any(p.is_meta for p in self.parameters())
+        ):
             self.to(cfg.device)
         self.setup()
 
@@ -185,7 +193,9 @@ class HookedEncoderDecoder(EncoderLoadingMixin, FlagsMixin, HookedRootModule):
             )
         if isinstance(input, (str, list)):
             tokens, mask = self.to_tokens(input)
-            one_zero_attention_mask = mask if one_zero_attention_mask is None else one_zero_attention_mask
+            one_zero_attention_mask = (
+                mask if one_zero_attention_mask is None else one_zero_attention_mask
+            )
             if decoder_input is None:
                 start = getattr(self.tokenizer, "pad_token_id", None) or 0
                 decoder_input = torch.full((tokens.shape[0], 1), start, device=tokens.device)

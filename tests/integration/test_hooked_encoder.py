@@ -60,7 +60,9 @@ def test_mlm_logits_and_every_layer_match_hf(mlm, batch):
     hf, model = mlm
     tokens, types, mask = batch
     with torch.no_grad():
-        out = hf(input_ids=tokens, token_type_ids=types, attention_mask=mask, output_hidden_states=True)
+        out = hf(
+            input_ids=tokens, token_type_ids=types, attention_mask=mask, output_hidden_states=True
+        )
         logits, cache = model.run_with_cache(
             tokens, token_type_ids=types, one_zero_attention_mask=mask
         )

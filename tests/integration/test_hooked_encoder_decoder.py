@@ -61,7 +61,10 @@ def test_logits_and_every_layer_match_hf(t5, batch):
         )
     assert model.cfg.spec_name == name
     assert (logits - out.logits).abs().max() < 1e-4
-    for stack, hidden in (("encoder", out.encoder_hidden_states), ("decoder", out.decoder_hidden_states)):
+    for stack, hidden in (
+        ("encoder", out.encoder_hidden_states),
+        ("decoder", out.decoder_hidden_states),
+    ):
         final_ln = getattr(model, f"{stack}_final_ln")
         for layer in range(N_LAYERS):
             ours = cache[f"{stack}.{layer}.hook_resid_post"]
@@ -104,7 +107,15 @@ def test_patching_the_relative_bias_changes_the_logits(t5, batch):
 
 
 # TransformerLens 2.x's names (HookedEncoderDecoder, T5Block, T5Attention, RMSNorm, MLP).
-ATTN_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_attn_scores", "hook_pattern", "hook_result")
+ATTN_HOOKS = (
+    "hook_q",
+    "hook_k",
+    "hook_v",
+    "hook_z",
+    "hook_attn_scores",
+    "hook_pattern",
+    "hook_result",
+)
 BLOCK_HOOKS = (
     "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_in", "hook_attn_out",
     "hook_mlp_in", "hook_mlp_out", "hook_q_input", "hook_k_input", "hook_v_input",
@@ -117,7 +128,11 @@ DECODER_HOOKS = (
 )  # fmt: skip
 TL_HOOKS = (
     {"hook_embed", "encoder.0.attn.rel_pos_hook", "decoder.0.attn.rel_pos_hook"}
-    | {f"{s}_final_ln.{h}" for s in ("encoder", "decoder") for h in ("hook_scale", "hook_normalized")}
+    | {
+        f"{s}_final_ln.{h}"
+        for s in ("encoder", "decoder")
+        for h in ("hook_scale", "hook_normalized")
+    }
     | {f"{s}.{i}.{h}" for s in ("encoder", "decoder") for i in range(N_LAYERS) for h in BLOCK_HOOKS}
     | {f"decoder.{i}.{h}" for i in range(N_LAYERS) for h in DECODER_HOOKS}
 )
@@ -127,7 +142,12 @@ TL_PARAMS = (
     | {"encoder.0.attn.rel_pos_bias.weight", "decoder.0.attn.rel_pos_bias.weight"}
     | {f"{s}.{i}.attn.{p}" for s in ("encoder", "decoder") for i in range(N_LAYERS) for p in PROJ}
     | {f"decoder.{i}.cross_attn.{p}" for i in range(N_LAYERS) for p in PROJ}
-    | {f"{s}.{i}.{n}.w" for s in ("encoder", "decoder") for i in range(N_LAYERS) for n in ("ln1", "ln2")}
+    | {
+        f"{s}.{i}.{n}.w"
+        for s in ("encoder", "decoder")
+        for i in range(N_LAYERS)
+        for n in ("ln1", "ln2")
+    }
     | {f"decoder.{i}.ln3.w" for i in range(N_LAYERS)}
 )
 

@@ -1,6 +1,6 @@
 """Real encoder / encoder-decoder ``config.json`` files go all the way (issue 15, item 6).
 
-As the decoder corpus (``test_hub_configs.py``), for each file in ``tests/data/hub_configs/encoders``:
+As the decoder corpus (``test_hub_configs.py``), for each file in ``hub_configs/encoders``:
 the guard accepts it and picks the expected encoder spec; tlcore's config has HF's dimensions and
 the weight map, run dry on the meta device over HF's own ``AutoModelForMaskedLM`` /
 ``AutoModelForSeq2SeqLM`` built from the config, consumes every HF tensor and fills every tlcore

@@ -104,10 +104,12 @@ class RelativePositionBias(PositionalEncoding):
         self._hook = (hook,)
 
     def bias(
-        self, q_positions: Int[torch.Tensor, " q_pos"], k_positions: Int[torch.Tensor, " k_pos"],
+        self,
+        q_positions: Int[torch.Tensor, " q_pos"],
+        k_positions: Int[torch.Tensor, " k_pos"],
         bidirectional: bool,
     ) -> Float[torch.Tensor, "1 head_index q_pos k_pos"]:
-        """The bias added to every layer's scores (TransformerLens's ``compute_relative_attention_bias``).
+        """The bias added to every layer's scores (TL's ``compute_relative_attention_bias``).
 
         Returns:
             ``weight[bucket(k - q)]`` as ``[1, head, q, k]``.
@@ -150,7 +152,8 @@ class CrossContext(ForwardContext):
     """A decoder's forward context plus what its cross-attention reads.
 
     Attributes:
-        encoder_resid: The encoder's final (normalised) residual stream ``[batch, enc_pos, d_model]``.
+        encoder_resid: The encoder's final (normalised) residual stream
+            ``[batch, enc_pos, d_model]``.
         cross: The context of the cross-attention (decoder queries, encoder keys and padding).
     """
 

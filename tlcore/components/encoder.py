@@ -147,7 +147,7 @@ def make_token_typed_embed(
     return TokenTypedEmbed(trait, cfg, norm_factory)
 
 
-# --------------------------------------------------------------------------- block/post_norm_encoder
+# ------------------------------------------------------------------ block/post_norm_encoder
 class PostNormEncoderTrait(BlockTrait):
     """TransformerLens's ``BertBlock``: the norms follow each add; residual hooks before them."""
 
@@ -254,7 +254,9 @@ class MLMHead(nn.Module):
         return self.ln(x) if self.ln is not None else x
 
 
-def make_mlm_head(trait: MLMHeadTrait, cfg: Any, norm_factory: NormFactory | None = None) -> MLMHead:
+def make_mlm_head(
+    trait: MLMHeadTrait, cfg: Any, norm_factory: NormFactory | None = None
+) -> MLMHead:
     """Component factory for ``head/mlm`` (arguments as :class:`MLMHead`).
 
     Returns:
@@ -298,7 +300,9 @@ class NSPHead(nn.Module):
         self.b = nn.Parameter(torch.zeros(2, dtype=cfg.dtype))
         self.hook_nsp_out = HookPoint()
 
-    def forward(self, pooled: Float[torch.Tensor, "batch d_model"]) -> Float[torch.Tensor, "batch 2"]:
+    def forward(
+        self, pooled: Float[torch.Tensor, "batch d_model"]
+    ) -> Float[torch.Tensor, "batch 2"]:
         """Score "sentence B follows sentence A" (index 0) against "random" (index 1).
 
         Returns:

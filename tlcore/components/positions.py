@@ -85,8 +85,10 @@ class PositionalEncoding(nn.Module, ResidualIO):
     def score_bias_in(
         self, ctx: ForwardContext, n_heads: int, scale: float, dtype: torch.dtype
     ) -> Float[torch.Tensor, "batch head_index q_pos k_pos"]:
-        """The score bias of one forward pass; a bias that needs the query positions or a per-pass
-        memo (T5's relative buckets) overrides this, others implement :meth:`score_bias`.
+        """The score bias of one forward pass (default: :meth:`score_bias`).
+
+        A bias that needs the query positions or a per-pass memo (T5's relative buckets) overrides
+        this; others implement :meth:`score_bias`.
 
         Args:
             ctx: The forward context (positions, key positions, memo).

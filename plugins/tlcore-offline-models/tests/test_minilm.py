@@ -45,7 +45,9 @@ def test_hidden_states_match_transformers_within_1e_5(models):
     tokens, types, mask = model.to_tokens(SENTENCES)
     assert int(mask.sum()) < mask.numel()  # the batch is padded
     with torch.no_grad():
-        out = hf(input_ids=tokens, token_type_ids=types, attention_mask=mask, output_hidden_states=True)
+        out = hf(
+            input_ids=tokens, token_type_ids=types, attention_mask=mask, output_hidden_states=True
+        )
         last, cache = model.run_with_cache(SENTENCES, return_type="embeddings")
     assert (cache["hook_full_embed"] - out.hidden_states[0]).abs().max() < 1e-5
     for layer in range(6):

