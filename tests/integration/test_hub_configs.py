@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from tlcore import HookedTransformer
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import TlcoreError
 from tlcore.loading.loader import load_checkpoint
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
