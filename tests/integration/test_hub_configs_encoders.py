@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.encoder_specs import encoder_spec_for_hf_config
 from tlcore.hooked_encoder import HEADS, HookedEncoder
 from tlcore.hooked_encoder_decoder import HookedEncoderDecoder
