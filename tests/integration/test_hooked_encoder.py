@@ -198,7 +198,7 @@ def test_each_class_refuses_the_others_checkpoints(mlm, tmp_path: Path):
 
     hf, _ = mlm
     hf.save_pretrained(tmp_path / "bert")
-    with pytest.raises(UnknownArchitectureError):
+    with pytest.raises(UnknownArchitectureError, match="tlcore.HookedEncoder.from_pretrained"):
         HookedTransformer.from_pretrained(str(tmp_path / "bert"), device="cpu")
     GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64)).save_pretrained(
         tmp_path / "gpt2"

@@ -185,6 +185,16 @@ def test_relative_buckets_follow_t5s_scheme():
     ]  # fmt: skip
 
 
+def test_hooked_transformer_points_to_this_class(t5, tmp_path):
+    from tlcore import HookedTransformer
+    from tlcore.errors import UnknownArchitectureError
+
+    _, hf, _ = t5
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(UnknownArchitectureError, match="HookedEncoderDecoder.from_pretrained"):
+        HookedTransformer.from_pretrained(str(tmp_path), device="cpu")
+
+
 def test_token_input_needs_decoder_input(t5, batch):
     _, _, model = t5
     with pytest.raises(InputValidationError, match="decoder_input"):

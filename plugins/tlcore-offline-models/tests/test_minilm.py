@@ -70,3 +70,36 @@ def test_sentence_embeddings_behave_like_the_published_model(models):
     cosine = unit @ unit.T
     assert abs(cosine[0, 1].item() - 0.755) < 0.005
     assert abs(cosine[0, 2].item()) < 0.05 and abs(cosine[1, 2].item()) < 0.06
+
+
+def test_text_input_and_mask_predictions_use_the_packaged_tokenizer(tmp_path):
+    """TransformerLens's text API (to_tokens, return_type="predictions") on a tiny random
+    BertForMaskedLM that carries all-MiniLM-L6-v2's uncased WordPiece tokenizer."""
+    import shutil
+
+    from transformers import BertConfig, BertForMaskedLM
+
+    folder = find_minilm_folder()
+    assert folder is not None
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        vocab_size=30522, max_position_embeddings=64,
+    )  # fmt: skip
+    hf = BertForMaskedLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    model = HookedEncoder.from_pretrained(str(tmp_path), device="cpu")
+    tokens, types, mask = model.to_tokens(["the cat [MASK] on the mat.", "a dog."])
+    assert tokens[0, 0].item() == 101 and tokens[0, 3].item() == 103  # [CLS], [MASK]
+    assert mask[1].tolist() == [1, 1, 1, 1, 1, 0, 0, 0, 0] and int(types.sum()) == 0
+    text = "the cat [MASK] on the [MASK]."
+    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        hf_logits = hf(input_ids=ids).logits[0]
+    at_masks = hf_logits[ids[0] == 103].argmax(-1)
+    words = [model.tokenizer.decode(int(t)) for t in at_masks]
+    expected = [f"Prediction {i}: {w}" for i, w in enumerate(words)]
+    assert model(text, return_type="predictions") == expected
+    assert model(text).shape == (1, ids.shape[1], 30522)
