@@ -20,7 +20,7 @@ Three kinds, used by :class:`tlcore.hooked_encoder.HookedEncoder`:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,7 @@ class PostNormEncoderTrait(BlockTrait):
     """TransformerLens's ``BertBlock``: the norms follow each add; residual hooks before them."""
 
     kind: Literal["post_norm_encoder"] = "post_norm_encoder"
+    output_hook: ClassVar[str] = "hook_normalized_resid_post"
 
     def wiring(self) -> BlockWiring:  # noqa: D102
         return BlockWiring(
