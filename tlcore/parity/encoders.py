@@ -6,7 +6,7 @@ class), loaded with :class:`~tlcore.hooked_encoder.HookedEncoder` or
 on every layer's output, read from HF's own ``output_hidden_states``. Which hook holds a layer's
 output is the block trait's declaration (:attr:`~tlcore.components.block.BlockTrait.output_hook`:
 ``hook_normalized_resid_post`` for BERT's post-norm blocks). An encoder-decoder's decoder reads
-the first half of the parity tokens' columns, so its logits are as deterministic as the tokens.
+the parity tokens too, so its logits have the tokens' shape (what a snapshot stores).
 """
 
 from __future__ import annotations
@@ -42,16 +42,18 @@ def encoder_inputs(model: Any, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         tokens: The parity tokens ``[batch, pos]``.
 
     Returns:
-        ``{"decoder_input": tokens[:, : pos // 2 + 1]}`` for an encoder-decoder, else ``{}``.
+        ``{"decoder_input": tokens}`` for an encoder-decoder, else ``{}``.
     """
     if hasattr(model, "decoder"):
-        return {"decoder_input": tokens[:, : tokens.shape[1] // 2 + 1]}
+        return {"decoder_input": tokens}
     return {}
 
 
 def _stacks(model: Any) -> list[tuple[str, int, str, Any]]:
-    """``(hook prefix, layers, output hook, final norm)`` per stack, in HF's ``hidden_states``
-    order; the output hook is the block trait's declaration."""
+    """``(hook prefix, layers, output hook, final norm)`` per stack, in HF's order.
+
+    The output hook is the block trait's declaration.
+    """
     cfg = model.cfg
     if hasattr(model, "decoder"):
         return [
