@@ -248,7 +248,9 @@ def run_case(
                 spec, folder, variant, seed, attn_implementation=attn_implementation
             )
         if is_encoder_spec(spec):  # HookedEncoder / HookedEncoderDecoder: no weight processing
-            return _run_encoder_case(spec, variant, folder, hf_model, hf, atol, tokens, start)
+            return _run_encoder_case(
+                spec, variant, folder, hf_model, hf, processed, atol, tokens, start
+            )
         # A registered spec loads through the real resolution path (hf.model_types, hf.match,
         # priorities), which must pick it; any other spec object is handed to the loader.
         given = None if _registered_as_is(spec) else spec
@@ -299,6 +301,7 @@ def _run_encoder_case(
     folder: Path,
     hf_model: Any,
     hf: bool,
+    processed: bool,
     atol: float,
     tokens: torch.Tensor | None,
     start: float,
@@ -313,6 +316,8 @@ def _run_encoder_case(
     tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
     if hf:
         result, _ = compare_encoder(model, hf_model, tokens, atol, spec.name, variant)
+        if processed:  # from_pretrained applies no weight processing to encoders (as TL's)
+            result.processed_logprobs_max_diff = result.logprobs_max_diff
     else:
         result = ParityResult(spec.name, variant, True, float("nan"), atol=atol, message="ok")
     with torch.no_grad():
