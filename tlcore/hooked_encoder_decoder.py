@@ -32,6 +32,7 @@ from tlcore.encoder_loading import EncoderLoadingMixin, init_weights_, plan_from
 from tlcore.errors import InputValidationError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.model_flags import FlagsMixin
+from tlcore.model_weights import WeightsMixin
 from tlcore.plan import ModelPlan
 from tlcore.utils.sampling import sample_logits
 from tlcore.validation import check_tokens
@@ -39,7 +40,7 @@ from tlcore.validation import check_tokens
 logger = logging.getLogger(__name__)
 
 
-class HookedEncoderDecoder(EncoderLoadingMixin, FlagsMixin, HookedRootModule):
+class HookedEncoderDecoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootModule):
     """A T5-style encoder-decoder with a hook point at every TransformerLens 2.x activation name.
 
     Args:
@@ -310,25 +311,14 @@ class HookedEncoderDecoder(EncoderLoadingMixin, FlagsMixin, HookedRootModule):
         return decoder
 
     # -- weights ---------------------------------------------------------------------------------
-    @property
-    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
-        """The unembedding."""
-        return self.unembed.W_U
+    def _stack(self, module: str, name: str) -> torch.Tensor:
+        """Stack a parameter over the encoder's blocks (TransformerLens's ``W_Q``... stacks)."""
+        return torch.stack([getattr(getattr(b, module), name) for b in self.encoder], dim=0)
 
     @property
-    def b_U(self) -> Float[torch.Tensor, " d_vocab"]:
-        """The unembedding bias."""
-        return self.unembed.b_U
-
-    @property
-    def W_E(self) -> Float[torch.Tensor, "d_vocab d_model"]:
-        """The shared token embedding."""
-        return self.embed.W_E
-
-    def all_head_labels(self) -> list[str]:
-        """``L{layer}H{head}`` for every encoder layer and head (TransformerLens's labels).
-
-        Returns:
-            The labels.
-        """
-        return [f"L{i}H{h}" for i in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
+    def W_pos(self) -> Float[torch.Tensor, "n_ctx d_model"]:
+        """Not defined: T5's positions are relative biases (``encoder.0.attn.rel_pos_bias``)."""
+        raise NotImplementedError(
+            "T5 has no positional embedding matrix: its positions are relative attention biases "
+            "(encoder.0.attn.rel_pos_bias.weight)"
+        )

@@ -195,6 +195,17 @@ def test_hooked_transformer_points_to_this_class(t5, tmp_path):
         HookedTransformer.from_pretrained(str(tmp_path), device="cpu")
 
 
+def test_weight_stacks_are_the_encoders(t5):
+    _, hf, model = t5
+    q = hf.encoder.block[1].layer[0].SelfAttention.q.weight  # [n_heads * d_head, d_model]
+    assert model.W_Q.shape == (N_LAYERS, 4, 64, 16)
+    torch.testing.assert_close(model.W_Q[1, 2], q[32:48].T)
+    assert model.OV.shape == (N_LAYERS, 4, 64, 64)
+    assert model.all_head_labels()[:2] == ["L0H0", "L0H1"]
+    with pytest.raises(NotImplementedError, match="relative"):
+        _ = model.W_pos
+
+
 def test_token_input_needs_decoder_input(t5, batch):
     _, _, model = t5
     with pytest.raises(InputValidationError, match="decoder_input"):
