@@ -105,7 +105,8 @@ def compare_encoder(
             hook = f"{prefix}.{i}.{output_hook}"
             ours = cache[hook]
             if i == n_layers - 1 and final_norm is not None:  # HF reports it normalised
-                ours = final_norm(ours)
+                with torch.no_grad():
+                    ours = final_norm(ours)
             diff = float((ours - states[i + 1]).abs().max())
             layer_diffs.append(diff)
             if first is None and diff > atol:
