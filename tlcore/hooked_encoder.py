@@ -26,10 +26,11 @@ from torch import nn
 
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
+from tlcore.components.encoder import NSPHead, Pooler, TokenTypedEmbed
 from tlcore.config import HookedTransformerConfig
 from tlcore.config_checks import spec_errors_named
 from tlcore.encoder_loading import EncoderLoadingMixin, init_weights_, plan_from_tl_fields
-from tlcore.errors import InputValidationError
+from tlcore.errors import InputValidationError, SpecError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.model_flags import FlagsMixin
 from tlcore.model_weights import WeightsMixin
@@ -75,14 +76,17 @@ class HookedEncoder(EncoderLoadingMixin, WeightsMixin, FlagsMixin, HookedRootMod
         with spec_errors_named(cfg):
             modules = build_modules(plan)
             head = self._make_head(plan) if "mlm_head" in heads else None
+        if not isinstance(modules.embed, TokenTypedEmbed):
+            raise SpecError(
+                f"HookedEncoder needs the embedding kind 'token_typed' (spec '{cfg.spec_name}' has "
+                f"'{cfg.trait('embedding').kind}')"
+            )
         self.embed = modules.embed
         self.embed.pos_embed = modules.pos_embed  # TransformerLens's embed.pos_embed.W_pos
         self.hook_full_embed = HookPoint()
         self.blocks = modules.blocks
         self.mlm_head = head
         self.unembed = modules.unembed if head is not None else None
-        from tlcore.components.encoder import NSPHead, Pooler
-
         self.pooler = Pooler(cfg) if "pooler" in heads or "nsp_head" in heads else None
         self.nsp_head = NSPHead(cfg) if "nsp_head" in heads else None
         self.tokenizer = tokenizer
