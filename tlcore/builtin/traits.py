@@ -14,7 +14,9 @@ from tlcore.components import (
     alibi,
     attention,
     block,
+    cross,
     embed,
+    encoder,
     mla,
     mlp,
     moe,
@@ -24,7 +26,7 @@ from tlcore.components import (
     rotary,
     unembed,
 )
-from tlcore.spec.traits import Trait
+from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 
 TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("embedding", embed.TokenEmbeddingTrait, embed.make_embed),
@@ -48,6 +50,8 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("mlp", moe.MoETrait, moe.make_moe),
     ("mlp", moe_grouped.GroupedMoETrait, moe_grouped.make_grouped_moe),
     ("unembed", unembed.UnembedTrait, unembed.make_unembed),
+    *encoder.TRAITS,
+    *cross.TRAITS,
 ]
 
 
@@ -77,7 +81,7 @@ def builtin_component(slot: str, kind: str) -> Callable[..., Any]:
     Raises:
         KeyError: When no built-in kind has that name.
     """
-    slot = "norm" if slot == "final_norm" else slot
+    slot = SLOT_KINDS_FROM.get(slot, slot)
     for s, model, factory in TRAITS:
         if s == slot and model.model_fields["kind"].default == kind:
             return factory

@@ -242,7 +242,7 @@ class Attention(LinearLayout, ResidualIO):
         group = qh.shape[1] // kh.shape[1]
         bias = None
         if positional is not None and positional.biases_scores:
-            bias = positional.score_bias(qh.shape[1], ctx.key_positions, self.scale, qh.dtype)
+            bias = positional.score_bias_in(ctx, qh.shape[1], self.scale, qh.dtype)
         mask = None if ctx.is_plain_causal(self.window) else ctx.mask(self.window)
         if mask is not None:
             # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.

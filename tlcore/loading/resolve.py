@@ -101,6 +101,12 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
     classes = set(data.get("architectures") or [])
     candidates = registry.candidates_for(data)  # best first; a built-in wins a priority tie
     if not candidates:
+        encoder = _encoder_class_for(data)
+        if encoder is not None:
+            raise UnknownArchitectureError(
+                f"model_type '{model_type}' is an encoder architecture, not a decoder-only one: "
+                f"load it with tlcore.{encoder}.from_pretrained"
+            )
         supported = registry.supported_model_types()
         raise UnknownArchitectureError(
             f"no architecture spec covers model_type '{model_type}' "
@@ -110,6 +116,17 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
             f"plugin or specs/architectures/."
         )
     return candidates[0]
+
+
+def _encoder_class_for(data: dict[str, Any]) -> str | None:
+    """``HookedEncoder`` / ``HookedEncoderDecoder`` when an encoder spec covers the config."""
+    from tlcore.encoder_specs import encoder_spec_for_hf_config
+
+    try:
+        encoder_spec_for_hf_config(data, "HookedEncoder")
+    except UnknownArchitectureError:
+        return None
+    return "HookedEncoderDecoder" if data.get("is_encoder_decoder") else "HookedEncoder"
 
 
 def resolve_checkpoint(

@@ -109,6 +109,7 @@ IGNORED_KEY_SUFFIXES = (
     ".rotary_emb.cos_cached",
     ".rotary_emb.sin_cached",
     "embed_positions",
+    "embeddings.position_ids",  # BERT checkpoints saved before the buffer became non-persistent
 )
 
 

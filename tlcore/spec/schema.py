@@ -111,6 +111,9 @@ class ParitySettings(BaseModel):
     """Per test variant override of ``attn_implementation``."""
     note: str = ""
     """Why a setting differs from the default (shown in the parity table)."""
+    hf_auto_class: str = "AutoModelForCausalLM"
+    """The transformers auto class the tiny reference is built with (``AutoModelForMaskedLM``,
+    ``AutoModelForSeq2SeqLM`` for the encoder specs)."""
     hf_module: str | None = None
     """A module to import before the reference is built: it registers an HF architecture that
     transformers does not ship (a plugin's own reference model) with ``AutoConfig`` and

@@ -102,16 +102,17 @@ def build_tiny_hf_model(
     Returns:
         The HF model in eval mode.
     """
-    from transformers import AutoModelForCausalLM
+    import transformers
 
+    auto = getattr(transformers, spec.parity.hf_auto_class)
     config = tiny_hf_config(spec, variant, **overrides)
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
     try:
-        model = AutoModelForCausalLM.from_config(
+        model = auto.from_config(
             config, dtype=torch.float32, experts_implementation="eager", **kwargs
         )
     except (TypeError, ValueError):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
+        model = auto.from_config(config, dtype=torch.float32, **kwargs)
     fill_seeded_(model, seed)
     return model.eval()
 
