@@ -16,6 +16,7 @@ from tlcore.errors import (
     UnknownArchitectureError,
 )
 from tlcore.loading.gguf import convert_gguf_to_safetensors
+from tlcore.loading.text_tower import text_config_of
 from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
 from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
@@ -93,6 +94,11 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
     if chosen:
         return registry.get_spec(chosen)
     model_type = data.get("model_type")
+    tower = registry.text_towers.get(str(model_type))
+    if tower is not None:
+        # A multimodal wrapper: its language model's spec, reading only the text tower.
+        inner = spec_for_hf_config(text_config_of(hf_config, tower[0]))
+        return inner.model_copy(update={"text_tower": tower[0]})
     classes = set(data.get("architectures") or [])
     candidates = registry.candidates_for(data)  # best first; a built-in wins a priority tie
     if not candidates:

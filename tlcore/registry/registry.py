@@ -24,7 +24,7 @@ from typing import Any
 from tlcore.errors import PluginError, SpecError, UnknownArchitectureError
 from tlcore.spec.bounds import check_document_bounds
 from tlcore.spec.loader import merge_extends, read_spec_file, validate_spec
-from tlcore.spec.schema import ArchitectureSpec
+from tlcore.spec.schema import ArchitectureSpec, TextTower
 from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 
 REPLACE_ENV = "TLCORE_REPLACE_BUILTINS"
@@ -111,6 +111,8 @@ class Registry:
     traits: dict[tuple[str, str], TraitKind] = field(default_factory=dict)
     weight_ops: dict[str, WeightOp] = field(default_factory=dict)
     aliases: dict[str, tuple[str, Source]] = field(default_factory=dict)
+    text_towers: dict[str, tuple[TextTower, Source]] = field(default_factory=dict)
+    """Wrapper HF model type → how its checkpoints hold the language model."""
     _validated: dict[str, ArchitectureSpec] = field(default_factory=dict)
     replacements: dict[str, str] = field(default_factory=dict)
     """Built-in items replaced with the user's permission: ``"architecture 'gpt2'"`` → plugin."""

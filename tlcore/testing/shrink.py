@@ -172,17 +172,14 @@ def build_shrunken_hf_model(data: dict[str, Any], attn_implementation: str = "ea
         A transformers ``PreTrainedModel`` (fp32).
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     from tlcore.loading.resolve import hf_config_object
-    from tlcore.testing.tiny import fill_seeded_
+    from tlcore.testing.tiny import fill_seeded_, hf_model_from_config
 
     config = hf_config_object(shrink_config_dict(data))
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, "dtype": torch.float32}
-    try:
-        model = AutoModelForCausalLM.from_config(config, experts_implementation="eager", **kwargs)
-    except (TypeError, ValueError):
-        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    model = hf_model_from_config(
+        config, attn_implementation=attn_implementation, dtype=torch.float32
+    )
     fill_seeded_(model)
     vocab_matrices = {id(m.weight) for m in (model.get_input_embeddings(),) if m is not None}
     output = model.get_output_embeddings()

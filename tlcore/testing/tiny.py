@@ -50,6 +50,10 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
         fields.update(copy.deepcopy(spec.test_variants[variant]))
     fields.update(copy.deepcopy(overrides))
     model_type = spec.hf.model_types[0]
+    if spec.parity.wrapper is not None:  # a multimodal wrapper's language model
+        wrapper = copy.deepcopy(dict(spec.parity.wrapper))
+        text = {"model_type": model_type, **fields}
+        return AutoConfig.for_model(wrapper.pop("model_type"), text_config=text, **wrapper)
     config = AutoConfig.for_model(model_type, **fields)
     if spec.hf.architectures:
         config.architectures = [spec.hf.architectures[0]]
@@ -84,6 +88,29 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
             param.copy_(value.to(param.dtype))
 
 
+def hf_model_from_config(config: Any, **kwargs: Any) -> Any:
+    """HF's own model for a config: its causal LM, or for a multimodal wrapper (LLaVA, Mistral 3,
+    Qwen2-VL...) that has none, its image-text-to-text model.
+
+    Args:
+        config: A transformers config.
+        **kwargs: ``from_config`` arguments (``dtype``, ``attn_implementation``...); MoE models
+            also get ``experts_implementation="eager"`` where transformers accepts it.
+
+    Returns:
+        The model (randomly initialised).
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    auto: Any = AutoModelForCausalLM
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        auto = AutoModelForImageTextToText
+    try:
+        return auto.from_config(config, experts_implementation="eager", **kwargs)
+    except (TypeError, ValueError):
+        return auto.from_config(config, **kwargs)
+
+
 def build_tiny_hf_model(
     spec: ArchitectureSpec,
     variant: str | None = None,
@@ -102,16 +129,10 @@ def build_tiny_hf_model(
     Returns:
         The HF model in eval mode.
     """
-    from transformers import AutoModelForCausalLM
-
     config = tiny_hf_config(spec, variant, **overrides)
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
-    try:
-        model = AutoModelForCausalLM.from_config(
-            config, dtype=torch.float32, experts_implementation="eager", **kwargs
-        )
-    except (TypeError, ValueError):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
+    model = hf_model_from_config(
+        config, dtype=torch.float32, attn_implementation=attn_implementation
+    )
     fill_seeded_(model, seed)
     return model.eval()
 
