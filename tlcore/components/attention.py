@@ -157,12 +157,13 @@ class Attention(LinearLayout, ResidualIO):
         return self._post_projection(out, name).view(*x.shape[:-1], n, d_head)
 
     def _post_projection(self, flat: torch.Tensor, name: str) -> torch.Tensor:
-        if self.trait.clip_qkv is not None:
-            flat = flat.clamp(-self.trait.clip_qkv, self.trait.clip_qkv)
+        # A full-width qk-norm comes first, then clip_qkv (OLMoE: q_norm(q_proj(x)).clamp_(...)).
         if self.trait.qk_norm_scope == "full_width" and name in ("Q", "K"):
             norm = self.q_norm if name == "Q" else self.k_norm
             if norm is not None:
                 flat = norm(flat)
+        if self.trait.clip_qkv is not None:
+            flat = flat.clamp(-self.trait.clip_qkv, self.trait.clip_qkv)
         return flat
 
     def forward(
