@@ -103,8 +103,11 @@ class Rotary(PositionalEncoding):
     ) -> tuple[torch.Tensor, float]:
         params = self.trait._params(layer_type)
         rope_type = params.get("rope_type", "default")
-        if rope_type == "default":
+        alpha = params.get("alpha") if rope_type == "dynamic" else None
+        if rope_type == "default" or alpha:
             base = self.trait.base or params.get("rope_theta", 10000.0)
+            if alpha:  # NTK-alpha (HunYuan's "dynamic" with a fixed alpha): a static, larger base
+                base = base * alpha ** (self.dim / (self.dim - 2))
             exps = (
                 torch.arange(0, self.dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
                 / self.dim
