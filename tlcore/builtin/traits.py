@@ -21,6 +21,7 @@ from tlcore.components import (
     positions,
     rotary,
     unembed,
+    xielu,
 )
 from tlcore.spec.traits import Trait
 
@@ -43,6 +44,7 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("mlp", mlp.PlainMLPTrait, mlp.make_plain_mlp),
     ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
     ("mlp", moe.MoETrait, moe.make_moe),
+    ("mlp", xielu.XIELUMLPTrait, xielu.make_xielu_mlp),
     ("unembed", unembed.UnembedTrait, unembed.make_unembed),
 ]
 
