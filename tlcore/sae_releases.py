@@ -42,8 +42,9 @@ class SAERelease(BaseModel):
             Sorted hook names.
 
         Example:
+            >>> hooks = {"blocks.{layer}.hook_z": [0, 2], "hook_embed": []}
             >>> r = SAERelease(release="r", family="f", model="m", repo_id="x", spec=None,
-            ...                config=None, hooks={"blocks.{layer}.hook_z": [0, 2], "hook_embed": []})
+            ...                config=None, hooks=hooks)
             >>> r.hook_names()
             ['blocks.0.hook_z', 'blocks.2.hook_z', 'hook_embed']
         """

@@ -33,7 +33,9 @@ def served_releases() -> dict[str, list[tuple[str, str, str]]]:
         if release.config not in models:
             models[release.config] = model_hook_names(config)
         if not missing_hooks(release, config, models[release.config]):
-            out.setdefault(release.spec, []).append((release.family, release.model, release.release))
+            out.setdefault(release.spec, []).append(
+                (release.family, release.model, release.release)
+            )
     return out
 
 

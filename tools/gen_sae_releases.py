@@ -89,7 +89,11 @@ def hook_names(release: str, entry: dict[str, Any], sae: dict[str, Any]) -> list
         return [sae["id"]]
     if func == "gemma_2":  # get_gemma_2_config_from_hf
         if "res" in repo:
-            return ["hook_embed"] if "embedding" in path else [f"blocks.{_layer(path)}.hook_resid_post"]
+            return (
+                ["hook_embed"]
+                if "embedding" in path
+                else [f"blocks.{_layer(path)}.hook_resid_post"]
+            )
         if "mlp" in repo:
             return [f"blocks.{_layer(path)}.hook_mlp_out"]
         return [f"blocks.{_layer(path)}.attn.hook_z"]
@@ -151,8 +155,15 @@ def main() -> int:
         names = {n for sae in entry["saes"] for n in hook_names(release, entry, sae)}
         spec, config = MODELS.get(model, (None, None))
         out.append(
-            {"release": release, "family": family, "model": model, "repo_id": entry["repo_id"],
-             "spec": spec, "config": config, "hooks": _compact(names)}  # fmt: skip
+            {
+                "release": release,
+                "family": family,
+                "model": model,
+                "repo_id": entry["repo_id"],
+                "spec": spec,
+                "config": config,
+                "hooks": _compact(names),
+            }  # fmt: skip
         )
     header = (
         "# Public SAE / transcoder releases and the tlcore spec whose hook points they read\n"
@@ -160,9 +171,9 @@ def main() -> int:
         "# pretrained_saes.yaml (hook names derived as sae-lens's conversion functions derive\n"
         "# them); do not edit by hand. `config` is a real config.json in tests/data/hub_configs\n"
         "# with the release model's dimensions (null: none in the corpus; `spec: null`: no\n"
-        "# tlcore spec). tests/unit/test_sae_releases.py proves every hook name exists in tlcore's\n"
-        "# model of that config (or names the hooks tlcore lacks, for releases marked `served:\n"
-        "# false` by the test's own check).\n"
+        "# tlcore spec). tests/unit/test_sae_releases.py proves every hook name exists in\n"
+        "# tlcore's model of that config (or that the hooks it lacks are the known ones); the\n"
+        "# README's model table lists the releases with none missing.\n"
     )
     text = header + yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=100)
     (ROOT / "specs" / "sae_releases.yaml").write_text(text)

@@ -12,8 +12,10 @@ from tlcore.model import HookedTransformer
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import save_tiny_checkpoint
 
-NEW_SPECS = ["apertus", "cohere2", "ernie4_5", "exaone4", "flex_olmo", "glm", "glm4",
-             "hunyuan_v1_dense", "olmo3", "olmoe", "qwen2_vl_text", "seed_oss", "smollm3"]  # fmt: skip
+NEW_SPECS = [
+    *("apertus", "cohere2", "ernie4_5", "exaone4", "flex_olmo", "glm", "glm4"),
+    *("hunyuan_v1_dense", "olmo3", "olmoe", "qwen2_vl_text", "seed_oss", "smollm3"),
+]
 
 
 @pytest.mark.parametrize("name", NEW_SPECS)
@@ -23,9 +25,7 @@ def test_kv_cached_greedy_equals_hf_generate(name: str, tmp_path: Path):
     model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
     tokens = torch.tensor([[3, 17, 301, 44, 9, 250, 77]])
     ours = model.generate(tokens, 8, do_sample=False, stop_at_eos=False, verbose=False)
-    theirs = hf_model.generate(
-        input_ids=tokens, max_new_tokens=8, do_sample=False, pad_token_id=0
-    )
+    theirs = hf_model.generate(input_ids=tokens, max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(ours, theirs)
     uncached = model.generate(
         tokens, 8, do_sample=False, stop_at_eos=False, verbose=False, use_past_kv_cache=False

@@ -22,18 +22,23 @@ from tlcore.parity.compare import compare_model, parity_tokens
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import fill_seeded_, hf_model_from_config
 
-TEXT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128, "vocab_size": 512}  # fmt: skip
-VISION = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-          "intermediate_size": 64, "image_size": 28, "patch_size": 14}  # fmt: skip
+TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TEXT.update(head_dim=16, intermediate_size=128, vocab_size=512)
+VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+VISION.update(image_size=28, patch_size=14)
 MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
 
 # wrapper model_type → (its config fields, the spec its language model resolves to)
 WRAPPERS: dict[str, tuple[dict[str, Any], str]] = {
     "gemma3": (
         {
-            "text_config": {**TEXT, "model_type": "gemma3_text", "num_hidden_layers": 6,
-                            "sliding_window": 5, "query_pre_attn_scalar": 24},  # fmt: skip
+            "text_config": {
+                **TEXT,
+                "model_type": "gemma3_text",
+                "num_hidden_layers": 6,
+                "sliding_window": 5,
+                "query_pre_attn_scalar": 24,
+            },  # fmt: skip
             "vision_config": {**VISION, "model_type": "siglip_vision_model"},
             "mm_tokens_per_image": 4,
         },
@@ -70,9 +75,14 @@ WRAPPERS: dict[str, tuple[dict[str, Any], str]] = {
     "qwen2_5_vl": (
         {
             "text_config": {**TEXT, "model_type": "qwen2_5_vl_text", "rope_parameters": MROPE},
-            "vision_config": {"depth": 1, "hidden_size": 32, "out_hidden_size": 64,
-                              "num_heads": 2, "intermediate_size": 64,
-                              "fullatt_block_indexes": [0]},  # fmt: skip
+            "vision_config": {
+                "depth": 1,
+                "hidden_size": 32,
+                "out_hidden_size": 64,
+                "num_heads": 2,
+                "intermediate_size": 64,
+                "fullatt_block_indexes": [0],
+            },  # fmt: skip
         },
         "qwen2_vl_text",
     ),

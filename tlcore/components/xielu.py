@@ -41,8 +41,6 @@ class XIELUMLPTrait(Trait):
         cfg.setdefault("gated_mlp", False)
 
 
-
-
 class XIELUMLP(MLP):
     """``W_out xielu(W_in x + b_in) + b_out`` with ``alpha_p``, ``alpha_n``, ``beta``, ``eps``.
 

@@ -16,8 +16,8 @@ from tlcore.errors import (
     UnknownArchitectureError,
 )
 from tlcore.loading.gguf import convert_gguf_to_safetensors
-from tlcore.loading.text_tower import text_config_of
 from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
+from tlcore.loading.text_tower import text_config_of
 from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec

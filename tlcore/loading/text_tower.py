@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from tlcore.errors import CheckpointFormatError
 from tlcore.spec.schema import TextTower
 

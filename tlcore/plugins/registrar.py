@@ -142,7 +142,6 @@ class Registrar:
         self._registry.add_alias(alias, target, self.source, override=override)
         self.registered["aliases"].append(alias)
 
-
     def text_tower(self, tower: TextTower | Mapping[str, Any], override: bool = False) -> None:
         """Register how multimodal wrapper checkpoints hold their language model.
 

@@ -121,8 +121,11 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
 
 
 def _with_class_defaults(sub: dict[str, Any]) -> dict[str, Any]:
-    """A nested config that leaves its dimensions to its class (LLaVA's ``text_config``), with the
-    class's dimensions filled in (only those: every other field stays as written)."""
+    """A nested config with its class's dimensions filled in where it leaves them out.
+
+    LLaVA's ``text_config`` states only what differs from ``LlamaConfig``; every field it does
+    state stays as written.
+    """
     if _first(sub, _HIDDEN) is not None or "model_type" not in sub:
         return sub
     from transformers import AutoConfig

@@ -89,8 +89,9 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
 
 
 def hf_model_from_config(config: Any, **kwargs: Any) -> Any:
-    """HF's own model for a config: its causal LM, or for a multimodal wrapper (LLaVA, Mistral 3,
-    Qwen2-VL...) that has none, its image-text-to-text model.
+    """HF's own model for a config: its causal LM, or else its image-text-to-text model.
+
+    Multimodal wrappers (LLaVA, Mistral 3, Qwen2-VL...) have no causal-LM class.
 
     Args:
         config: A transformers config.
