@@ -13,10 +13,12 @@ import re
 import sys
 from pathlib import Path
 
-from tlcore.commands.list_specs import architecture_rows
-from tlcore.sae_releases import missing_hooks, model_hook_names, sae_releases
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's tlcore, not another tree's installed copy
+
+from tlcore.commands.list_specs import architecture_rows  # noqa: E402
+from tlcore.sae_releases import missing_hooks, model_hook_names, sae_releases  # noqa: E402
+
 START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
 CORPUS = ROOT / "tests" / "data" / "hub_configs"
 
