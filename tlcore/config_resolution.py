@@ -19,6 +19,7 @@ from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.trait_resolution import TraitLookup, resolve_trait
 from tlcore.spec.traits import SLOT_KINDS_FROM, SLOTS, Trait
 
+
 def _architectures(hf_config: Any) -> list[str]:
     if isinstance(hf_config, dict):
         return list(hf_config.get("architectures") or [])
