@@ -24,6 +24,28 @@ DEFAULT_SEED = 1234
 def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrides: Any) -> Any:
     """Build the HF config of a spec's ``test_config`` (plus a named variant and overrides).
 
+    For a multimodal wrapper's language model (``parity.wrapper``) this is the text config inside
+    the wrapper's (what the spec resolves); :func:`tiny_reference_config` gives the wrapper's.
+
+    Args:
+        variant: A key of ``spec.test_variants``.
+        **overrides: Extra HF config fields.
+
+    Returns:
+        A transformers ``PretrainedConfig``.
+
+    Raises:
+        KeyError: For an unknown variant.
+    """
+    config = tiny_reference_config(spec, variant, **overrides)
+    return config.text_config if spec.parity.wrapper is not None else config
+
+
+def tiny_reference_config(
+    spec: ArchitectureSpec, variant: str | None = None, **overrides: Any
+) -> Any:
+    """The HF config of the reference model parity builds (the wrapper's, for a text tower).
+
     Args:
         variant: A key of ``spec.test_variants``.
         **overrides: Extra HF config fields.
@@ -130,7 +152,7 @@ def build_tiny_hf_model(
     Returns:
         The HF model in eval mode.
     """
-    config = tiny_hf_config(spec, variant, **overrides)
+    config = tiny_reference_config(spec, variant, **overrides)
     model = hf_model_from_config(
         config, dtype=torch.float32, attn_implementation=attn_implementation
     )
