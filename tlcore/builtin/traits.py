@@ -25,6 +25,7 @@ from tlcore.components import (
     positions,
     rotary,
     unembed,
+    xielu,
 )
 from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 
@@ -49,6 +50,7 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
     ("mlp", moe.MoETrait, moe.make_moe),
     ("mlp", moe_grouped.GroupedMoETrait, moe_grouped.make_grouped_moe),
+    ("mlp", xielu.XIELUMLPTrait, xielu.make_xielu_mlp),
     ("unembed", unembed.UnembedTrait, unembed.make_unembed),
     *encoder.TRAITS,
     *cross.TRAITS,

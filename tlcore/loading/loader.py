@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tlcore.components.layout import linear_layout
+from tlcore.loading.text_tower import TextTowerSource
 from tlcore.loading.weight_map import (
     ZERO_DEFAULT_PARAMS,
     MappingReport,
@@ -71,6 +72,8 @@ def load_checkpoint(
     Raises:
         CheckpointMismatchError: Listing every missing, unexpected and mis-shaped tensor at once.
     """
+    if weights.spec.text_tower is not None:  # a multimodal wrapper: its language model only
+        source = TextTowerSource(source, weights.spec.text_tower)
     params = dict(model.named_parameters())
     # Specs name GQA weights W_K/W_V; the module stores them as _W_K/_W_V (TransformerLens naming).
     aliases = {name.replace("._", "."): name for name in params if "._" in name}

@@ -47,6 +47,7 @@ class ManagerState:
             dict(reg.specs), dict(reg.traits), dict(reg.weight_ops), dict(reg.aliases)
         )
         snapshot.replacements = dict(reg.replacements)
+        snapshot.text_towers = dict(reg.text_towers)
         return snapshot
 
     def _restore(self, snapshot: Registry) -> None:
@@ -54,6 +55,7 @@ class ManagerState:
         self.registry.weight_ops = dict(snapshot.weight_ops)
         self.registry.aliases = dict(snapshot.aliases)
         self.registry.replacements = dict(snapshot.replacements)
+        self.registry.text_towers = dict(snapshot.text_towers)
         self.registry._validated.clear()
 
     def _fail(self, record: PluginRecord, reason: str, keep: bool = False) -> None:

@@ -34,7 +34,7 @@ from tlcore.registry.entries import (
 from tlcore.registry.lookup import RegistryLookup
 from tlcore.spec.bounds import check_document_bounds
 from tlcore.spec.loader import read_spec_file
-from tlcore.spec.schema import ArchitectureSpec
+from tlcore.spec.schema import ArchitectureSpec, TextTower
 from tlcore.spec.traits import Trait
 
 __all__ = ["REPLACE_ENV", "Registry", "Source", "TraitKind", "WeightOp", "replacement_allowed"]
@@ -48,6 +48,8 @@ class Registry(RegistryLookup):
     traits: dict[tuple[str, str], TraitKind] = field(default_factory=dict)
     weight_ops: dict[str, WeightOp] = field(default_factory=dict)
     aliases: dict[str, tuple[str, Source]] = field(default_factory=dict)
+    text_towers: dict[str, tuple[TextTower, Source]] = field(default_factory=dict)
+    """Wrapper HF model type → how its checkpoints hold the language model."""
     _validated: dict[str, ArchitectureSpec] = field(default_factory=dict)
     replacements: dict[str, str] = field(default_factory=dict)
     """Built-in items replaced with the user's permission: ``"architecture 'gpt2'"`` → plugin."""
