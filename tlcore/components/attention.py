@@ -4,8 +4,10 @@ Parameters: ``W_Q [head_index, d_model, d_head]``, ``W_K/W_V`` (``_W_K/_W_V [kv_
 GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head, d_model]``, biases
 ``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none).
 
-The forward uses ``F.scaled_dot_product_attention`` unless something needs the scores themselves: a
-hook (or cache) on ``hook_attn_scores``/``hook_pattern``, a logit soft-cap, or attention sinks.
+The forward uses ``F.scaled_dot_product_attention`` unless the scores themselves change (a logit
+soft-cap, attention sinks). A hook or cache on ``hook_attn_scores``/``hook_pattern`` makes that
+layer form them too; its output stays the fused kernel's, bit for bit, unless a hook changed a
+value (then it is ``pattern @ v`` from the edited values).
 Projection weights are kept in memory in ``F.linear``'s layout (see
 :mod:`tlcore.components.layout`), so the projections run the same kernels as HuggingFace with no
 copies.
@@ -29,7 +31,7 @@ from tlcore.components.norms import NormFactory
 from tlcore.components.positions import PositionalEncoding
 from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
 from tlcore.errors import SpecError
-from tlcore.hook_points import HookPoint
+from tlcore.hook_points import HookPoint, keep_values
 
 __all__ = ["Attention", "AttentionTrait", "GroupedQueryAttention", "QKVOFlags", "make_attention"]
 
@@ -222,14 +224,6 @@ class Attention(LinearLayout, ResidualIO):
             return self.k_norm(grouped).transpose(-2, -3).flatten(-3, -2)
         return self.k_norm(k)
 
-    def _needs_scores(self) -> bool:
-        return (
-            self.hook_attn_scores.has_hooks
-            or self.hook_pattern.has_hooks
-            or self.trait.softcap is not None
-            or self.trait.sinks
-        )
-
     def _attend(
         self,
         q: torch.Tensor,
@@ -247,27 +241,67 @@ class Attention(LinearLayout, ResidualIO):
         if mask is not None:
             # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.
             mask = mask | ~mask.any(-1, keepdim=True)
-        if not self._needs_scores():
-            if bias is not None:
-                floor = torch.finfo(qh.dtype).min
-                keep = mask if mask is not None else ctx.mask(self.window)
-                attn_mask: torch.Tensor | None = (
-                    bias.masked_fill(~keep, floor) if keep is not None else bias
-                )
-            else:
-                attn_mask = mask
-            z = F.scaled_dot_product_attention(
-                qh,
-                kh,
-                vh,
-                attn_mask=attn_mask,
-                scale=self.scale,
-                is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1,
-                enable_gqa=group > 1,
+        # The fused kernel is the plain path unless the scores themselves change (soft-cap, sinks).
+        fused = self.trait.softcap is None and not self.trait.sinks
+        hooks = (self.hook_attn_scores, self.hook_pattern)
+        if fused and not any(point.has_hooks for point in hooks):
+            return self._fused(qh, kh, vh, bias, mask, ctx, group)
+        # Form the scores and pattern for the hooks. Under the fused plain path, keep its output
+        # unless a hook changed a value, so reading (or patching in the same value) is exact.
+        pattern, edited = self._pattern(qh, kh, bias, mask, ctx, group, check=fused)
+        if not fused or edited:
+            return _weigh(pattern, vh, group)
+        z = self._fused(qh, kh, vh, bias, mask, ctx, group)
+        if any(point.has_bwd_hooks for point in hooks):  # their gradient flows via the pattern
+            z = keep_values(z, _weigh(pattern, vh, group))
+        return z
+
+    def _fused(
+        self,
+        qh: torch.Tensor,
+        kh: torch.Tensor,
+        vh: torch.Tensor,
+        bias: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        ctx: ForwardContext,
+        group: int,
+    ) -> torch.Tensor:
+        """``F.scaled_dot_product_attention`` (``[batch, pos, head, d_head]``)."""
+        if bias is not None:
+            floor = torch.finfo(qh.dtype).min
+            keep = mask if mask is not None else ctx.mask(self.window)
+            attn_mask: torch.Tensor | None = (
+                bias.masked_fill(~keep, floor) if keep is not None else bias
             )
-            return z.transpose(1, 2)
+        else:
+            attn_mask = mask
+        z = F.scaled_dot_product_attention(
+            qh,
+            kh,
+            vh,
+            attn_mask=attn_mask,
+            scale=self.scale,
+            is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1,
+            enable_gqa=group > 1,
+        )
+        return z.transpose(1, 2)
+
+    def _pattern(
+        self,
+        qh: torch.Tensor,
+        kh: torch.Tensor,
+        bias: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        ctx: ForwardContext,
+        group: int,
+        check: bool,
+    ) -> tuple[torch.Tensor, bool]:
+        """Scores and pattern through their hooks; whether a hook changed either (if ``check``).
+
+        Masked scores are ``-inf``, as TransformerLens's ``IGNORE`` buffer.
+        """
         if group > 1:
-            kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
+            kh = kh.repeat_interleave(group, dim=1)
         scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
         if self.trait.softcap is not None:
             scores = self.trait.softcap * torch.tanh(scores / self.trait.softcap)
@@ -276,8 +310,12 @@ class Attention(LinearLayout, ResidualIO):
         if mask is None and ctx.causal and ctx.q_len > 1:
             mask = ctx.mask(self.window)
         if mask is not None:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        scores = self.hook_attn_scores(scores)
+            scores = scores.masked_fill(~mask, float("-inf"))
+        edited = False
+        if check:
+            scores, edited = self.hook_attn_scores.run_and_compare(scores)
+        else:
+            scores = self.hook_attn_scores(scores)
         if self.trait.sinks:
             sink = self.sinks.to(scores.dtype)[None, :, None, None].expand(*scores.shape[:-1], 1)
             full = torch.cat([scores, sink], dim=-1)
@@ -285,8 +323,17 @@ class Attention(LinearLayout, ResidualIO):
             pattern = F.softmax(full.float(), dim=-1)[..., :-1].to(qh.dtype)
         else:
             pattern = F.softmax(scores.float(), dim=-1).to(qh.dtype)
-        pattern = self.hook_pattern(pattern)
-        return torch.matmul(pattern, vh).transpose(1, 2)
+        if not check:
+            return self.hook_pattern(pattern), False
+        pattern, pattern_edited = self.hook_pattern.run_and_compare(pattern)
+        return pattern, edited or pattern_edited
+
+
+def _weigh(pattern: torch.Tensor, vh: torch.Tensor, group: int) -> torch.Tensor:
+    """``pattern @ v`` as ``[batch, pos, head, d_head]`` (grouped values repeated per head)."""
+    if group > 1:
+        vh = vh.repeat_interleave(group, dim=1)
+    return torch.matmul(pattern, vh).transpose(1, 2)
 
 
 class GroupedQueryAttention(Attention):
