@@ -16,6 +16,7 @@ copies.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import einops
@@ -152,11 +153,29 @@ class Attention(LinearLayout, ResidualIO):
         weight, bias = self._raw(f"W_{name}"), self._raw(f"b_{name}")
         d_head = weight.shape[-1]
         if x.dim() == 4:  # split qkv input: one residual copy per head
+            if x.shape[-2] != weight.shape[0]:  # ungrouped: a copy per query head
+                weight, bias = getattr(self, f"W_{name}"), getattr(self, f"b_{name}")
             out = einops.einsum(x, weight, "b p n m, n m d -> b p n d") + bias
+            if name != "Q" and n != out.shape[-2]:
+                return self._per_kv_set(out, lambda flat: self._post_projection(flat, name))
             return self._post_projection(out.flatten(-2), name).view(out.shape)
         w2d = weight.permute(0, 2, 1).reshape(n * d_head, weight.shape[1])
         out = F.linear(x, w2d, bias.reshape(n * d_head))
         return self._post_projection(out, name).view(*x.shape[:-1], n, d_head)
+
+    def _per_kv_set(
+        self, heads: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Apply ``fn`` to ``[..., n_kv * d_head]`` slices of ungrouped keys or values.
+
+        ``heads`` ``[..., n_heads, d_head]`` holds a copy per query head (ungrouped split inputs):
+        head ``h`` is a copy of kv head ``h // group``. Each of the ``group`` sets of copies goes
+        through ``fn`` (a full-width qk-norm) on its own, so per-copy hook edits are kept.
+        """
+        n_kv = self.cfg.n_key_value_heads
+        sets = heads.unflatten(-2, (n_kv, -1)).transpose(-2, -3)  # [..., group, n_kv, d]
+        out = fn(sets.flatten(-2)).view(sets.shape)
+        return out.transpose(-2, -3).flatten(-3, -2)
 
     def _post_projection(self, flat: torch.Tensor, name: str) -> torch.Tensor:
         if self.trait.clip_qkv is not None:
@@ -193,7 +212,7 @@ class Attention(LinearLayout, ResidualIO):
         q = self.hook_q(self._project(query_input, "Q", n_heads))
         k = self._project(key_input, "K", n_kv)
         v = self._project(value_input, "V", n_kv)
-        if cfg.ungroup_grouped_query_attention and n_kv != n_heads:
+        if cfg.ungroup_grouped_query_attention and k.shape[-2] != n_heads:
             k, v = (t.repeat_interleave(n_heads // n_kv, dim=2) for t in (k, v))
         k, v = self.hook_k(k), self.hook_v(v)
         if self.q_norm is not None and self.trait.qk_norm_scope != "full_width":
