@@ -168,6 +168,7 @@ def test_gqa_ungrouped_split_inputs_have_one_copy_per_query_head(models, key, se
     assert cache["blocks.0.attn.hook_k"].shape[-2] == H
     if key == "olmo2":
         return  # its full-width q/k-norms mix heads, so an edit to one copy moves others too
+
     # Each copy feeds its own query head only: an edit to head 0's copy moves head 0 alone.
     def edit(x, hook):
         x[:, :, 0] += torch.linspace(-2.0, 2.0, x.shape[-1])
