@@ -201,7 +201,7 @@ def test_hooks_on_flag_gated_points_are_refused_while_the_flag_is_off(models, ke
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
     assert not any(name.endswith(tuple(GATED)) for name in cache.keys())
-    # (run_with_hooks/hooks() add hooks without this check, as in TransformerLens.)
+    # (run_with_hooks/hooks() refuse named gated points too: test_tl_semantics.py.)
     # With the flag on, the same hook is accepted.
     model.set_use_attn_result(True)
     model.add_hook("blocks.0.attn.hook_result", hook)
