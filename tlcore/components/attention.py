@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
+from tlcore.components.attention_kernels import fused, weigh
 from tlcore.components.attention_trait import AttentionTrait, QKVOFlags
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
@@ -261,49 +262,19 @@ class Attention(LinearLayout, ResidualIO):
             # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.
             mask = mask | ~mask.any(-1, keepdim=True)
         # The fused kernel is the plain path unless the scores themselves change (soft-cap, sinks).
-        fused = self.trait.softcap is None and not self.trait.sinks
+        plain_fused = self.trait.softcap is None and not self.trait.sinks
         hooks = (self.hook_attn_scores, self.hook_pattern)
-        if fused and not any(point.has_hooks for point in hooks):
-            return self._fused(qh, kh, vh, bias, mask, ctx, group)
+        if plain_fused and not any(point.has_hooks for point in hooks):
+            return fused(qh, kh, vh, self.scale, bias, mask, ctx, self.window)
         # Form the scores and pattern for the hooks. Under the fused plain path, keep its output
         # unless a hook changed a value, so reading (or patching in the same value) is exact.
-        pattern, edited = self._pattern(qh, kh, bias, mask, ctx, group, check=fused)
-        if not fused or edited:
-            return _weigh(pattern, vh, group)
-        z = self._fused(qh, kh, vh, bias, mask, ctx, group)
+        pattern, edited = self._pattern(qh, kh, bias, mask, ctx, group, check=plain_fused)
+        if not plain_fused or edited:
+            return weigh(pattern, vh)
+        z = fused(qh, kh, vh, self.scale, bias, mask, ctx, self.window)
         if any(point.has_bwd_hooks for point in hooks):  # their gradient flows via the pattern
-            z = keep_values(z, _weigh(pattern, vh, group))
+            z = keep_values(z, weigh(pattern, vh))
         return z
-
-    def _fused(
-        self,
-        qh: torch.Tensor,
-        kh: torch.Tensor,
-        vh: torch.Tensor,
-        bias: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        ctx: ForwardContext,
-        group: int,
-    ) -> torch.Tensor:
-        """``F.scaled_dot_product_attention`` (``[batch, pos, head, d_head]``)."""
-        if bias is not None:
-            floor = torch.finfo(qh.dtype).min
-            keep = mask if mask is not None else ctx.mask(self.window)
-            attn_mask: torch.Tensor | None = (
-                bias.masked_fill(~keep, floor) if keep is not None else bias
-            )
-        else:
-            attn_mask = mask
-        z = F.scaled_dot_product_attention(
-            qh,
-            kh,
-            vh,
-            attn_mask=attn_mask,
-            scale=self.scale,
-            is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1,
-            enable_gqa=group > 1,
-        )
-        return z.transpose(1, 2)
 
     def _pattern(
         self,
@@ -346,13 +317,6 @@ class Attention(LinearLayout, ResidualIO):
             return self.hook_pattern(pattern), False
         pattern, pattern_edited = self.hook_pattern.run_and_compare(pattern)
         return pattern, edited or pattern_edited
-
-
-def _weigh(pattern: torch.Tensor, vh: torch.Tensor, group: int) -> torch.Tensor:
-    """``pattern @ v`` as ``[batch, pos, head, d_head]`` (grouped values repeated per head)."""
-    if group > 1:
-        vh = vh.repeat_interleave(group, dim=1)
-    return torch.matmul(pattern, vh).transpose(1, 2)
 
 
 class GroupedQueryAttention(Attention):
