@@ -36,6 +36,45 @@ class HookFunction(Protocol):
 HookSpec = tuple[str | Callable[[str], bool], Callable[..., Any]]
 """One entry of ``fwd_hooks``/``bwd_hooks``: (hook name or predicate on names, hook function)."""
 
+_READS_ONLY = "tlcore_reads_only"
+
+
+def reads_only(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a forward hook as one that never changes the activation (a caching hook).
+
+    A component whose fast path never forms an activation (fused attention never forms the
+    pattern) computes it for the hooks and keeps its fast result unless a hook changed the value.
+    For hooks not marked, it keeps a copy to compare with; marked hooks skip that copy.
+
+    Args:
+        fn: The hook function (it must return None and not modify its input).
+
+    Returns:
+        ``fn`` itself, marked.
+    """
+    setattr(fn, _READS_ONLY, True)
+    return fn
+
+
+def keep_values(
+    fast: Shaped[torch.Tensor, "..."], graph: Shaped[torch.Tensor, "..."]
+) -> Shaped[torch.Tensor, "..."]:
+    """``fast``'s values with ``graph``'s gradient: ``fast.detach() + (graph - graph.detach())``.
+
+    ``graph - graph.detach()`` is exactly zero, so the values are ``fast``'s bit for bit, while
+    backward hooks on activations that only ``graph`` depends on still receive their gradient.
+
+    Args:
+        fast: The values the forward pass keeps.
+        graph: The same quantity computed through the hooked activations.
+
+    Returns:
+        The combined tensor.
+    """
+    if not graph.requires_grad:
+        return fast
+    return fast.detach() + (graph - graph.detach())
+
 
 @dataclass
 class LensHandle:
@@ -106,6 +145,36 @@ class HookPoint(nn.Module):
         """
         return len(self._forward_hooks) > (self._bwd_attacher is not None)
 
+    @property
+    def has_bwd_hooks(self) -> bool:
+        """Whether a backward hook would fire on a forward pass run now (grad mode on)."""
+        return bool(self._bwd_fns) and torch.is_grad_enabled()
+
+    def run_and_compare(
+        self, x: Shaped[torch.Tensor, "..."]
+    ) -> tuple[Shaped[torch.Tensor, "..."], bool]:
+        """Run the forward hooks on ``x`` and tell whether they changed its value.
+
+        For components whose fast path does not use this activation: they keep their fast
+        result unless a hook edited the value (in place or by returning a tensor), so that reading
+        an activation, or patching it with the value it already has, changes nothing bit for bit.
+
+        Args:
+            x: The activation.
+
+        Returns:
+            ``(hooked value, changed)``; ``changed`` compares bit for bit (``torch.equal``), and is
+            False without a copy when every hook is marked :func:`reads_only`.
+        """
+        hooks = [h for h in self._forward_hooks.values() if h is not _attach_backward_hooks]
+        if not hooks:
+            return x, False
+        before = None
+        if not all(getattr(h, _READS_ONLY, False) for h in hooks):
+            before = x.detach().clone()
+        y = self(x)
+        return y, before is not None and not torch.equal(y, before)
+
     def add_hook(
         self,
         hook: HookFunction | Callable[..., Any],
@@ -138,6 +207,7 @@ class HookPoint(nn.Module):
                 return check_hook_result(self, output, hook(output, hook=self), hook)
 
             fwd_hook.__name__ = repr(hook)
+            setattr(fwd_hook, _READS_ONLY, getattr(hook, _READS_ONLY, False))
             pt_handle = self.register_forward_hook(fwd_hook, prepend=prepend)
             handles = self.fwd_hooks
         elif dir == "bwd":

@@ -22,6 +22,7 @@ from tlcore.hook_points import (
     HookFunction,
     HookPoint,
     LensHandle,
+    reads_only,
 )
 from tlcore.hook_registry import HookRegistry, HookSpec, NamesFilter
 from tlcore.utils.slicing import Slice, SliceInput
@@ -91,7 +92,9 @@ class HookedRootModule(HookRegistry):
         explicit = isinstance(names_filter, (str, Sequence, set, frozenset))
         selected = cacheable_names(self, selected, explicit)  # flag-gated points: as add_hook
         self.is_caching = True
-        fwd_hooks: list[HookSpec] = [(name, partial(save, suffix="")) for name in selected]
+        fwd_hooks: list[HookSpec] = [
+            (name, reads_only(partial(save, suffix=""))) for name in selected
+        ]
         bwd_hooks: list[HookSpec] = []
         if incl_bwd:
             bwd_hooks = [(name, partial(save, suffix="_grad")) for name in selected]

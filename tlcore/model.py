@@ -151,19 +151,43 @@ class HookedTransformer(
         padding_side: Literal["left", "right"] | None = USE_DEFAULT_VALUE,
         attention_mask: torch.Tensor | None = None,
         past_kv_cache: HookedTransformerKeyValueCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, ForwardContext]:
-        """Tokenise (if needed) and embed: the residual, the tokens and the forward context.
+    ) -> tuple[
+        Float[torch.Tensor, "batch pos d_model"],
+        Int[torch.Tensor, "batch pos"],
+        Float[torch.Tensor, "batch pos d_model"] | None,
+        Int[torch.Tensor, "batch k_pos"] | None,
+    ]:
+        """Tokenise (if needed) and embed, as TransformerLens's ``input_to_embed``.
+
+        ``model(residual, start_at_layer=0, ...)`` continues from here (pass ``tokens``,
+        ``shortformer_pos_embed`` and ``attention_mask`` on where they matter).
 
         Args:
             input: Text, a list of texts, or tokens.
             prepend_bos: Override the default BOS handling.
             padding_side: Override the default padding side.
             attention_mask: 1 for real tokens, 0 for padding.
-            past_kv_cache: KV cache when generating.
+            past_kv_cache: KV cache when generating (the mask returned then covers its positions).
 
         Returns:
-            ``(residual, tokens, ctx)``.
+            ``(residual, tokens, shortformer_pos_embed, attention_mask)``: the positional
+            embeddings only for shortformer models, the mask only when one was given, made from
+            padded texts, or kept by the KV cache (None otherwise).
         """
+        resid, tokens, ctx = self._embed(
+            input, prepend_bos, padding_side, attention_mask, past_kv_cache
+        )
+        return resid, tokens, ctx.shortformer_pos_embed, ctx.attention_mask
+
+    def _embed(
+        self,
+        input: str | list[str] | torch.Tensor,
+        prepend_bos: bool | None,
+        padding_side: Literal["left", "right"] | None,
+        attention_mask: torch.Tensor | None,
+        past_kv_cache: HookedTransformerKeyValueCache | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, ForwardContext]:
+        """``input_to_embed`` with the forward context: ``(residual, tokens, ctx)``."""
         if isinstance(input, (str, list)):
             tokens, mask = self._tokens_and_mask(input, prepend_bos, padding_side)
             attention_mask = mask if attention_mask is None else attention_mask
@@ -215,7 +239,9 @@ class HookedTransformer(
         positions = key_positions[:, k_len - q_len :]
         check_positions(self, positions, k_len)  # learned positions stop at n_ctx
         causal = bool(getattr(self.cfg.trait("attention"), "causal", True))
-        return ForwardContext(positions, key_positions, key_mask, past_kv_cache, causal=causal)
+        return ForwardContext(
+            positions, key_positions, key_mask, past_kv_cache, causal=causal, attention_mask=full
+        )
 
     def forward(
         self,
@@ -258,7 +284,7 @@ class HookedTransformer(
         check_return_type(return_type)
         check_layer_range(start_at_layer, stop_at_layer, self.cfg.n_layers)
         if start_at_layer is None:
-            resid, tokens, ctx = self.input_to_embed(
+            resid, tokens, ctx = self._embed(
                 input, prepend_bos, padding_side, attention_mask, past_kv_cache
             )
         else:

@@ -76,12 +76,23 @@ class FlagsMixin:
         is_permanent: bool = False,
         prepend: bool = False,
     ) -> None:
-        """Refuse hooks on points the current flags leave unused (as TransformerLens does).
+        """Refuse hooks on points that would never fire (TransformerLens asserts for the flags).
 
         Raises:
-            HookNameError: If the hook point needs a flag that is off.
+            HookNameError: If the hook point needs a flag that is off, or is ``hook_pos_embed`` on
+                a model whose positions embed nothing (rotary, ALiBi, none).
         """
         leaf = hook_point_name.rpartition(".")[2]
+        pos_embed = getattr(self, "pos_embed", None)
+        if hook_point_name == "hook_pos_embed" and pos_embed is not None:
+            if not (pos_embed.adds_to_residual or pos_embed.adds_to_qk_input):
+                kind = getattr(self.cfg.traits.get("positional"), "kind", "none")
+                raise HookNameError(
+                    f"'hook_pos_embed' never fires: this model's positions ({kind}) act inside "
+                    f"attention and embed nothing (TransformerLens has the point only for "
+                    f"learned or shortformer positions); hook attention instead (attn.hook_rot_q / "
+                    f"hook_rot_k for rotary, attn.hook_attn_scores for ALiBi)"
+                )
         if leaf in _FLAG_HOOKS:
             flag, setter = _FLAG_HOOKS[leaf]
             if not getattr(self.cfg, flag):

@@ -148,20 +148,37 @@ def test_gqa_ungrouped_keys_and_values_have_one_head_per_query_head(models) -> N
     assert cache["blocks.0.attn.hook_v"].shape[-2] == model.cfg.n_heads
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="attention projects n_heads split key/value copies with the n_key_value_heads weights "
-    "(TransformerLens uses the expanded W_K/W_V when ungrouped)",
-)
-def test_gqa_ungrouped_split_inputs_have_one_copy_per_query_head(models) -> None:
-    model, tokens, logits = models("llama")
-    model.set_use_split_qkv_input(True)
+@pytest.mark.parametrize("key", ["llama", "gemma2", "olmo2"])  # olmo2: full-width k-norm
+@pytest.mark.parametrize("setter", ["set_use_split_qkv_input", "set_use_attn_in"])
+def test_gqa_ungrouped_split_inputs_have_one_copy_per_query_head(models, key, setter) -> None:
+    # TransformerLens 2.x: with ungroup_grouped_query_attention the block makes n_heads key/value
+    # input copies (transformer_block.py) and GroupedQueryAttention projects them with the
+    # expanded W_K/W_V (grouped_query_attention.py, calculate_qkv_matrices).
+    model, tokens, logits = models(key)
+    cfg = model.cfg
+    H, K = cfg.n_heads, cfg.n_key_value_heads
+    assert K < H
+    getattr(model, setter)(True)
     model.set_ungroup_grouped_query_attention(True)
     with torch.no_grad():
         flagged, cache = model.run_with_cache(tokens)
-    close(flagged, logits)
-    assert cache["blocks.0.hook_k_input"].shape[-2] == model.cfg.n_heads
+    close(flagged, logits, atol=5e-5 if key == "gemma2" else ATOL)
+    point = "hook_k_input" if setter == "set_use_split_qkv_input" else "hook_attn_in"
+    assert cache[f"blocks.0.{point}"].shape[-2] == H
+    assert cache["blocks.0.attn.hook_k"].shape[-2] == H
+    if key == "olmo2":
+        return  # its full-width q/k-norms mix heads, so an edit to one copy moves others too
+
+    # Each copy feeds its own query head only: an edit to head 0's copy moves head 0 alone.
+    def edit(x, hook):
+        x[:, :, 0] += torch.linspace(-2.0, 2.0, x.shape[-1])
+
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    with model.hooks(fwd_hooks=[(f"blocks.0.{point}", edit)]), torch.no_grad():
+        _, edited = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    moved = (edited["blocks.0.attn.hook_pattern"] - pattern).abs().amax(dim=(0, 2, 3))
+    assert moved[0] > 1e-3
+    assert moved[1:].max() <= 1e-6
 
 
 @pytest.mark.parametrize("key", list(LAYOUTS))
@@ -184,7 +201,7 @@ def test_hooks_on_flag_gated_points_are_refused_while_the_flag_is_off(models, ke
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
     assert not any(name.endswith(tuple(GATED)) for name in cache.keys())
-    # (run_with_hooks/hooks() add hooks without this check, as in TransformerLens.)
+    # (run_with_hooks/hooks() refuse named gated points too: test_tl_semantics.py.)
     # With the flag on, the same hook is accepted.
     model.set_use_attn_result(True)
     model.add_hook("blocks.0.attn.hook_result", hook)

@@ -216,7 +216,7 @@ def test_declared_attention_readers_and_writers() -> None:
     )
     x = cache["blocks.0.ln1.hook_normalized"]
     w = 1 + torch.rand(model.cfg.d_model, dtype=torch.float64)
-    ctx = model.input_to_embed(tokens)[2]
+    ctx = model._embed(tokens, None, None, None, None)[2]
     expected = attn(x * w, x * w, x * w, ctx)
     with torch.no_grad():
         for reader in attn.residual_readers():

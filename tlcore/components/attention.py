@@ -4,8 +4,10 @@ Parameters: ``W_Q [head_index, d_model, d_head]``, ``W_K/W_V`` (``_W_K/_W_V [kv_
 GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head, d_model]``, biases
 ``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none).
 
-The forward uses ``F.scaled_dot_product_attention`` unless something needs the scores themselves: a
-hook (or cache) on ``hook_attn_scores``/``hook_pattern``, a logit soft-cap, or attention sinks.
+The forward uses ``F.scaled_dot_product_attention`` unless the scores themselves change (a logit
+soft-cap, attention sinks). A hook or cache on ``hook_attn_scores``/``hook_pattern`` makes that
+layer form them too; its output stays the fused kernel's, bit for bit, unless a hook changed a
+value (then it is ``pattern @ v`` from the edited values).
 Projection weights are kept in memory in ``F.linear``'s layout (see
 :mod:`tlcore.components.layout`), so the projections run the same kernels as HuggingFace with no
 copies.
@@ -14,6 +16,7 @@ copies.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import einops
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
+from tlcore.components.attention_kernels import fused, weigh
 from tlcore.components.attention_trait import AttentionTrait, QKVOFlags
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
@@ -29,7 +33,7 @@ from tlcore.components.norms import NormFactory
 from tlcore.components.positions import PositionalEncoding
 from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
 from tlcore.errors import SpecError
-from tlcore.hook_points import HookPoint
+from tlcore.hook_points import HookPoint, keep_values
 
 __all__ = ["Attention", "AttentionTrait", "GroupedQueryAttention", "QKVOFlags", "make_attention"]
 
@@ -150,11 +154,29 @@ class Attention(LinearLayout, ResidualIO):
         weight, bias = self._raw(f"W_{name}"), self._raw(f"b_{name}")
         d_head = weight.shape[-1]
         if x.dim() == 4:  # split qkv input: one residual copy per head
+            if x.shape[-2] != weight.shape[0]:  # ungrouped: a copy per query head
+                weight, bias = getattr(self, f"W_{name}"), getattr(self, f"b_{name}")
             out = einops.einsum(x, weight, "b p n m, n m d -> b p n d") + bias
+            if name != "Q" and n != out.shape[-2]:
+                return self._per_kv_set(out, lambda flat: self._post_projection(flat, name))
             return self._post_projection(out.flatten(-2), name).view(out.shape)
         w2d = weight.permute(0, 2, 1).reshape(n * d_head, weight.shape[1])
         out = F.linear(x, w2d, bias.reshape(n * d_head))
         return self._post_projection(out, name).view(*x.shape[:-1], n, d_head)
+
+    def _per_kv_set(
+        self, heads: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Apply ``fn`` to ``[..., n_kv * d_head]`` slices of ungrouped keys or values.
+
+        ``heads`` ``[..., n_heads, d_head]`` holds a copy per query head (ungrouped split inputs):
+        head ``h`` is a copy of kv head ``h // group``. Each of the ``group`` sets of copies goes
+        through ``fn`` (a full-width qk-norm) on its own, so per-copy hook edits are kept.
+        """
+        n_kv = self.cfg.n_key_value_heads
+        sets = heads.unflatten(-2, (n_kv, -1)).transpose(-2, -3)  # [..., group, n_kv, d]
+        out = fn(sets.flatten(-2)).view(sets.shape)
+        return out.transpose(-2, -3).flatten(-3, -2)
 
     def _post_projection(self, flat: torch.Tensor, name: str) -> torch.Tensor:
         # A full-width qk-norm comes first, then clip_qkv (OLMoE: q_norm(q_proj(x)).clamp_(...)).
@@ -192,7 +214,7 @@ class Attention(LinearLayout, ResidualIO):
         q = self.hook_q(self._project(query_input, "Q", n_heads))
         k = self._project(key_input, "K", n_kv)
         v = self._project(value_input, "V", n_kv)
-        if cfg.ungroup_grouped_query_attention and n_kv != n_heads:
+        if cfg.ungroup_grouped_query_attention and k.shape[-2] != n_heads:
             k, v = (t.repeat_interleave(n_heads // n_kv, dim=2) for t in (k, v))
         k, v = self.hook_k(k), self.hook_v(v)
         per_head_norm = self.q_norm is not None and self.trait.qk_norm_scope != "full_width"
@@ -226,14 +248,6 @@ class Attention(LinearLayout, ResidualIO):
             return self.k_norm(grouped).transpose(-2, -3).flatten(-3, -2)
         return self.k_norm(k)
 
-    def _needs_scores(self) -> bool:
-        return (
-            self.hook_attn_scores.has_hooks
-            or self.hook_pattern.has_hooks
-            or self.trait.softcap is not None
-            or self.trait.sinks
-        )
-
     def _attend(
         self,
         q: torch.Tensor,
@@ -251,27 +265,37 @@ class Attention(LinearLayout, ResidualIO):
         if mask is not None:
             # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.
             mask = mask | ~mask.any(-1, keepdim=True)
-        if not self._needs_scores():
-            if bias is not None:
-                floor = torch.finfo(qh.dtype).min
-                keep = mask if mask is not None else ctx.mask(self.window)
-                attn_mask: torch.Tensor | None = (
-                    bias.masked_fill(~keep, floor) if keep is not None else bias
-                )
-            else:
-                attn_mask = mask
-            z = F.scaled_dot_product_attention(
-                qh,
-                kh,
-                vh,
-                attn_mask=attn_mask,
-                scale=self.scale,
-                is_causal=attn_mask is None and ctx.causal and ctx.q_len > 1,
-                enable_gqa=group > 1,
-            )
-            return z.transpose(1, 2)
+        # The fused kernel is the plain path unless the scores themselves change (soft-cap, sinks).
+        plain_fused = self.trait.softcap is None and not self.trait.sinks
+        hooks = (self.hook_attn_scores, self.hook_pattern)
+        if plain_fused and not any(point.has_hooks for point in hooks):
+            return fused(qh, kh, vh, self.scale, bias, mask, ctx, self.window)
+        # Form the scores and pattern for the hooks. Under the fused plain path, keep its output
+        # unless a hook changed a value, so reading (or patching in the same value) is exact.
+        pattern, edited = self._pattern(qh, kh, bias, mask, ctx, group, check=plain_fused)
+        if not plain_fused or edited:
+            return weigh(pattern, vh)
+        z = fused(qh, kh, vh, self.scale, bias, mask, ctx, self.window)
+        if any(point.has_bwd_hooks for point in hooks):  # their gradient flows via the pattern
+            z = keep_values(z, weigh(pattern, vh))
+        return z
+
+    def _pattern(
+        self,
+        qh: torch.Tensor,
+        kh: torch.Tensor,
+        bias: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        ctx: ForwardContext,
+        group: int,
+        check: bool,
+    ) -> tuple[torch.Tensor, bool]:
+        """Scores and pattern through their hooks; whether a hook changed either (if ``check``).
+
+        Masked scores are ``-inf``, as TransformerLens's ``IGNORE`` buffer.
+        """
         if group > 1:
-            kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
+            kh = kh.repeat_interleave(group, dim=1)
         scores = torch.matmul(qh, kh.transpose(-1, -2)) * self.scale
         if self.trait.softcap is not None:
             scores = self.trait.softcap * torch.tanh(scores / self.trait.softcap)
@@ -280,8 +304,12 @@ class Attention(LinearLayout, ResidualIO):
         if mask is None and ctx.causal and ctx.q_len > 1:
             mask = ctx.mask(self.window)
         if mask is not None:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        scores = self.hook_attn_scores(scores)
+            scores = scores.masked_fill(~mask, float("-inf"))
+        edited = False
+        if check:
+            scores, edited = self.hook_attn_scores.run_and_compare(scores)
+        else:
+            scores = self.hook_attn_scores(scores)
         if self.trait.sinks:
             sink = self.sinks.to(scores.dtype)[None, :, None, None].expand(*scores.shape[:-1], 1)
             full = torch.cat([scores, sink], dim=-1)
@@ -289,8 +317,10 @@ class Attention(LinearLayout, ResidualIO):
             pattern = F.softmax(full.float(), dim=-1)[..., :-1].to(qh.dtype)
         else:
             pattern = F.softmax(scores.float(), dim=-1).to(qh.dtype)
-        pattern = self.hook_pattern(pattern)
-        return torch.matmul(pattern, vh).transpose(1, 2)
+        if not check:
+            return self.hook_pattern(pattern), False
+        pattern, pattern_edited = self.hook_pattern.run_and_compare(pattern)
+        return pattern, edited or pattern_edited
 
 
 class GroupedQueryAttention(Attention):

@@ -21,6 +21,9 @@ class ForwardContext:
         key_mask: 1 for real keys, 0 for padding ``[batch, k_pos]``, or None when nothing is padded.
         past_kv_cache: The KV cache, if generating.
         shortformer_pos_embed: Positional embeddings added to query/key inputs (shortformer).
+        causal: Whether queries see only earlier keys.
+        attention_mask: The padding mask as given (or made from padded texts), extended by the KV
+            cache's past positions; None when none was given.
         memo: Values computed once per forward and shared by layers (masks, rotary tables).
     """
 
@@ -30,6 +33,7 @@ class ForwardContext:
     past_kv_cache: HookedTransformerKeyValueCache | None = None
     shortformer_pos_embed: torch.Tensor | None = None
     causal: bool = True
+    attention_mask: Int[torch.Tensor, "batch k_pos"] | None = None
     memo: dict[Any, Any] = field(default_factory=dict)
 
     @property

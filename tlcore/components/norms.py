@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
-from tlcore.hook_points import HookPoint
+from tlcore.hook_points import HookPoint, keep_values
 from tlcore.spec.traits import Trait
 
 
@@ -178,19 +178,36 @@ class LayerNorm(Norm):
         Returns:
             The normalised (and affinely transformed) input.
         """
-        if self._fused and not (self.hook_scale.has_hooks or self.hook_normalized.has_hooks):
-            # F.layer_norm is HF's own kernel: fastest, and bit-compatible with HF.
-            return F.layer_norm(x, (self.d,), self.w, self.b, self.eps)
-        dtype = x.dtype
-        x = x.float() if dtype not in (torch.float32, torch.float64) else x
-        x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = x / scale
+        if not self._fused:
+            return self.hook_normalized(self._by_formula(x))
+        # F.layer_norm is HF's own kernel: fastest, and bit-compatible with HF. A hook on
+        # hook_scale sees TransformerLens's scale; the output follows it only if it was edited.
+        out = F.layer_norm(x, (self.d,), self.w, self.b, self.eps)
+        if self.hook_scale.has_hooks:
+            scale, edited = self.hook_scale.run_and_compare(self._scale(self._centred(x)))
+            if edited or self.hook_scale.has_bwd_hooks:
+                by_formula = self._by_formula(x, scale)
+                out = by_formula if edited else keep_values(out, by_formula)
+        return self.hook_normalized(out)
+
+    def _centred(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
+        return x - x.mean(-1, keepdim=True)
+
+    def _scale(self, centred: torch.Tensor) -> torch.Tensor:
+        return (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+
+    def _by_formula(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """TransformerLens's formula; ``scale`` is the hooked scale when already computed."""
+        centred = self._centred(x)
+        if scale is None:
+            scale = self.hook_scale(self._scale(centred))
+        out = centred / scale
         if self.w is not None:
-            x = x * self.w
+            out = out * self.w
         if self.b is not None:
-            x = x + self.b
-        return self.hook_normalized(x.to(dtype))
+            out = out + self.b
+        return out.to(x.dtype)
 
     def affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # noqa: D102
         return self.w, self.b
@@ -236,10 +253,12 @@ class RMSNorm(Norm):
         """
         xf = x.float()
         mean_sq = xf.pow(2).mean(-1, keepdim=True)
+        normed = xf * torch.rsqrt(mean_sq + self.eps)  # HF's formula, bit-compatible
         if self.hook_scale.has_hooks:
-            normed = xf / self.hook_scale((mean_sq + self.eps).sqrt())
-        else:
-            normed = xf * torch.rsqrt(mean_sq + self.eps)  # HF's formula, bit-compatible
+            # The hook sees TransformerLens's scale; ``normed`` follows it only if it was edited.
+            scale, edited = self.hook_scale.run_and_compare((mean_sq + self.eps).sqrt())
+            if edited or self.hook_scale.has_bwd_hooks:
+                normed = xf / scale if edited else keep_values(normed, xf / scale)
         return self._weighted(self.hook_normalized(normed), x.dtype)
 
     def _weighted(self, normed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
