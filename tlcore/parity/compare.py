@@ -9,6 +9,7 @@ the first diverging hook inside it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -279,7 +280,9 @@ def run_case(
             )
             with torch.no_grad():
                 ours = processed_model(tokens).log_softmax(-1)
-                ref = hf_model.to(torch.float64)(tokens).logits.log_softmax(-1)
+                # A copy: the HF model may be shared (a session's parity cases) and must stay fp32.
+                ref_model = copy.deepcopy(hf_model).to(torch.float64)
+                ref = ref_model(tokens).logits.log_softmax(-1)
             diff = float((ours - ref).abs().max())
             result.processed_logprobs_max_diff = diff
             if diff > atol and result.ok:
