@@ -29,6 +29,13 @@ class UnknownArchitectureError(TlcoreError, _MessageKeyError):
     """No registered spec covers the requested model or HF architecture."""
 
 
+class ConfigError(SpecError):
+    """A ``HookedTransformerConfig`` field has an invalid value or combination (named in the error).
+
+    A subclass of :class:`SpecError`: a config written by hand plays the part of a spec.
+    """
+
+
 class CheckpointMismatchError(TlcoreError, ValueError):
     """A checkpoint's tensors do not match its spec's weight map; the message names the keys."""
 

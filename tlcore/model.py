@@ -23,6 +23,7 @@ from torch import nn
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
 from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config_fields import tokenizer_for_config
 from tlcore.errors import HookNameError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
@@ -64,7 +65,8 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         tokenizer: A transformers tokenizer, or None.
         move_to_device: Move the model to ``cfg.device`` after building.
         default_padding_side: ``"right"`` or ``"left"``.
-        init_weights: Randomly initialise parameters (set False when weights are loaded next).
+        init_weights: Randomly initialise parameters (set False when weights are loaded next;
+            ``cfg.init_weights=False`` also skips it, as in TransformerLens).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         self.cfg = cfg
         if default_padding_side is not None:
             cfg.default_padding_side = default_padding_side
+        tokenizer = tokenizer_for_config(cfg, tokenizer)  # loads tokenizer_name; fills d_vocab=-1
         modules = build_modules(cfg)
         self.embed = modules.embed
         self.hook_embed = HookPoint()
@@ -93,7 +96,7 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         self.tokenizer = None
         if tokenizer is not None:
             self.set_tokenizer(tokenizer, default_padding_side=cfg.default_padding_side)  # type: ignore[arg-type]
-        if init_weights:
+        if init_weights and cfg.init_weights:
             self.init_weights()
         if move_to_device and cfg.device is not None and not self._on_meta():
             self.to(cfg.device)
@@ -104,26 +107,15 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
 
     # -- construction --------------------------------------------------------------------------
     def init_weights(self, seed: int | None = None) -> None:
-        """Randomly initialise: weights ~ N(0, 0.02), norm weights 1 (0 for 1+w norms), biases 0.
+        """Randomly initialise as TransformerLens does, by ``cfg.init_mode`` (:mod:`tlcore.init`).
 
         Args:
-            seed: Optional seed (default: ``cfg.seed``).
+            seed: Seed torch's global generator with this (default: ``cfg.seed``; None draws
+                from it as it is, as TransformerLens does).
         """
-        generator = torch.Generator().manual_seed(
-            seed if seed is not None else (self.cfg.seed or 0)
-        )
-        with torch.no_grad():
-            for name, param in self.named_parameters():
-                if param.is_meta:
-                    continue
-                owner_name, _, leaf = name.rpartition(".")
-                owner = self.get_submodule(owner_name)
-                if leaf == "w":  # norm weights: the identity (0 for 1+w norms)
-                    param.fill_(0.0 if getattr(owner, "offset", False) else 1.0)
-                elif param.dim() == 1 or leaf.lstrip("_").startswith("b"):  # biases, sinks
-                    param.zero_()
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+        from tlcore.init import init_weights
+
+        init_weights(self, self.cfg, seed)
         self.optimize_layout_()
 
     def optimize_layout_(self) -> HookedTransformer:
