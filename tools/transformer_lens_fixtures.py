@@ -18,6 +18,7 @@ Usage (TransformerLens 2.18.0 needs transformers, datasets, ...; sae-lens's venv
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -269,8 +270,8 @@ def api() -> dict[str, Any]:
     top = [n for n in dir(transformer_lens) if not n.startswith("_")]
     out["transformer_lens"] = {"names": top}
     out["HookedTransformerTrainConfig"] = [
-        [f.name, repr(f.default)]
-        for f in train.HookedTransformerTrainConfig.__dataclass_fields__.values()
+        [f.name, None if f.default is dataclasses.MISSING else repr(f.default)]
+        for f in dataclasses.fields(train.HookedTransformerTrainConfig)
     ]
     out["loading_from_pretrained"] = {
         "OFFICIAL_MODEL_NAMES": loading.OFFICIAL_MODEL_NAMES,
