@@ -141,7 +141,7 @@ def train(
     """
     torch.manual_seed(config.seed)
     model.train()
-    wandb = None
+    wandb: Any = None
     if config.wandb:
         try:
             import wandb  # type: ignore[import-not-found, no-redef]
