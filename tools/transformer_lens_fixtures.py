@@ -223,14 +223,23 @@ def pretrained_dicts() -> dict[str, Any]:
     return out
 
 
-def signatures(module: Any, names: list[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
+def signatures(module: Any, names: list[str]) -> dict[str, Any]:
+    """Per callable: its parameters as [name, kind, repr(default) or None]."""
+    out: dict[str, Any] = {}
     for name in names:
         obj = getattr(module, name)
         try:
-            out[name] = str(inspect.signature(obj)) if callable(obj) else None
+            sig = inspect.signature(obj) if callable(obj) else None
         except (TypeError, ValueError):
-            out[name] = None
+            sig = None
+        out[name] = (
+            None
+            if sig is None
+            else [
+                [p.name, p.kind.name, None if p.default is p.empty else repr(p.default)]
+                for p in sig.parameters.values()
+            ]
+        )
     return out
 
 
