@@ -182,6 +182,8 @@ class _ProxyModule(types.ModuleType):
 class _Package(_ProxyModule):
     """The ``transformer_lens`` package: its classes, then its submodules."""
 
+    __version__: str
+
     def __dir__(self) -> list[str]:
         children = {n.split(".")[1] for n in MODULES}
         return sorted({*super().__dir__(), *PACKAGE_ATTRIBUTES, *children})
