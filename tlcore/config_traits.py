@@ -6,22 +6,20 @@ so such a config gets the traits its flat fields describe, through the same trai
 
 Field → trait:
 
-==================================  ====================================================
-``normalization_type``              ``norm`` (LN, LNPre, RMS, RMSPre, None)
-``final_rms``                       ``final_norm`` RMS (with LN / LNPre blocks)
-``positional_embedding_type``       ``positional`` (standard, shortformer, rotary, alibi)
-``rotary_*``, ``use_NTK_by_parts_*``  rotary parameters (``llama3`` rope for NTK-by-parts)
-``rotary_base_local``               rotary theta of the ``attn_types == "local"`` layers
-``attention_dir``                   ``attention.causal``
-``use_attn_scale``, ``attn_scale``, ``attention`` scale, soft-cap, sliding window, qk-norm
-``attn_scores_soft_cap``, ...
-``gated_mlp``, ``num_experts``,     ``mlp`` (plain, gated, moe) and its activation
-``act_fn``
-``parallel_attn_mlp``,              ``block`` (pre_norm, parallel, sandwich)
-``use_normalization_before_and_after``
-``post_embedding_ln``               a LayerNorm inside ``embedding``
-``output_logits_soft_cap``          ``unembed`` soft-cap
-==================================  ====================================================
+- ``normalization_type`` → ``norm`` (LN, LNPre, RMS, RMSPre, None); ``final_rms`` → an RMS
+  ``final_norm`` under LN/LNPre blocks.
+- ``positional_embedding_type`` → ``positional`` (standard, shortformer, rotary, alibi);
+  ``rotary_dim``, ``rotary_base``, ``rotary_adjacent_pairs`` and ``use_NTK_by_parts_rope`` with its
+  four numbers (HF's ``llama3`` rope type) → the rotary parameters; ``rotary_base_local`` → the
+  theta of the ``attn_types == "local"`` layers.
+- ``attention_dir`` → ``attention.causal``; ``use_attn_scale``, ``attn_scale``,
+  ``scale_attn_by_inverse_layer_idx``, ``attn_scores_soft_cap``, ``use_local_attn`` with
+  ``window_size``/``attn_types``, ``use_qk_norm`` → the other ``attention`` parameters.
+- ``gated_mlp``, ``num_experts``/``experts_per_token``, ``act_fn`` → ``mlp`` (plain, gated, moe).
+- ``parallel_attn_mlp``, ``use_normalization_before_and_after`` → ``block`` (pre_norm,
+  parallel, sandwich).
+- ``post_embedding_ln`` → a LayerNorm inside ``embedding``; ``output_logits_soft_cap`` →
+  ``unembed``.
 
 Fields that need a trait tlcore does not have yet are accepted by the config and refused when the
 model is built, with :class:`~tlcore.errors.UnsupportedConfigError` naming the field

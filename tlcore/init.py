@@ -4,17 +4,14 @@
 whose name contains ``W_``); biases start at zero and norm weights at one (zero for Gemma's
 ``1 + w`` norms), as TransformerLens's components create them.
 
-==================  ===========================================================================
-``gpt2``            ``N(0, initializer_range²)``; ``initializer_range`` defaults to
-                    ``0.8 / sqrt(d_model)``
-``xavier_uniform``  ``U(±g·sqrt(6 / (fan_in + fan_out)))``, gain ``g = initializer_range`` (1.0)
-``xavier_normal``   ``N(0, (g·sqrt(2 / (fan_in + fan_out)))²)``
-``kaiming_uniform`` ``U(±g·sqrt(2)·sqrt(3 / fan_in))`` (ReLU gain)
-``kaiming_normal``  ``N(0, (g·sqrt(2) / sqrt(fan_in))²)``
-``muP``             ``N(0, s²)``: ``s = 1`` for names containing ``embed`` (``W_E``, ``W_pos``
-                    and, as TransformerLens's name test has it, ``W_U``), else
-                    ``1 / sqrt(fan_in)``
-==================  ===========================================================================
+- ``gpt2``: ``N(0, initializer_range²)``; ``initializer_range`` defaults to ``0.8 / sqrt(d_model)``.
+- ``xavier_uniform``: ``U(±g·sqrt(6 / (fan_in + fan_out)))``, gain ``g = initializer_range``
+  (default 1.0).
+- ``xavier_normal``: ``N(0, (g·sqrt(2 / (fan_in + fan_out)))²)``.
+- ``kaiming_uniform``: ``U(±g·sqrt(2)·sqrt(3 / fan_in))`` (ReLU's gain sqrt(2)).
+- ``kaiming_normal``: ``N(0, (g·sqrt(2) / sqrt(fan_in))²)``.
+- ``muP``: ``N(0, s²)`` with ``s = 1`` for names containing ``embed`` (``W_E``, ``W_pos`` and, as
+  TransformerLens's name test has it, ``W_U``), else ``s = 1 / sqrt(fan_in)``.
 
 Fans use TransformerLens's orientation (:func:`tlcore.utils.calc_fan_in_and_fan_out`). With
 ``cfg.seed`` set, torch's global generator is seeded first; weights are drawn from it in
