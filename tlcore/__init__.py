@@ -25,6 +25,7 @@ _LAZY = {
     "HookedTransformerKeyValueCache": "tlcore.kv_cache",
     "HookedTransformerKeyValueCacheEntry": "tlcore.kv_cache",
     "get_registry": "tlcore.registry",
+    "register_spec": "tlcore.registry",
     "hookimpl": "tlcore.plugins.hookspecs",
     "SVDInterpreter": "tlcore.svd_interpreter",
 }

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from tlcore.errors import SpecError
+from tlcore.config_checks import check_config_values
+from tlcore.errors import InvalidConfigError, SpecError
 from tlcore.guard import RecordingMapping, check_config_guard
 from tlcore.spec.expressions import evaluate
 from tlcore.spec.loader import resolve_trait
@@ -49,6 +50,8 @@ class HookedTransformerConfig:
     model_name: str = "custom"
     original_architecture: str | None = None
     spec_name: str | None = None
+    spec_source: str | None = None  # the plugin that registered the spec (and what it replaces)
+    spec_file: str | None = None
     normalization_type: str | None = "LN"
     final_rms: bool = False
     positional_embedding_type: str = "standard"
@@ -121,8 +124,10 @@ class HookedTransformerConfig:
     _derived_fields: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from tlcore.config_fields import derive_fields
+        from tlcore.config_fields import derive_fields, derive_unset_heads
 
+        derive_unset_heads(self)  # TransformerLens's n_heads=-1, before the values are checked
+        check_config_values(self)  # before any default is derived or anything allocated
         derive_fields(self, hand_written=not self.traits)
         if self.n_key_value_heads is None:
             self._derived_fields.add("n_key_value_heads")
@@ -290,11 +295,15 @@ def resolve_config(
     extra = {k: values.pop(k) for k in unknown}
     values.setdefault("original_architecture", (hf_dict.get("architectures") or [None])[0])
     values["spec_name"] = spec.name
+    values["spec_source"], values["spec_file"] = spec.source, spec.source_file
     values.update(overrides)
     if check_guard:
-        check_config_guard(spec, hf_config, hf.read)
+        extra["config_guard"] = check_config_guard(spec, hf_config, hf.read).as_dict()
     try:
         cfg = HookedTransformerConfig(**values, traits=traits, hf_config=hf_config, extra=extra)
     except TypeError as exc:
         raise SpecError(f"{where}: config: {exc}") from exc
+    except InvalidConfigError as exc:
+        origin = hf_dict.get("_name_or_path") or "the HF config"
+        raise InvalidConfigError(f"{exc} (resolved from {origin} through {where})") from exc
     return cfg

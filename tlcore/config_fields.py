@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tlcore.errors import ConfigError
+from tlcore.errors import InvalidConfigError
 
 if TYPE_CHECKING:
     from tlcore.config import HookedTransformerConfig
@@ -151,7 +151,7 @@ def to_torch_dtype(dtype: Any) -> torch.dtype:
         The ``torch.dtype``.
 
     Raises:
-        ConfigError: For a name that is not a torch dtype.
+        InvalidConfigError: For a name that is not a torch dtype.
 
     Example:
         >>> to_torch_dtype("torch.bfloat16"), to_torch_dtype("float16")
@@ -161,8 +161,34 @@ def to_torch_dtype(dtype: Any) -> torch.dtype:
         return dtype
     value = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
-        raise ConfigError(f"dtype {dtype!r} is not a torch dtype (e.g. 'float32', 'bfloat16')")
+        raise InvalidConfigError(
+            f"dtype {dtype!r} is not a torch dtype (e.g. 'float32', 'bfloat16')"
+        )
     return value
+
+
+def derive_unset_heads(cfg: HookedTransformerConfig) -> None:
+    """``n_heads=-1`` (TransformerLens's "unset") becomes ``d_model // d_head``.
+
+    Runs before the config's values are checked (:func:`tlcore.config_checks.check_config_values`),
+    which then see a real head count; invalid sizes are left for that check to name.
+
+    Args:
+        cfg: The config, mutated in place.
+    """
+    if cfg.n_heads != -1 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (cfg.d_model, cfg.d_head)
+    ):
+        return
+    cfg.n_heads = cfg.d_model // cfg.d_head
+    if cfg.d_model % cfg.d_head:
+        logger.warning(
+            "d_model %d is not divisible by d_head %d; n_heads was inferred to be %d, rounding "
+            "down the ratio.",
+            cfg.d_model,
+            cfg.d_head,
+            cfg.n_heads,
+        )
 
 
 def derive_fields(cfg: HookedTransformerConfig, *, hand_written: bool) -> None:
@@ -176,30 +202,20 @@ def derive_fields(cfg: HookedTransformerConfig, *, hand_written: bool) -> None:
             spec and ``from_pretrained``.
 
     Raises:
-        ConfigError: Naming the field, for values TransformerLens refuses.
+        InvalidConfigError: Naming the field, for values TransformerLens refuses.
     """
     cfg.dtype = to_torch_dtype(cfg.dtype)
-    if cfg.n_heads == -1:
-        cfg.n_heads = cfg.d_model // cfg.d_head
-        if cfg.d_model % cfg.d_head:
-            logger.warning(
-                "d_model %d is not divisible by d_head %d; n_heads was inferred to be %d, "
-                "rounding down the ratio.",
-                cfg.d_model,
-                cfg.d_head,
-                cfg.n_heads,
-            )
     if cfg.seed is not None:
         set_seed_everywhere(cfg.seed)
     if cfg.use_local_attn and (cfg.window_size is None or cfg.attn_types is None):
-        raise ConfigError("use_local_attn needs window_size and attn_types (one per layer)")
+        raise InvalidConfigError("use_local_attn needs window_size and attn_types (one per layer)")
     if not cfg.attn_only:
         if cfg.d_mlp is None:
             cfg.d_mlp = 4 * cfg.d_model
         if hand_written:
             _check_act_fn(cfg.act_fn)
     if cfg.init_mode not in INIT_MODES:
-        raise ConfigError(f"init_mode {cfg.init_mode!r}: expected one of {list(INIT_MODES)}")
+        raise InvalidConfigError(f"init_mode {cfg.init_mode!r}: expected one of {list(INIT_MODES)}")
     if cfg.initializer_range < 0:
         # gpt2: roughly GPT-2's 0.02, proportional to 1/sqrt(d_model); other modes: a gain of 1.
         cfg.initializer_range = 0.8 / math.sqrt(cfg.d_model) if cfg.init_mode == "gpt2" else 1.0
@@ -208,24 +224,24 @@ def derive_fields(cfg: HookedTransformerConfig, *, hand_written: bool) -> None:
     if cfg.positional_embedding_type == "rotary" and cfg.rotary_dim is None:
         cfg.rotary_dim = cfg.d_head
     if (cfg.num_experts is None) != (cfg.experts_per_token is None):
-        raise ConfigError("num_experts and experts_per_token are set together or not at all")
+        raise InvalidConfigError("num_experts and experts_per_token are set together or not at all")
     cfg.n_params = count_hidden_params(cfg)
     if cfg.device is None and hand_written:
         from tlcore.utils.tokenize import get_device
 
         cfg.device = str(get_device())
     if cfg.n_devices > 1 and torch.cuda.device_count() < cfg.n_devices:
-        raise ConfigError(
+        raise InvalidConfigError(
             f"n_devices={cfg.n_devices}: only {torch.cuda.device_count()} CUDA devices are visible"
         )
     if cfg.use_attn_scale and cfg.attn_scale == -1.0:
         cfg.attn_scale = math.sqrt(cfg.d_head)
     if cfg.default_prepend_bos not in (True, False):
-        raise ConfigError(
+        raise InvalidConfigError(
             f"default_prepend_bos must be True or False, got {cfg.default_prepend_bos}"
         )
     if cfg.attention_dir not in ("causal", "bidirectional"):
-        raise ConfigError(
+        raise InvalidConfigError(
             f"attention_dir {cfg.attention_dir!r}: expected 'causal' or 'bidirectional'"
         )
 
@@ -258,10 +274,10 @@ def _check_act_fn(act_fn: str | None) -> None:
     from tlcore.components.activations import ACTIVATIONS
 
     if act_fn is None:
-        raise ConfigError("act_fn must be set for a model with MLPs (attn_only=False)")
+        raise InvalidConfigError("act_fn must be set for a model with MLPs (attn_only=False)")
     known = set(ACTIVATIONS) | set(TRANSFORMER_LENS_ACTIVATIONS)
     if act_fn not in known:
-        raise ConfigError(f"act_fn {act_fn!r}: expected one of {sorted(known)}")
+        raise InvalidConfigError(f"act_fn {act_fn!r}: expected one of {sorted(known)}")
 
 
 def vocab_size_from_tokenizer(tokenizer: Any) -> int:
@@ -290,7 +306,7 @@ def tokenizer_for_config(cfg: HookedTransformerConfig, tokenizer: Any = None) ->
         The tokenizer, or None when there is none.
 
     Raises:
-        ConfigError: If ``d_vocab`` is -1 and no tokenizer gives it.
+        InvalidConfigError: If ``d_vocab`` is -1 and no tokenizer gives it.
     """
     if tokenizer is None and cfg.tokenizer_name is not None:
         from transformers import AutoTokenizer
@@ -301,13 +317,13 @@ def tokenizer_for_config(cfg: HookedTransformerConfig, tokenizer: Any = None) ->
             )
         except Exception as exc:  # noqa: BLE001 - a model runs on token ids without one
             if cfg.d_vocab == -1:
-                raise ConfigError(
+                raise InvalidConfigError(
                     f"d_vocab=-1 and tokenizer_name {cfg.tokenizer_name!r} does not load: {exc}"
                 ) from exc
             logger.warning("could not load the tokenizer %r: %s", cfg.tokenizer_name, exc)
     if cfg.d_vocab == -1:
         if tokenizer is None:
-            raise ConfigError(
+            raise InvalidConfigError(
                 "d_vocab=-1 (unset) needs a tokenizer: pass tokenizer=, set tokenizer_name, or "
                 "set d_vocab"
             )

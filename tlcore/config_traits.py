@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tlcore.errors import ConfigError, UnsupportedConfigError
+from tlcore.errors import InvalidConfigError, UnsupportedConfigError
 
 if TYPE_CHECKING:
     from tlcore.config import HookedTransformerConfig
@@ -89,7 +89,7 @@ def trait_blocks_from_fields(cfg: HookedTransformerConfig) -> dict[str, dict[str
 
     Raises:
         UnsupportedConfigError: For fields no trait expresses yet (:data:`NEEDS_NEW_TRAIT`).
-        ConfigError: For values TransformerLens does not define.
+        InvalidConfigError: For values TransformerLens does not define.
     """
     missing = unsupported_fields(cfg)
     if missing:
@@ -99,7 +99,7 @@ def trait_blocks_from_fields(cfg: HookedTransformerConfig) -> dict[str, dict[str
             + ". tlcore has no trait for it; the config itself is valid and round-trips"
         )
     if cfg.normalization_type not in _NORMS:
-        raise ConfigError(
+        raise InvalidConfigError(
             f"normalization_type {cfg.normalization_type!r}: expected one of {list(_NORMS)}"
         )
     norm = {**_NORMS[cfg.normalization_type]}
@@ -140,7 +140,7 @@ def _positional(cfg: HookedTransformerConfig) -> dict[str, Any]:
     if kind == "alibi":
         return {"kind": "alibi"}
     if kind != "rotary":
-        raise ConfigError(
+        raise InvalidConfigError(
             f"positional_embedding_type {kind!r}: expected 'standard', 'shortformer', 'rotary', "
             f"'alibi' or 'relative_positional_bias'"
         )
@@ -281,7 +281,7 @@ def traits_from_dicts(traits: Mapping[str, Any]) -> dict[str, Any]:
         Slot → trait.
 
     Raises:
-        ConfigError: For a dict whose ``kind`` no registered trait has.
+        InvalidConfigError: For a dict whose ``kind`` no registered trait has.
     """
     from tlcore.registry import get_registry
     from tlcore.spec.loader import resolve_trait
@@ -295,6 +295,8 @@ def traits_from_dicts(traits: Mapping[str, Any]) -> dict[str, Any]:
             continue
         kinds_slot = SLOT_KINDS_FROM.get(slot, slot)
         if registry.trait_model(kinds_slot, str(value.get("kind"))) is None:
-            raise ConfigError(f"traits.{slot}: no registered trait kind {value.get('kind')!r}")
+            raise InvalidConfigError(
+                f"traits.{slot}: no registered trait kind {value.get('kind')!r}"
+            )
         out[slot] = resolve_trait(value, kinds_slot, registry.trait_model, {}, {}, f"traits.{slot}")
     return out

@@ -1,106 +1,160 @@
-"""The config guard: refuse an HF config whose non-default fields the spec does not handle.
+"""The config guard: refuse an HF config that would make tlcore build a different model than HF.
 
-tlcore builds a model from the fields a spec reads; a field the spec does not read but HF's model
-does would make tlcore silently compute something else. The guard refuses such configs.
+tlcore builds a model from the HF config fields its spec reads. A field the spec does not read is
+harmless exactly when HF's own model ignores it too, so the guard asks one question of every field
+whose value differs from the config class's own default: *could this value change what HF
+computes, while tlcore ignores it?* A field is accepted, with the reason recorded in
+``cfg.extra["config_guard"]``, when
+
+1. the spec reads it (through ``config:`` or trait expressions), or lists it in ``guard.handled``
+   or ``guard.ignored`` (the spec author checked it);
+2. HF's modelling code never reads it: the guard scans the source of the model class that
+   transformers itself would build for this config (and the transformers modules it imports) for
+   attribute reads of the config, mapping ``attribute_map`` aliases to the fields they name.
+   Legacy keys such as GPT-2's ``n_ctx``, remote-code pointers (``auto_map``) and tool metadata
+   (``transformers.js_config``) fall here. The scan runs against the installed transformers, so
+   the verdict follows the version actually used;
+3. HF derives it from the other fields: rebuilding the config without it gives the same value
+   (transformers 5.25 stores Falcon's ``num_key_value_heads``, computed from ``num_kv_heads``);
+4. it has no effect on an inference forward pass (:data:`INFERENCE_NEUTRAL`: dropout rates,
+   initialisation ranges, token ids, output flags, implementation selectors).
+
+Everything else is refused with :class:`~tlcore.errors.UnsupportedConfigError`, naming the fields.
+``guard.unsupported`` refuses named values even when the spec reads the field (a layout flag that
+no trait builds).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
+import inspect
+import logging
+import re
+import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tlcore.errors import UnsupportedConfigError
 from tlcore.spec.schema import ArchitectureSpec
 
-# HF config fields that never change the forward computation.
-HF_FIELDS_WITHOUT_EFFECT: frozenset[str] = frozenset(
-    {
-        "architectures",
-        "model_type",
-        "transformers_version",
-        "_name_or_path",
-        "name_or_path",
-        "dtype",
-        "torch_dtype",
-        "use_cache",
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-        "sep_token_id",
-        "decoder_start_token_id",
-        "initializer_range",
-        "init_std",
-        "output_attentions",
-        "output_hidden_states",
-        "return_dict",
-        "tie_word_embeddings",
-        "attention_dropout",
-        "hidden_dropout",
-        "resid_pdrop",
-        "embd_pdrop",
-        "attn_pdrop",
-        "summary_type",
-        "summary_use_proj",
-        "summary_activation",
-        "summary_proj_to_labels",
-        "summary_first_dropout",
-        "dropout",
-        "activation_dropout",
-        "hidden_dropout_prob",
-        "attention_probs_dropout_prob",
-        "classifier_dropout",
-        "id2label",
-        "label2id",
-        "problem_type",
-        "task_specific_params",
-        "tokenizer_class",
-        "_attn_implementation",
-        "_experts_implementation",
-        "attn_implementation",
-        "chunk_size_feed_forward",
-        "is_encoder_decoder",
-        "is_decoder",
-        "add_cross_attention",
-        "pretraining_tp",
-        "max_length",
-        "router_aux_loss_coef",
-        "output_router_logits",
-        "router_jitter_noise",
-        "layerdrop",
-        "keys_to_ignore_at_inference",
-        "quantization_config",
-        "rope_scaling_validated",
-        "bos_token",
-        "eos_token",
-        "ffn_dropout",
-        "embedding_dropout",
-        "residual_dropout",
-        "n_positions_cached",
-        "_commit_hash",
-        "gradient_checkpointing",
-        "use_return_dict",
-        "tf_legacy_loss",
-        "pruned_heads",
-        "torchscript",
-        "cross_attention_hidden_size",
-        "finetuning_task",
-        "prefix",
-        "suffix",
-        "_output_attentions",
-        "image_token_index",
-        "vocab_size_padded",
-        "max_window_layers_ignored",
-        "attention_bias_ignored",
-        "dtype_",
-        "use_bfloat16",
-        "layer_norm_epsilon_ignored",
-        "mlp_only_layers_ignored",
-    }
-)
+logger = logging.getLogger(__name__)
+
+INFERENCE_NEUTRAL: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "architectures",
+            "model_type",
+            "transformers_version",
+            "name_or_path",
+            "auto_map",
+            "tokenizer_class",
+            "task_specific_params",
+            "finetuning_task",
+            "prefix",
+            "custom_pipelines",
+        ),
+        "metadata (tlcore picks the spec from model_type; a native model type makes HF ignore "
+        "auto_map)",
+    ),
+    **dict.fromkeys(
+        (
+            "initializer_range",
+            "init_std",
+            "initializer_factor",
+            "embedding_initializer_range",
+        ),
+        "initialisation only",
+    ),
+    **dict.fromkeys(
+        (
+            "router_aux_loss_coef",
+            "output_router_logits",
+            "router_jitter_noise",
+            "router_z_loss_coef",
+            "z_loss",
+            "layerdrop",
+            "gradient_checkpointing",
+            "problem_type",
+            "num_labels",
+            "id2label",
+            "label2id",
+        ),
+        "training only",
+    ),
+    **dict.fromkeys(
+        (
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "sep_token_id",
+            "decoder_start_token_id",
+            "max_length",
+            "forced_eos_token_id",
+        ),
+        "token ids and generation settings (tlcore reads the tokenizer)",
+    ),
+    **dict.fromkeys(
+        (
+            "use_cache",
+            "output_attentions",
+            "output_hidden_states",
+            "return_dict",
+            "use_return_dict",
+            "torchscript",
+            "chunk_size_feed_forward",
+        ),
+        "output format only",
+    ),
+    **dict.fromkeys(
+        (
+            "_attn_implementation",
+            "attn_implementation",
+            "_experts_implementation",
+            "pretraining_tp",
+            "dtype",
+            "torch_dtype",
+        ),
+        "implementation or storage choice (tlcore's own dtype= and kernels decide)",
+    ),
+    "tie_word_embeddings": "the weight map reads the unembedding from the checkpoint, tied or not",
+    "add_cross_attention": "only encoder-decoder use adds cross-attention layers",
+    "summary_first_dropout": "training only",
+}
+"""Fields HF's modelling code reads that cannot change an inference forward pass, with the reason.
+
+Dropout rates (any field named ``*dropout*`` or ``*_pdrop``) join them by name. GPT-2's
+``summary_*`` fields configure the multiple-choice head of ``GPT2DoubleHeadsModel``, which shares
+the modelling module but not the causal LM's forward pass.
+"""
+
+_NEUTRAL_PATTERNS = (re.compile(r".*dropout.*"), re.compile(r".*_pdrop$"), re.compile(r"^summary_"))
+
+QUANTIZATION_METHODS_LOADED: frozenset[str] = frozenset({"mxfp4"})
+"""``quantization_config.quant_method`` values whose tensors the loader dequantises."""
+
+
+@dataclass
+class GuardVerdict:
+    """What the guard concluded about each non-default HF field (``cfg.extra["config_guard"]``)."""
+
+    read_by_spec: list[str] = field(default_factory=list)
+    listed_by_spec: list[str] = field(default_factory=list)
+    not_read_by_hf: list[str] = field(default_factory=list)
+    derived_by_hf: list[str] = field(default_factory=list)
+    inference_neutral: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The verdict as plain lists (empty ones left out)."""
+        return {k: v for k, v in self.__dict__.items() if v}
 
 
 class RecordingMapping(Mapping[str, Any]):
-    """A read-only mapping that records which keys were looked up (for the config guard)."""
+    """A read-only mapping that records which keys were looked up (the fields a spec reads)."""
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data = data
@@ -121,37 +175,246 @@ class RecordingMapping(Mapping[str, Any]):
         return len(self._data)
 
 
-def check_config_guard(spec: ArchitectureSpec, hf_config: Any, read: set[str]) -> None:
-    """Refuse an HF config with non-default fields that the spec neither reads nor lists.
+def check_config_guard(spec: ArchitectureSpec, hf_config: Any, read: set[str]) -> GuardVerdict:
+    """Refuse an HF config with a non-default field that HF uses and the spec does not.
 
     Args:
-        spec: The spec.
-        hf_config: The HF config object (``to_diff_dict`` gives its non-default fields).
+        spec: The spec being resolved.
+        hf_config: A transformers ``PretrainedConfig``; a plain dict gets only the
+            ``guard.unsupported`` check (there is no class to compare defaults or code with).
         read: HF fields the spec's expressions looked up.
 
+    Returns:
+        The verdict for every non-default field (nothing refused).
+
     Raises:
-        UnsupportedConfigError: Naming the fields.
+        UnsupportedConfigError: Naming every refused field and its value.
     """
     values = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+    where = spec.source_file or spec.name
     for field_name, refused in spec.guard.unsupported.items():
         if field_name in values and values[field_name] in refused:
             raise UnsupportedConfigError(
                 f"architecture '{spec.name}' does not support HF config "
-                f"{field_name}={values[field_name]!r} ({spec.source_file or spec.name}: "
-                f"guard.unsupported); loading it would build a different model than HF's."
+                f"{field_name}={values[field_name]!r} ({where}: guard.unsupported); loading it "
+                f"would build a different model than HF's."
             )
-    if not hasattr(hf_config, "to_diff_dict"):
-        return
-    changed = set(hf_config.to_diff_dict())
-    allowed = read | set(spec.guard.handled) | set(spec.guard.ignored) | HF_FIELDS_WITHOUT_EFFECT
-    allowed |= set(spec.guard.unsupported)
-    unhandled = sorted(k for k in changed - allowed if not k.startswith("_"))
-    if unhandled:
-        details = ", ".join(f"{k}={getattr(hf_config, k, '?')!r}" for k in unhandled)
+    verdict = GuardVerdict()
+    if not hasattr(hf_config, "to_dict"):
+        return verdict
+    _check_quantization(spec, values.get("quantization_config"))
+    listed = set(spec.guard.handled) | set(spec.guard.ignored) | set(spec.guard.unsupported)
+    hf_reads = hf_read_fields(type(hf_config))
+    for key in sorted(non_default_fields(hf_config)):
+        if key in read:
+            verdict.read_by_spec.append(key)
+        elif key in listed:
+            verdict.listed_by_spec.append(key)
+        elif key.startswith("_") or (hf_reads is not None and key not in hf_reads):
+            verdict.not_read_by_hf.append(key)
+        elif _is_neutral(key):
+            verdict.inference_neutral.append(key)
+        elif _derived_by_hf(hf_config, key):
+            verdict.derived_by_hf.append(key)
+        else:
+            verdict.refused.append(key)
+    if verdict.refused:
+        details = ", ".join(f"{k}={values.get(k)!r}" for k in verdict.refused)
         raise UnsupportedConfigError(
             f"architecture '{spec.name}' does not handle HF config field(s) set to non-default "
-            f"values: {details}. tlcore refuses rather than build a model that silently computes "
-            f"something else. If a field has no effect on the forward pass, add it to the spec's "
-            f"guard.ignored list ({spec.source_file or spec.name}); otherwise the spec needs a "
-            f"trait for it."
+            f"values that HF's {type(hf_config).__name__} model reads: {details}. tlcore refuses "
+            f"rather than build a model that silently computes something else. If a field has "
+            f"no effect on the forward pass, add it to the spec's guard.ignored list ({where}); "
+            f"otherwise the spec needs a trait for it (docs/add_an_architecture.md)."
         )
+    return verdict
+
+
+def non_default_fields(hf_config: Any) -> set[str]:
+    """The fields of ``hf_config`` whose values differ from its class's defaults.
+
+    Args:
+        hf_config: A transformers ``PretrainedConfig``.
+
+    Returns:
+        Field names (keys of ``to_dict()``) that the class's default instance lacks or sets
+        differently.
+    """
+    values = hf_config.to_dict()
+    config_class: type = type(hf_config)
+    defaults = _class_defaults(config_class)
+    if defaults is None:
+        return set(hf_config.to_diff_dict())
+    return {k for k, v in values.items() if k not in defaults or defaults[k] != v}
+
+
+@functools.cache
+def _class_defaults(cls: type) -> dict[str, Any] | None:
+    try:
+        return dict(cls().to_dict())
+    except Exception:  # noqa: BLE001 - a class that needs arguments has no defaults to compare
+        return None
+
+
+def _is_neutral(key: str) -> bool:
+    return key in INFERENCE_NEUTRAL or any(p.fullmatch(key) for p in _NEUTRAL_PATTERNS)
+
+
+def _derived_by_hf(hf_config: Any, key: str) -> bool:
+    """Whether the config class recomputes ``key``'s value from the other fields."""
+    data = hf_config.to_dict()
+    value = data.pop(key)
+    data.pop("model_type", None)
+    try:
+        rebuilt = type(hf_config)(**data)
+    except Exception:  # noqa: BLE001 - cannot rebuild without it: it is not derived
+        return False
+    return getattr(rebuilt, key, _MISSING) == value
+
+
+_MISSING = object()
+
+
+def _check_quantization(spec: ArchitectureSpec, quantization: Any) -> None:
+    if not quantization:
+        return
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+    if method not in QUANTIZATION_METHODS_LOADED:
+        raise UnsupportedConfigError(
+            f"architecture '{spec.name}': the checkpoint is quantised with "
+            f"quant_method={method!r}, which tlcore cannot dequantise (it reads "
+            f"{', '.join(sorted(QUANTIZATION_METHODS_LOADED))} and unquantised weights); load a "
+            f"full-precision copy of the checkpoint instead."
+        )
+
+
+# ------------------------------------------------------------------------- what HF's code reads
+_CONFIG_NAME = re.compile(r"(^|_)config$")
+_SKIPPED_IMPORTS = ("transformers.utils", "transformers.configuration_utils")
+
+
+def hf_read_fields(config_class: type) -> frozenset[str] | None:
+    """The config fields transformers' causal-LM code for ``config_class`` may read.
+
+    Scans the module defining the causal-LM class transformers maps ``config_class`` to, and the
+    transformers modules it imports, for ``<...config>.<name>``, ``getattr(<...config>, "name")``
+    and ``hasattr(...)``; ``attribute_map`` aliases count as reads of the fields they name. The
+    scan over-approximates (a field read by a sibling head class counts), which can only make the
+    guard stricter.
+
+    Args:
+        config_class: A ``PretrainedConfig`` subclass.
+
+    Returns:
+        Field names, or None when no modelling code is found (then every field counts as read).
+
+    Example:
+        >>> from transformers import GPT2Config
+        >>> reads = hf_read_fields(GPT2Config)
+        >>> "n_embd" in reads, "n_ctx" in reads   # n_ctx is a legacy key GPT-2's code never reads
+        (True, False)
+    """
+    return _read_fields_cached(config_class)
+
+
+@functools.cache
+def _read_fields_cached(config_class: type) -> frozenset[str] | None:
+    module = _modelling_module(config_class)
+    if module is None:
+        return None
+    names: set[str] = set()
+    for scanned in _with_transformers_imports(module):
+        names |= _config_reads(scanned)
+    aliases = getattr(config_class, "attribute_map", {}) or {}
+    return frozenset(names | {aliases[n] for n in names if n in aliases})
+
+
+def _modelling_module(config_class: type) -> str | None:
+    """The module defining transformers' causal LM for ``config_class``, found without import."""
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    # A model registered at run time (a plugin's reference model) is already imported.
+    registered = getattr(MODEL_FOR_CAUSAL_LM_MAPPING, "_extra_content", {}).get(config_class)
+    if registered is not None:
+        return str(registered.__module__)
+    model_type = getattr(config_class, "model_type", "")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    package = model_type_to_module_name(model_type)
+    return f"transformers.models.{package}.modeling_{package}"
+
+
+def _with_transformers_imports(module: str) -> list[str]:
+    """``module`` and the transformers modules it imports from (one level deep)."""
+    out = [module]
+    tree = _parse(module)
+    if tree is None:
+        return out
+    package = module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+        if not base.startswith("transformers") or base.startswith(_SKIPPED_IMPORTS):
+            continue
+        if ".configuration_" not in base and base not in out:
+            out.append(base)
+    return out
+
+
+@functools.cache
+def _parse(module: str) -> ast.Module | None:
+    """Parse a module's source without importing it (None when it has no readable source)."""
+    loaded = sys.modules.get(module)
+    try:
+        if loaded is not None:
+            source = inspect.getsource(loaded)
+        else:
+            found = importlib.util.find_spec(module)
+            if found is None or found.origin is None or not found.origin.endswith(".py"):
+                return None
+            source = Path(found.origin).read_text(encoding="utf-8")
+        return ast.parse(source)
+    except (OSError, TypeError, SyntaxError, ImportError, ValueError):
+        return None
+
+
+def _config_reads(module: str) -> set[str]:
+    tree = _parse(module)
+    if tree is None:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_config(node.value):
+            names.add(node.attr)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and _is_config(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            names.add(node.args[1].value)
+    return names
+
+
+def _is_config(node: ast.AST) -> bool:
+    """``config``, ``self.config``, ``text_config``, ``config.get_text_config()``, ..."""
+    if isinstance(node, ast.Name):
+        return bool(_CONFIG_NAME.search(node.id))
+    if isinstance(node, ast.Attribute):
+        return bool(_CONFIG_NAME.search(node.attr))
+    if isinstance(node, ast.Call):
+        return _is_config(node.func) or (
+            isinstance(node.func, ast.Attribute) and _is_config(node.func.value)
+        )
+    return False

@@ -28,6 +28,7 @@ from torch.utils.hooks import RemovableHandle
 
 from tlcore.cache import ActivationCache
 from tlcore.errors import HookNameError
+from tlcore.hook_checks import cacheable_names, check_hook_result, hook_points_for, hooks_entered
 from tlcore.utils.slicing import Slice, SliceInput
 
 Direction = Literal["fwd", "bwd"]
@@ -148,7 +149,7 @@ class HookPoint(nn.Module):
         if dir == "fwd":
 
             def fwd_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> Any:
-                return hook(output, hook=self)
+                return check_hook_result(self, output, hook(output, hook=self), hook)
 
             fwd_hook.__name__ = repr(hook)
             pt_handle = self.register_forward_hook(fwd_hook, prepend=prepend)
@@ -264,6 +265,7 @@ def _attach_backward_hooks(
             result = fn(grad, hook=hook_point)
             if result is not None:
                 replacement = result[0] if isinstance(result, tuple) else result
+                check_hook_result(hook_point, grad, replacement, fn, "gradient")
         return replacement
 
     output.register_hook(run_hooks)
@@ -484,7 +486,10 @@ class HookedRootModule(nn.Module):
             The model.
 
         Raises:
-            HookNameError: If a hook name names no hook point; nothing is added then.
+            HookNameError: If a hook name names no hook point, or names one that needs a flag
+                that is off (as `add_hook`); nothing is added then. A predicate skips such points.
+            HookConcurrencyError: If another thread's hooks are active on this model: hook one
+                model from one thread at a time.
 
         Examples:
             >>> import torch
@@ -511,19 +516,20 @@ class HookedRootModule(nn.Module):
             (hook_point, fn, direction)
             for direction, specs in directions
             for name, fn in specs
-            for _, hook_point in self._select_hook_points(name)
+            for hook_point in hook_points_for(self, name, fn, direction)  # as add_hook checks
         ]
-        self.context_level += 1
-        try:
-            for hook_point, fn, direction in planned:
-                hook_point.add_hook(fn, dir=direction, level=self.context_level)
-            yield self
-        finally:
-            if reset_hooks_end:
-                self.reset_hooks(
-                    clear_contexts, including_permanent=False, level=self.context_level
-                )
-            self.context_level -= 1
+        with hooks_entered(self):  # one thread's hooks at a time on one model
+            self.context_level += 1
+            try:
+                for hook_point, fn, direction in planned:
+                    hook_point.add_hook(fn, dir=direction, level=self.context_level)
+                yield self
+            finally:
+                if reset_hooks_end:
+                    self.reset_hooks(
+                        clear_contexts, including_permanent=False, level=self.context_level
+                    )
+                self.context_level -= 1
 
     def run_with_hooks(
         self,
@@ -596,6 +602,8 @@ class HookedRootModule(nn.Module):
         )
         wanted = self._names_predicate(names_filter)
         selected = [name for name in self.hook_dict if wanted(name)]
+        explicit = isinstance(names_filter, (str, Sequence, set, frozenset))
+        selected = cacheable_names(self, selected, explicit)  # flag-gated points: as add_hook
         self.is_caching = True
         fwd_hooks: list[HookSpec] = [(name, partial(save, suffix="")) for name in selected]
         bwd_hooks: list[HookSpec] = []

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from tlcore.errors import ConfigError
+from tlcore.errors import InvalidConfigError
 from tlcore.utils.initialization import (
     calc_fan_in_and_fan_out,
     init_kaiming_normal_,
@@ -59,7 +59,7 @@ def weight_initializer(cfg: HookedTransformerConfig) -> Initializer:
         generator.
 
     Raises:
-        ConfigError: For an unknown ``init_mode``.
+        InvalidConfigError: For an unknown ``init_mode``.
     """
     mode, gain = cfg.init_mode, cfg.initializer_range
     if mode == "gpt2":
@@ -74,7 +74,7 @@ def weight_initializer(cfg: HookedTransformerConfig) -> Initializer:
         return lambda name, t: _ignore(init_kaiming_normal_(t, gain=gain, nonlinearity="relu"))
     if mode == "muP":
         return _init_mup
-    raise ConfigError(f"init_mode {mode!r}: expected gpt2, xavier_*, kaiming_* or muP")
+    raise InvalidConfigError(f"init_mode {mode!r}: expected gpt2, xavier_*, kaiming_* or muP")
 
 
 def _ignore(_: torch.Tensor) -> None:

@@ -23,14 +23,25 @@ from torch import nn
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
 from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config_checks import spec_errors_named
 from tlcore.config_fields import tokenizer_for_config
-from tlcore.errors import HookNameError
+from tlcore.errors import HookNameError, InputValidationError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
 from tlcore.model_generate import GenerateMixin
 from tlcore.model_tokens import TokenizerMixin
 from tlcore.model_weights import WeightsMixin
 from tlcore.utils.losses import lm_cross_entropy_loss
+from tlcore.validation import (
+    check_attention_mask,
+    check_first_n_layers,
+    check_from_pretrained_args,
+    check_layer_range,
+    check_positions,
+    check_return_type,
+    check_tokens,
+    check_unembedding_present,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +95,8 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         if default_padding_side is not None:
             cfg.default_padding_side = default_padding_side
         tokenizer = tokenizer_for_config(cfg, tokenizer)  # loads tokenizer_name; fills d_vocab=-1
-        modules = build_modules(cfg)
+        with spec_errors_named(cfg):  # a component's error names the spec file
+            modules = build_modules(cfg)
         self.embed = modules.embed
         self.hook_embed = HookPoint()
         self.pos_embed = modules.pos_embed
@@ -229,7 +241,7 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             tokens, mask = self._tokens_and_mask(input, prepend_bos, padding_side)
             attention_mask = mask if attention_mask is None else attention_mask
         else:
-            tokens = input if input.dim() == 2 else input[None]
+            tokens = check_tokens(input, self.cfg.d_vocab)  # ids in range, integral, [batch, pos]
         tokens = tokens.to(self._device())
         if self.cfg.use_hook_tokens:
             tokens = self.hook_tokens(tokens)
@@ -254,6 +266,7 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         past_kv_cache: HookedTransformerKeyValueCache | None,
         device: torch.device,
     ) -> ForwardContext:
+        check_attention_mask(attention_mask, batch, q_len, past_kv_cache is not None)
         if attention_mask is not None:
             attention_mask = attention_mask.to(device)
         if past_kv_cache is not None:
@@ -273,6 +286,7 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             key_positions = torch.arange(k_len, device=device)[None].expand(batch, k_len)
             key_mask = None
         positions = key_positions[:, k_len - q_len :]
+        check_positions(self, positions, k_len)  # learned positions stop at n_ctx
         causal = bool(getattr(self.cfg.trait("attention"), "causal", True))
         return ForwardContext(positions, key_positions, key_mask, past_kv_cache, causal=causal)
 
@@ -314,6 +328,8 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             Logits ``[batch, pos, d_vocab]``, a loss, an :class:`Output`, None, or (with
             ``stop_at_layer``) the residual stream.
         """
+        check_return_type(return_type)
+        check_layer_range(start_at_layer, stop_at_layer, self.cfg.n_layers)
         if start_at_layer is None:
             resid, tokens, ctx = self.input_to_embed(
                 input, prepend_bos, padding_side, attention_mask, past_kv_cache
@@ -342,7 +358,9 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         if return_type == "logits":
             return logits
         if tokens is None:
-            raise ValueError("return_type='loss' needs tokens (pass tokens= with start_at_layer)")
+            raise InputValidationError(
+                "return_type='loss' needs tokens (pass tokens= with start_at_layer)", "tokens"
+            )
         loss = lm_cross_entropy_loss(
             logits, tokens, attention_mask=attention_mask, per_token=loss_per_token
         )
@@ -426,6 +444,12 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         from tlcore.loading.loader import load_checkpoint, materialize_meta_buffers
         from tlcore.loading.resolve import resolve_checkpoint
 
+        check_from_pretrained_args(
+            model_name, hf_model, first_n_layers, n_ctx, device, n_devices, default_padding_side,
+            {"fold_ln": fold_ln, "center_writing_weights": center_writing_weights,
+             "center_unembed": center_unembed, "fold_value_biases": fold_value_biases,
+             "refactor_factored_attn_matrices": refactor_factored_attn_matrices},
+        )  # fmt: skip
         if checkpoint_index is not None or checkpoint_value is not None:
             raise NotImplementedError(
                 "training checkpoints: load the checkpoint's own folder or revision"
@@ -457,6 +481,10 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             overrides["default_prepend_bos"] = default_prepend_bos
         cfg = resolve_config(resolved.spec, resolved.hf_config, **overrides)
         skip_from = None
+        check_first_n_layers(first_n_layers, cfg.n_layers)
+        check_unembedding_present(
+            resolved.spec, resolved.source.keys(), resolved.hf_config, resolved.where
+        )
         if first_n_layers is not None:
             skip_from, cfg.n_layers = first_n_layers, first_n_layers
         with torch.device("meta"):
@@ -616,6 +644,8 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
 def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
+    if not isinstance(dtype, str):
+        raise InputValidationError(f"unknown dtype {dtype!r}", "dtype")
     name = dtype.removeprefix("torch.")
     aliases = {
         "fp32": "float32",
@@ -626,7 +656,7 @@ def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
     }
     result = getattr(torch, aliases.get(name, name), None)
     if not isinstance(result, torch.dtype):
-        raise ValueError(f"unknown dtype '{dtype}'")
+        raise InputValidationError(f"unknown dtype '{dtype}'", "dtype")
     return result
 
 

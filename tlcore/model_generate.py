@@ -20,10 +20,17 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 
-from tlcore.errors import TokenizerRequiredError
+from tlcore.errors import InputValidationError, TokenizerRequiredError
 from tlcore.kv_cache import HookedTransformerKeyValueCache
 from tlcore.utils.losses import get_attention_mask
 from tlcore.utils.sampling import sample_logits
+from tlcore.validation import (
+    check_embeddings,
+    check_generate_args,
+    check_generation_length,
+    check_return_type,
+    check_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,7 @@ class GenerateMixin:
         padding_side: Literal["left", "right"] | None = None,
         return_type: ReturnType = "input",
         verbose: bool = True,
+        attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
     ) -> (
         str
         | list[str]
@@ -115,6 +123,9 @@ class GenerateMixin:
                 text input (a string per text, special tokens removed), tokens for tokens,
                 embeddings for embeddings.
             verbose: Show a progress bar.
+            attention_mask: For tokens input, ``[batch, pos]`` with 0 on padding (left padding
+                only: every row must end at its last real token), as HF's ``generate`` takes it;
+                overrides the mask derived from ``padding_side``. Not in TransformerLens.
 
         Returns:
             The prompt with its continuation, in the form ``return_type`` asks for. For embeddings
@@ -130,11 +141,18 @@ class GenerateMixin:
             >>> model.generate(prompt, max_new_tokens=3, do_sample=False)  # doctest: +SKIP
             'The capital of France is Paris. The'
         """
-        if return_type not in _RETURN_TYPES:
-            raise ValueError(
-                f"return_type must be one of {list(_RETURN_TYPES)}, got {return_type!r}"
-            )
-        prompt = self._generation_prompt(input, prepend_bos, padding_side)
+        check_return_type(return_type, _RETURN_TYPES)
+        check_generate_args(
+            self,
+            max_new_tokens,
+            eos_token_id,
+            temperature,
+            top_k,
+            top_p,
+            freq_penalty,
+            padding_side,
+        )
+        prompt = self._generation_prompt(input, prepend_bos, padding_side, attention_mask)
         if return_type == "input":
             return_type = {"str": "str", "list": "str", "tokens": "tokens", "embeds": "embeds"}[
                 prompt.kind
@@ -220,10 +238,22 @@ class GenerateMixin:
         Raises:
             ValueError: For an unknown ``return_type`` or ``max_tokens_per_yield < 1``.
         """
-        if return_type not in ("input", "str", "tokens"):
-            raise ValueError(f"return_type must be 'input', 'str' or 'tokens', got {return_type!r}")
-        if max_tokens_per_yield < 1:
-            raise ValueError(f"max_tokens_per_yield must be at least 1, got {max_tokens_per_yield}")
+        check_return_type(return_type, ("input", "str", "tokens"))
+        check_generate_args(
+            self,
+            max_new_tokens,
+            eos_token_id,
+            temperature,
+            top_k,
+            top_p,
+            freq_penalty,
+            padding_side,
+        )
+        if not isinstance(max_tokens_per_yield, int) or max_tokens_per_yield < 1:
+            raise InputValidationError(
+                f"max_tokens_per_yield must be at least 1, got {max_tokens_per_yield}",
+                "max_tokens_per_yield",
+            )
         prompt = self._generation_prompt(input, prepend_bos, padding_side)
         as_text = return_type == "str" or (
             return_type == "input" and prompt.kind in ("str", "list")
@@ -270,7 +300,11 @@ class GenerateMixin:
 
     # -- internals -------------------------------------------------------------------------------
     def _generation_prompt(
-        self, input: GenerateInput, prepend_bos: bool | None, padding_side: str | None
+        self,
+        input: GenerateInput,
+        prepend_bos: bool | None,
+        padding_side: str | None,
+        attention_mask: torch.Tensor | None = None,
     ) -> _Prompt:
         device = self._device()  # type: ignore[attr-defined]
         if isinstance(input, (str, list)):
@@ -278,29 +312,36 @@ class GenerateMixin:
                 logger.info("generate left-pads a batch of texts (each row must end at its prompt)")
             tokens, mask = self._tokens_and_mask(input, prepend_bos, "left")  # type: ignore[attr-defined]
             if tokens.shape[1] == 0:
-                raise ValueError("the prompt is empty: pass prepend_bos=True or some text")
+                raise InputValidationError(
+                    "the prompt is empty: pass prepend_bos=True or some text", "input"
+                )
             return _Prompt(
                 "str" if isinstance(input, str) else "list",
                 tokens.to(device),
                 None,
                 mask.to(device) if not bool(mask.all()) else None,
             )
-        if not isinstance(input, torch.Tensor):
-            raise ValueError(f"Invalid input type to generate: {type(input).__name__}")
-        if input.is_floating_point():
-            if input.dim() != 3:
-                raise ValueError(
-                    f"embeddings input must be [batch, pos, d_model], got {tuple(input.shape)}"
-                )
+        if isinstance(input, torch.Tensor) and input.is_floating_point():
+            check_embeddings(input, self.cfg.d_model)
             return _Prompt("embeds", None, input.to(device), None)
-        tokens = (input[None] if input.dim() == 1 else input).to(device)
-        if tokens.dim() != 2:
-            raise ValueError(
-                f"tokens input must be [batch, pos] or [pos], got {tuple(input.shape)}"
-            )
+        tokens = check_tokens(input, self.cfg.d_vocab).to(device)
         mask = None
         side = padding_side or self.cfg.default_padding_side
-        if self.tokenizer is not None and side == "left":
+        if attention_mask is not None:
+            mask = attention_mask.to(device=device, dtype=torch.long)
+            if mask.shape != tokens.shape:
+                raise InputValidationError(
+                    f"attention_mask {tuple(mask.shape)} must match tokens {tuple(tokens.shape)}",
+                    "attention_mask",
+                )
+            if not bool(mask[:, -1].all()):
+                raise InputValidationError(
+                    "attention_mask: generate needs left padding (each row's last "
+                    "position must be a real token)",
+                    "attention_mask",
+                )
+            mask = None if bool(mask.all()) else mask
+        elif self.tokenizer is not None and side == "left":
             bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
             tokenizer = _PaddingView(self.tokenizer, side)
             mask = get_attention_mask(tokenizer, tokens, bos)  # type: ignore[arg-type]
@@ -340,12 +381,19 @@ class GenerateMixin:
     ) -> Iterator[torch.Tensor]:
         """Yield each step's new tokens ``[batch]`` (EOS-padded once a row has finished)."""
         stop_tokens, eos_pad = self._stop_tokens(stop_at_eos, eos_token_id)
+        source = prompt.tokens if prompt.tokens is not None else prompt.embeds
+        check_generation_length(self, source.shape[1], max_new_tokens)  # type: ignore[union-attr]
         device = self._device()  # type: ignore[attr-defined]
         batch = prompt.batch
         stop_ids = torch.tensor(stop_tokens, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        source = prompt.tokens if prompt.tokens is not None else prompt.embeds
+        assert source is not None
+        # Room for the prompt and every new token: each step writes its keys in place.
         cache = (
-            HookedTransformerKeyValueCache.init_cache(self.cfg, device, batch)
+            HookedTransformerKeyValueCache.init_cache(
+                self.cfg, device, batch, capacity=source.shape[1] + max_new_tokens
+            )
             if use_past_kv_cache
             else None
         )
@@ -440,4 +488,4 @@ def _progress(steps: Iterator[torch.Tensor], total: int, verbose: bool) -> Itera
         return steps
     from tqdm.auto import tqdm
 
-    return iter(tqdm(steps, total=total))
+    return iter(tqdm(steps, total=total, desc="generate", unit="token"))

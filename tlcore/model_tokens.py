@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from tlcore.errors import TokenizerRequiredError
+from tlcore.errors import InputTypeError, InputValidationError, TokenizerRequiredError
 
 PaddingSide = Literal["left", "right"]
 
@@ -85,11 +85,15 @@ class TokenizerMixin:
         elif isinstance(input, (list, tuple)) and all(isinstance(t, str) for t in input):
             texts = list(input)
         else:
-            raise TypeError(f"expected a string or a list of strings, got {type(input).__name__}")
+            raise InputTypeError(
+                f"expected a string or a list of strings, got {type(input).__name__}", "input"
+            )
         prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         side = padding_side or self.cfg.default_padding_side
         if side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+            raise InputValidationError(
+                f"padding_side must be 'left' or 'right', got {side!r}", "padding_side"
+            )
         rows: list[list[int]] = (
             [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
             if texts

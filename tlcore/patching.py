@@ -214,7 +214,7 @@ def generic_activation_patch(
     by_layer: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
     for count, index in enumerate(indices):
         by_layer.setdefault(index[0], []).append((count, index))
-    progress = tqdm(total=len(indices))
+    progress = tqdm(total=len(indices), desc=f"patching {activation_name}", unit="patch")
     for layer, items in by_layer.items():
         name = get_act_name(activation_name, layer)
         clean_activation = clean_cache[name]

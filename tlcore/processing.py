@@ -294,7 +294,7 @@ def _skip(cfg: HookedTransformerConfig, flag: str, reason: str) -> bool:
 # --------------------------------------------------------------------------------- tensor helpers
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     # Fold in at least fp32 and round once, so bf16/fp16 models lose no more than one rounding.
-    return torch.promote_types(dtype, torch.float32)
+    return torch.promote_types(dtype, torch.float64)
 
 
 def _up(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

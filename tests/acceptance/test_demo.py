@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tlcore_offline_models import find_smollm2_gguf
 
-from tlcore.loading.gguf import convert_gguf_to_safetensors, find_smollm2_gguf
+from tlcore.loading.gguf import convert_gguf_to_safetensors
 
 GGUF = find_smollm2_gguf()
 needs_smollm2 = pytest.mark.skipif(

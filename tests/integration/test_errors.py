@@ -70,9 +70,24 @@ def test_guard_refuses_unhandled_config_fields(tiny_checkpoint, tmp_path: Path) 
         HookedTransformer.from_pretrained_no_processing(str(ckpt))
 
 
-def test_offline_hub_id_says_to_pass_a_local_directory() -> None:
-    with pytest.raises(OSError, match="pass a\\s+local checkpoint folder"):
+def test_offline_hub_id_fails_in_a_few_lines_naming_the_ways_to_load_offline(
+    monkeypatch,
+) -> None:
+    import traceback
+
+    from tlcore.errors import CheckpointNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointNotFoundError) as info:
         HookedTransformer.from_pretrained("some-org/definitely-not-cached-model")
+    assert isinstance(info.value, OSError)  # what TransformerLens code catches
+    message = str(info.value)
+    assert "'some-org/definitely-not-cached-model'" in message
+    for way in ("checkpoint folder", ".gguf file", "'smollm2-135m-instruct'"):
+        assert way in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    printed = "".join(traceback.format_exception(info.value))
+    assert len(printed.splitlines()) < 25, printed
 
 
 def test_folder_without_weights(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ PROMPTS = ["The quick brown fox jumps over", "Hello", "In 1969, the first person
 
 @pytest.fixture(scope="module")
 def gpt2_tok():
-    from tlcore.loading.tokenizers import gpt2_tokenizer
+    from tlcore_offline_models import gpt2_tokenizer
 
     try:
         return gpt2_tokenizer()
@@ -406,9 +406,10 @@ def test_every_architecture_cached_uncached_and_hf_agree(tiny_checkpoint, name):
 
 @pytest.fixture(scope="session")
 def smollm2():
+    from tlcore_offline_models import find_smollm2_gguf
     from transformers import AutoModelForCausalLM
 
-    from tlcore.loading.gguf import convert_gguf_to_safetensors, find_smollm2_gguf
+    from tlcore.loading.gguf import convert_gguf_to_safetensors
 
     path = find_smollm2_gguf()
     if path is None:

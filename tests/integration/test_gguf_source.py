@@ -16,14 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tlcore_offline_models import find_smollm2_gguf
 
 from tlcore.errors import UnsupportedConfigError
-from tlcore.loading.gguf import (
-    GGUFSource,
-    convert_gguf_to_safetensors,
-    find_smollm2_gguf,
-    tlcore_cache_dir,
-)
+from tlcore.loading.gguf import GGUFSource, convert_gguf_to_safetensors, tlcore_cache_dir
 
 gguf = pytest.importorskip("gguf")
 
@@ -212,7 +208,7 @@ def test_cache_dir_environment(monkeypatch, tmp_path):
 
 def test_import_stays_light():
     code = (
-        "import sys, tlcore.loading.gguf, tlcore.loading.tokenizers\n"
+        "import sys, tlcore.loading.gguf, tlcore_offline_models\n"
         "print(sorted({'transformers', 'tokenizers', 'gguf'} & set(sys.modules)))"
     )
     repo = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ TEXT = "The cat sat on the mat and the cat sat on the hat"
 
 @pytest.fixture(scope="module")
 def gpt2_tok():
-    from tlcore.loading.tokenizers import gpt2_tokenizer
+    from tlcore_offline_models import gpt2_tokenizer
 
     try:
         return gpt2_tokenizer()

@@ -178,8 +178,9 @@ def test_dropped_trait_parameter_is_refused_by_the_config_guard() -> None:
     assert "scale_attn_by_inverse_layer_idx" in result.message
 
 
-def test_plugin_registered_mutant_fails_in_run_parity() -> None:
+def test_plugin_registered_mutant_fails_in_run_parity(monkeypatch: pytest.MonkeyPatch) -> None:
     """A broken copy registered by a plugin (under its own name) is checked like any spec."""
+    monkeypatch.setenv("TLCORE_REPLACE_BUILTINS", "llama")  # it outranks the built-in llama
 
     def edit(doc: dict[str, Any]) -> None:
         swap_gate_and_up(doc)
@@ -453,8 +454,11 @@ def test_tools_script_runs_as_a_program(tmp_path: Path) -> None:
     assert "total run time" in proc.stdout
 
 
-def test_cli_fails_on_a_failing_spec(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fails_on_a_failing_spec(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Exit status 1 when a case fails (a broken spec registered through a plugin)."""
+    monkeypatch.setenv("TLCORE_REPLACE_BUILTINS", "gpt2")  # it outranks the built-in gpt2
     broken = mutate("gpt2", large_eps, new_name="gpt2_broken")
     doc = broken.model_dump(by_alias=True, exclude={"source", "source_file"})
     doc["hf"]["priority"] = 5
@@ -653,7 +657,7 @@ def test_real_weights_mode_reports_a_missing_checkpoint(
 
 @pytest.mark.slow
 def test_real_weights_mode_on_smollm2_gguf(capsys: pytest.CaptureFixture[str]) -> None:
-    from tlcore.loading.gguf import find_smollm2_gguf
+    from tlcore_offline_models import find_smollm2_gguf
 
     path = find_smollm2_gguf()
     if path is None:

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from tlcore.loading.gguf import find_smollm2_gguf
+from tlcore_offline_models import find_smollm2_gguf
 
 GGUF = find_smollm2_gguf()
 pytestmark = [
@@ -52,7 +51,7 @@ def sae_lens() -> Any:
 
 @pytest.fixture(scope="module")
 def model(sae_lens: Any) -> Any:
-    return sae_lens.HookedSAETransformer.from_pretrained(str(GGUF), device="cpu")
+    return sae_lens.HookedSAETransformer.from_pretrained("smollm2-135m-instruct", device="cpu")
 
 
 def test_hooked_sae_transformer_is_tlcore(sae_lens: Any, model: Any) -> None:
@@ -108,7 +107,7 @@ def test_sae_training_run_lowers_the_loss(sae_lens: Any) -> None:
     steps, batch_tokens = 200, 128
     cfg = LanguageModelSAERunnerConfig(
         sae=StandardTrainingSAEConfig(d_in=D_MODEL, d_sae=2 * D_MODEL, l1_coefficient=1.0),
-        model_name=str(GGUF),
+        model_name="smollm2-135m-instruct",  # the tlcore-offline-models plugin finds the GGUF
         model_class_name="HookedTransformer",
         hook_name=HOOK,
         dataset_path="local",

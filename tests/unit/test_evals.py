@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tlcore_offline_models import gpt2_tokenizer
 
 from tlcore import HookedTransformer, evals
-from tlcore.loading.tokenizers import gpt2_tokenizer
 from tlcore.utils import lm_cross_entropy_loss
 
 API = json.loads(

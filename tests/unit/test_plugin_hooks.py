@@ -75,7 +75,7 @@ def test_hook_register_traits(tlcore_plugin) -> None:
     assert registry.traits[("norm", "doubled_layernorm")].source == record.source
 
 
-def test_hook_register_weight_ops(tlcore_plugin, tiny_hf_checkpoint) -> None:
+def test_hook_register_weight_ops(tlcore_plugin, tiny_hf_checkpoint, monkeypatch) -> None:
     def negate(tensors, cfg, factor: float = 1.0):
         """Multiply by -factor."""
         return [-factor * t for t in tensors]
@@ -93,12 +93,17 @@ def test_hook_register_weight_ops(tlcore_plugin, tiny_hf_checkpoint) -> None:
             doc["weights"] = [{**rule, "ops": [{"negate": {"factor": 2.0}}]}]
             register.spec(doc)
 
+    # Outranking a built-in architecture is the user's explicit choice.
+    monkeypatch.setenv("TLCORE_REPLACE_BUILTINS", "llama")
     record = tlcore_plugin(Plugin(), "negate-op")
     op = get_registry().weight_ops["negate"]
     assert op.source == record.source and op.doc == "Multiply by -factor."
     ckpt = tiny_hf_checkpoint("llama")
     model = tlcore.HookedTransformer.from_pretrained_no_processing(str(ckpt.path))
-    assert model.cfg.model_name and get_registry().get_spec("negated_llama")
+    assert model.cfg.spec_name == "negated_llama"
+    assert model.cfg.spec_source == (
+        f"{record.source}; takes over HF configs of built-in architecture 'llama'"
+    )
     expected = -2.0 * ckpt.hf_model.model.embed_tokens.weight
     assert torch.equal(model.embed.W_E, expected)
 
@@ -135,7 +140,7 @@ def test_hook_register_aliases(tlcore_plugin, tmp_path: Path) -> None:
     assert get_registry().aliases["my-tiny"] == (str(tmp_path), record.source)
 
 
-def test_hook_resolve_hf_config(tlcore_plugin) -> None:
+def test_hook_resolve_hf_config(tlcore_plugin, monkeypatch) -> None:
     from tlcore.loading.resolve import spec_for_hf_config
 
     seen = []
@@ -148,11 +153,43 @@ def test_hook_resolve_hf_config(tlcore_plugin) -> None:
             return "mistral" if hf_config.get("use_mistral") else None
 
     tlcore_plugin(Plugin(), "resolver")
+    monkeypatch.setenv("TLCORE_REPLACE_BUILTINS", "llama")  # the hook overrules a built-in
     config = {"model_type": "llama", "use_mistral": True}
     assert spec_for_hf_config(config).name == "mistral"
     assert config["model_type"] == "llama"
     assert spec_for_hf_config({"model_type": "llama"}).name == "llama"
     assert len(seen) == 2
+
+
+def test_hook_locate_checkpoint(tlcore_plugin, tmp_path, monkeypatch) -> None:
+    from tlcore.errors import CheckpointNotFoundError
+    from tlcore.loading.resolve import resolve_checkpoint
+    from tlcore.testing.tiny import save_tiny_checkpoint
+
+    folder, _ = save_tiny_checkpoint(get_registry().get_spec("gpt2"), tmp_path / "ckpt")
+    asked = []
+
+    class Plugin:
+        @hookimpl
+        def locate_checkpoint(self, name):
+            asked.append(name)
+            if name == "broken":
+                raise RuntimeError("boom")
+            if name == "nowhere":
+                return str(tmp_path / "missing")
+            return str(folder) if name == "my-local-gpt2" else None
+
+    tlcore_plugin(Plugin(), "locator")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_checkpoint("my-local-gpt2").where == str(folder)
+    # An alias is located too: the typed name is asked first, then each alias target.
+    get_registry().aliases["my-alias"] = ("my-local-gpt2", get_registry().aliases["gpt2-small"][1])
+    assert resolve_checkpoint("my-alias").where == str(folder)
+    assert asked[-2:] == ["my-alias", "my-local-gpt2"]
+    # A hook that raises or answers a path that does not exist is skipped (with a warning).
+    for name in ("broken", "nowhere"):
+        with pytest.warns(UserWarning), pytest.raises(CheckpointNotFoundError, match=name):
+            resolve_checkpoint(name)
 
 
 def test_hook_register_commands(tlcore_plugin, capsys) -> None:
@@ -190,8 +227,9 @@ def test_duplicate_names_are_errors_naming_both_sources(tlcore_plugin) -> None:
     assert get_registry().weight_ops["transpose"].source.plugin == "tlcore.builtin.plugin"
 
 
-def test_override_replaces_and_scope_restores(tlcore_plugin) -> None:
+def test_override_replaces_and_scope_restores(tlcore_plugin, monkeypatch) -> None:
     original = get_registry().weight_ops["transpose"]
+    monkeypatch.setenv("TLCORE_REPLACE_BUILTINS", "transpose")  # replacing a built-in: explicit
 
     class Plugin:
         @hookimpl
@@ -200,6 +238,7 @@ def test_override_replaces_and_scope_restores(tlcore_plugin) -> None:
 
     record = tlcore_plugin(Plugin(), "override-op")
     assert get_registry().weight_ops["transpose"].source == record.source
+    assert record.registered["replaces_builtin"] == ["weight op 'transpose'"]
     # The fixture's scope ends after the test; the restore itself is checked here directly.
     from tlcore.plugins import get_manager
 

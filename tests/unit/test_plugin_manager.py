@@ -119,7 +119,9 @@ def test_invalid_spec_is_dropped_alone(manager: TlcorePluginManager) -> None:
     assert [r.name for r in manager.failures()] == ["mixed"]
 
 
-def test_spec_covering_a_model_type_ambiguously_is_dropped(manager: TlcorePluginManager) -> None:
+def test_spec_covering_a_model_type_ambiguously_is_dropped(
+    manager: TlcorePluginManager, monkeypatch
+) -> None:
     class Plugin:
         @hookimpl
         def register_specs(self, register) -> None:
@@ -137,14 +139,30 @@ def test_spec_covering_a_model_type_ambiguously_is_dropped(manager: TlcorePlugin
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         manager.add_plugin(Plugin(), "llama-again")
-    (message,) = _warnings(caught)
+    ambiguous, takeover = _warnings(caught)
     assert (
         "architecture 'my_llama' covers HF model type 'llama' exactly as architecture 'llama'"
-        in message
+        in ambiguous
     )
-    assert "tlcore.builtin.plugin" in message
+    assert "tlcore.builtin.plugin" in ambiguous
+    # A higher priority would silently take the built-in's checkpoints: refused without the switch.
+    assert "'my_llama_first' (hf.priority 1) would be chosen instead of tlcore's" in takeover
+    assert "TLCORE_REPLACE_BUILTINS=llama" in takeover
     assert "my_llama" not in manager.registry.specs
-    assert "my_llama_first" in manager.registry.specs  # a higher priority is unambiguous
+    assert "my_llama_first" not in manager.registry.specs
+    assert manager.registry.candidates_for({"model_type": "llama"})[0].name == "llama"
+
+    monkeypatch.setenv("TLCORE_REPLACE_BUILTINS", "llama")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = manager.add_plugin(Plugin(), "llama-allowed")
+    assert len(_warnings(caught)) == 1  # my_llama is still ambiguous
+    spec = manager.registry.get_spec("my_llama_first")
+    assert "takes over HF configs of built-in architecture 'llama'" in spec.source
+    assert record.registered["replaces_builtin"] == [
+        "architecture 'llama' (outranked by 'my_llama_first')"
+    ]
+    assert manager.registry.candidates_for({"model_type": "llama"})[0].name == "my_llama_first"
 
 
 def test_resolve_hf_config_failures_are_isolated(manager: TlcorePluginManager) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.errors import SpecError
+from tlcore.errors import InvalidConfigError, SpecError
 from tlcore.registry import Registry, Source, get_registry
 from tlcore.spec.expressions import evaluate
 from tlcore.spec.loader import read_spec_file
@@ -85,10 +85,15 @@ def test_malformed_specs_name_file_field_and_reason(tmp_path: Path, mutation, ex
     old, new = mutation
     assert old in MINIMAL
     reg = registry_with_builtin_traits()
-    reg.add_spec(write(tmp_path, "bad.yaml", MINIMAL.replace(old, new)), BUILTIN)
+    # Outside plugin loading, add_spec validates at once and leaves the registry unchanged.
     with pytest.raises(SpecError, match=expected) as info:
-        reg.get_spec("tiny")
+        reg.add_spec(write(tmp_path, "bad.yaml", MINIMAL.replace(old, new)), BUILTIN)
     assert "bad.yaml" in str(info.value)
+    assert "tiny" not in reg.specs
+    with reg.deferred_validation():  # plugin loading: validated later, all together
+        reg.add_spec(write(tmp_path, "bad.yaml", MINIMAL.replace(old, new)), BUILTIN)
+    with pytest.raises(SpecError, match=expected):
+        reg.get_spec("tiny")
 
 
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
@@ -142,15 +147,24 @@ def test_extends_merges_traits_weights_and_config(tmp_path: Path) -> None:
 
 def test_extends_errors(tmp_path: Path) -> None:
     reg = registry_with_builtin_traits()
-    reg.add_spec(
-        write(tmp_path, "a.yaml", MINIMAL.replace("name: tiny", "name: a\nextends: b")), BUILTIN
-    )
-    reg.add_spec(
-        write(tmp_path, "b.yaml", MINIMAL.replace("name: tiny", "name: b\nextends: a")), BUILTIN
-    )
-    reg.add_spec(
-        write(tmp_path, "c.yaml", MINIMAL.replace("name: tiny", "name: c\nextends: tinny")), BUILTIN
-    )
+    with pytest.raises(SpecError, match="no architecture named 'b'"):
+        reg.add_spec(
+            write(tmp_path, "a.yaml", MINIMAL.replace("name: tiny", "name: a\nextends: b")),
+            BUILTIN,
+        )
+    with reg.deferred_validation():  # as plugin loading does: validated all together later
+        reg.add_spec(
+            write(tmp_path, "a.yaml", MINIMAL.replace("name: tiny", "name: a\nextends: b")),
+            BUILTIN,
+        )
+        reg.add_spec(
+            write(tmp_path, "b.yaml", MINIMAL.replace("name: tiny", "name: b\nextends: a")),
+            BUILTIN,
+        )
+        reg.add_spec(
+            write(tmp_path, "c.yaml", MINIMAL.replace("name: tiny", "name: c\nextends: tinny")),
+            BUILTIN,
+        )
     with pytest.raises(SpecError, match="cycle"):
         reg.get_spec("a")
     with pytest.raises(SpecError, match="no architecture named 'tinny'"):
@@ -185,7 +199,7 @@ def test_expressions() -> None:
     assert evaluate({"cfg": "d_model"}, hf, {"d_model": 3}) == 3
     with pytest.raises(SpecError, match="no field 'n_embd'"):
         evaluate({"hf": "n_embd"}, hf)
-    with pytest.raises(SpecError, match="not divisible"):
+    with pytest.raises(InvalidConfigError, match="not divisible"):
         evaluate({"div": [10, 3]}, hf)
 
 
@@ -208,3 +222,18 @@ def test_guard_unsupported_values_are_refused_by_name() -> None:
     resolve_config(spec, hf_config_object({**fields, "use_bidirectional_attention": False}))
     with pytest.raises(UnsupportedConfigError, match=r"use_bidirectional_attention=True.*gemma"):
         resolve_config(spec, hf_config_object({**fields, "use_bidirectional_attention": True}))
+
+
+def test_content_hash_ignores_schema_defaults_a_spec_does_not_use():
+    """A schema field added later with a default must not make every snapshot look stale."""
+    from pydantic import create_model
+
+    from tlcore.spec.schema import ArchitectureSpec
+
+    spec = get_registry().get_spec("gpt2")
+    doc = spec.model_dump(by_alias=True, exclude_defaults=True)
+    grown = create_model("GrownSpec", __base__=ArchitectureSpec, added_later=(int, 7))
+    assert grown.model_validate(doc).content_hash() == spec.content_hash()
+    # ... while a value the spec does set still counts.
+    changed = grown.model_validate({**doc, "added_later": 8})
+    assert changed.content_hash() != spec.content_hash()

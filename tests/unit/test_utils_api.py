@@ -111,7 +111,7 @@ def test_get_dataset_reads_local_data(tmp_path: Path) -> None:
 
 
 def test_get_tokenizer_with_bos_reloads_to_add_bos(tmp_path: Path) -> None:
-    from tlcore.loading.tokenizers import gpt2_tokenizer
+    from tlcore_offline_models import gpt2_tokenizer
 
     gpt2_tokenizer().save_pretrained(tmp_path)
     from transformers import AutoTokenizer

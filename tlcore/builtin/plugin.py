@@ -20,6 +20,7 @@ from tlcore.components import (
     rotary,
     unembed,
 )
+from tlcore.loading import mxfp4
 from tlcore.loading.weight_ops import BUILTIN_WEIGHT_OPS
 from tlcore.plugins.hookspecs import hookimpl
 from tlcore.plugins.registrar import Registrar
@@ -79,6 +80,7 @@ def register_weight_ops(register: Registrar) -> None:
     """
     for name, fn in BUILTIN_WEIGHT_OPS.items():
         register.weight_op(name, fn)
+    register.weight_op("mxfp4", mxfp4.mxfp4)
 
 
 @hookimpl
@@ -96,6 +98,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tlcore.commands.demo",
     "tlcore.commands.plugins",
     "tlcore.commands.parity",
+    "tlcore.commands.harvest",
 )
 """Modules whose ``add_command(subparsers)`` adds a built-in CLI command."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -17,17 +18,21 @@ def run(args: argparse.Namespace) -> int:
             ``no_report``).
 
     Returns:
-        0 on success, 1 if the model cannot be found.
+        0 on success, 1 if the model cannot be found or loaded (tlcore's typed errors are printed
+        as one line, not a traceback).
     """
+    from tlcore.cli import error_line
     from tlcore.demo import format_summary, run_demo, write_html_report
+    from tlcore.errors import TlcoreError
 
     def progress(stage: str) -> None:
         print(f"[demo] {stage} ...", file=sys.stderr, flush=True)
 
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    progress(f"{threads} CPU thread{'s' * (threads != 1)} (--threads to change)")
     try:
         result = run_demo(
             args.model, device=args.device, prepend_bos=args.prepend_bos, progress=progress
@@ -35,12 +40,38 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"tlcore demo: {exc}", file=sys.stderr)
         return 1
+    except TlcoreError as exc:  # a bad model, checkpoint or spec: one line, no traceback
+        print(error_line(exc).replace("tlcore:", "tlcore demo:", 1), file=sys.stderr)
+        return 1
     report = None
     if not args.no_report:
         progress("HTML report")
         report = str(write_html_report(result, args.out))
     print(format_summary(result, report_path=report))
     return 0
+
+
+def default_threads(limit: int = 4) -> int:
+    """CPU threads for the demo: the cores this process may use that other work leaves idle.
+
+    A small model gains little past a few threads, and on a busy machine threads that compete
+    with other processes for the same cores only slow each other down.
+
+    Args:
+        limit: Upper bound (SmolLM2's matrices are too small to use more).
+
+    Returns:
+        At least 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(limit, cores, round(cores - busy)))
 
 
 def add_command(subparsers: Any) -> None:
@@ -72,7 +103,7 @@ def add_command(subparsers: Any) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for torch (default: torch's own; on a busy machine 1 can be faster)",
+        help="CPU threads for torch (default: the idle cores, at most 4)",
     )
     parser.add_argument(
         "--prepend-bos",

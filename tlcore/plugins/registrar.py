@@ -8,10 +8,10 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tlcore.errors import PluginError, SpecError
 from tlcore.registry.registry import Registry, Source
+from tlcore.spec.bounds import read_yaml_file
+from tlcore.spec.loader import check_spec_document
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.traits import Trait
 
@@ -153,14 +153,4 @@ def _traversable_docs(resource: Traversable) -> list[dict[str, Any]]:
             raise SpecError(f"{resource}: no spec files (*.yaml) in this folder")
     else:
         files = [resource]
-    docs = []
-    for file in files:
-        try:
-            doc = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{file}: not valid YAML: {exc}") from exc
-        if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
-            raise SpecError(f"{file}: a spec must be a mapping with a 'name' string")
-        doc["source_file"] = str(file)
-        docs.append(doc)
-    return docs
+    return [check_spec_document(read_yaml_file(file, str(file)), str(file)) for file in files]

@@ -2,20 +2,47 @@
 
 The registry is filled only through the plugin manager's hooks (the built-ins are a plugin like any
 other), so every entry records which plugin and distribution registered it.
+
+Built-ins keep their names. Replacing a built-in item (``override=True`` on a built-in
+architecture, trait kind, weight op or alias) is refused unless the user allowed it explicitly:
+the environment variable :data:`REPLACE_ENV` names the built-ins that may be replaced (``*`` for
+all), or :func:`tlcore.register_spec` is called with ``replace_builtin=True``. An allowed
+replacement is recorded on the spec (``spec.source``, hence ``cfg.spec_source``) and shown by
+``tlcore plugins``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlcore.errors import PluginError, SpecError, UnknownArchitectureError
+from tlcore.spec.bounds import check_document_bounds
 from tlcore.spec.loader import merge_extends, read_spec_file, validate_spec
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
+
+REPLACE_ENV = "TLCORE_REPLACE_BUILTINS"
+"""Comma-separated built-in names a plugin may replace: architectures (``gpt2``), trait kinds
+(``norm/layernorm``), weight ops (``transpose``) and aliases (``gpt2-small``); ``*`` for all."""
+
+
+def replacement_allowed(name: str) -> bool:
+    """Tell whether the user allowed replacing the built-in item ``name`` (:data:`REPLACE_ENV`).
+
+    Args:
+        name: An architecture, ``slot/kind``, weight op or alias name.
+
+    Returns:
+        True if the environment variable names it (or is ``*``).
+    """
+    allowed = {part.strip() for part in os.environ.get(REPLACE_ENV, "").split(",")}
+    return "*" in allowed or name in allowed
 
 
 @dataclass(frozen=True)
@@ -25,6 +52,7 @@ class Source:
     plugin: str
     distribution: str | None = None
     version: str | None = None
+    builtin: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         if self.distribution:
@@ -57,6 +85,22 @@ class WeightOp:
 class _SpecEntry:
     doc: dict[str, Any]
     source: Source
+    replaces: _SpecEntry | None = None
+    """The entry this one replaced under the same name (restored if this one is dropped)."""
+    takes_over: list[str] = field(default_factory=list)
+    """Built-in architectures this spec outranks for some HF configs (allowed by the user)."""
+    user_allowed: bool = False
+    """Registered with ``replace_builtin=True`` (:func:`tlcore.register_spec`)."""
+    notes: list[str] = field(default_factory=list)
+    """What else a model built from it should know (a refused replacement)."""
+
+    def describe_source(self) -> str:
+        """The source, plus which built-ins it replaces (what ``cfg.spec_source`` records)."""
+        notes = []
+        if self.replaces is not None and self.replaces.source.builtin:
+            notes.append(f"replaces built-in architecture '{self.doc.get('name')}'")
+        notes += [f"takes over HF configs of built-in architecture '{n}'" for n in self.takes_over]
+        return "; ".join([str(self.source), *notes, *self.notes])
 
 
 @dataclass
@@ -68,6 +112,52 @@ class Registry:
     weight_ops: dict[str, WeightOp] = field(default_factory=dict)
     aliases: dict[str, tuple[str, Source]] = field(default_factory=dict)
     _validated: dict[str, ArchitectureSpec] = field(default_factory=dict)
+    replacements: dict[str, str] = field(default_factory=dict)
+    """Built-in items replaced with the user's permission: ``"architecture 'gpt2'"`` → plugin."""
+    _deferred: int = 0
+    _allow_builtin: bool = False
+
+    @contextlib.contextmanager
+    def deferred_validation(self) -> Iterator[None]:
+        """Accept specs without validating them (plugin loading validates once at the end).
+
+        Yields:
+            Nothing.
+        """
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+
+    @contextlib.contextmanager
+    def builtin_replacement(self, allowed: bool) -> Iterator[None]:
+        """Allow (or not) replacing built-in items inside the block, whatever the environment.
+
+        Args:
+            allowed: The user's explicit choice (``register_spec(..., replace_builtin=True)``).
+
+        Yields:
+            Nothing.
+        """
+        before, self._allow_builtin = self._allow_builtin, allowed
+        try:
+            yield
+        finally:
+            self._allow_builtin = before
+
+    def _check_replacement(self, what: str, name: str, old: Source, new: Source) -> None:
+        """Refuse replacing a built-in item unless the user allowed it; record it if allowed."""
+        if not old.builtin or new.builtin:
+            return
+        if self._allow_builtin or replacement_allowed(name):
+            self.replacements[f"{what} '{name}'"] = new.plugin
+            return
+        raise PluginError(
+            f"{what} '{name}' from {new} would replace tlcore's built-in one; built-ins keep their "
+            f"names. To replace it on purpose, set {REPLACE_ENV}={name} (or use "
+            f"tlcore.register_spec(..., replace_builtin=True)); otherwise give it another name"
+        )
 
     # -- registration ---------------------------------------------------------------------------
     def add_spec(
@@ -78,17 +168,22 @@ class Registry:
     ) -> list[str]:
         """Register a spec given as a document, an object, a YAML file or a folder of YAML files.
 
+        Outside plugin loading (a direct call), the new specs are validated at once: an invalid
+        one raises and leaves the registry as it was, so it cannot break later loads.
+
         Args:
             spec: What to register.
             source: The registering plugin.
-            override: Replace an existing spec of the same name instead of failing.
+            override: Replace an existing spec of the same name instead of failing (a built-in
+                one only where the user allowed it, see :data:`REPLACE_ENV`).
 
         Returns:
             The names registered.
 
         Raises:
-            PluginError: If a name is taken and ``override`` is false.
-            SpecError: If a file cannot be read.
+            PluginError: If a name is taken and ``override`` is false, or the name is a built-in's
+                and replacing it was not allowed.
+            SpecError: If a file cannot be read or a spec is malformed.
         """
         if isinstance(spec, ArchitectureSpec):
             docs = [spec.model_dump(by_alias=True, exclude={"source"})]
@@ -98,19 +193,42 @@ class Registry:
             if path.is_dir() and not files:
                 raise SpecError(f"{path}: no spec files (*.yaml) in this folder")
             docs = [read_spec_file(f) for f in files]
-        else:
+        elif isinstance(spec, Mapping):
+            where = f"<spec mapping from {source}>"
+            check_document_bounds(spec, where)
             docs = [dict(spec)]
-        names = []
+        else:
+            raise SpecError(f"cannot register {spec!r} as a spec: not a path, mapping or spec")
         for doc in docs:
-            name = doc["name"]
-            if name in self.specs and not override:
-                raise PluginError(
-                    f"architecture '{name}' from {source} conflicts with the one from "
-                    f"{self.specs[name].source}; pass override=True to replace it"
+            name = doc.get("name")
+            if not isinstance(name, str) or not name:
+                where = doc.get("source_file") or f"<spec mapping from {source}>"
+                raise SpecError(f"{where}: field 'name': required, a non-empty string")
+        before, replaced = dict(self.specs), dict(self.replacements)
+        names = []
+        try:
+            for doc in docs:
+                name = doc["name"]
+                old = self.specs.get(name)
+                if old is not None and not override:
+                    raise PluginError(
+                        f"architecture '{name}' from {source} conflicts with the one from "
+                        f"{old.source}; pass override=True to replace it"
+                    )
+                if old is not None:
+                    self._check_replacement("architecture", name, old.source, source)
+                self.specs[name] = _SpecEntry(
+                    doc, source, replaces=old, user_allowed=self._allow_builtin
                 )
-            self.specs[name] = _SpecEntry(doc, source)
-            names.append(name)
-        self._validated.clear()
+                names.append(name)
+            self._validated.clear()
+            if not self._deferred:
+                for name in names:
+                    self.get_spec(name)
+        except Exception:
+            self.specs, self.replacements = before, replaced
+            self._validated.clear()
+            raise
         return names
 
     def add_trait(
@@ -144,6 +262,10 @@ class Registry:
                 f"trait {slot}/{kind} from {source} conflicts with the one from "
                 f"{self.traits[key].source}; pass override=True to replace it"
             )
+        if key in self.traits:
+            self._check_replacement("trait kind", f"{slot}/{kind}", self.traits[key].source, source)
+        if not callable(component):
+            raise PluginError(f"trait {slot}/{kind} from {source}: the component is not callable")
         self.traits[key] = TraitKind(slot, kind, model, component, source)
         self._validated.clear()
 
@@ -166,6 +288,8 @@ class Registry:
                 f"weight op '{name}' from {source} conflicts with the one from "
                 f"{self.weight_ops[name].source}; pass override=True to replace it"
             )
+        if name in self.weight_ops:
+            self._check_replacement("weight op", name, self.weight_ops[name].source, source)
         self.weight_ops[name] = WeightOp(name, fn, source, (fn.__doc__ or "").strip())
 
     def add_alias(self, alias: str, target: str, source: Source, override: bool = False) -> None:
@@ -180,11 +304,15 @@ class Registry:
         Raises:
             PluginError: If the alias is taken and ``override`` is false.
         """
-        if alias in self.aliases and not override and self.aliases[alias][0] != target:
-            raise PluginError(
-                f"alias '{alias}' from {source} conflicts with the one from "
-                f"{self.aliases[alias][1]}"
-            )
+        if not isinstance(alias, str) or not isinstance(target, str) or not alias or not target:
+            raise PluginError(f"alias {alias!r} -> {target!r} from {source}: both must be strings")
+        if alias in self.aliases and self.aliases[alias][0] != target:
+            if not override:
+                raise PluginError(
+                    f"alias '{alias}' from {source} conflicts with the one from "
+                    f"{self.aliases[alias][1]}"
+                )
+            self._check_replacement("alias", alias, self.aliases[alias][1], source)
         self.aliases[alias] = (target, source)
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -271,9 +399,75 @@ class Registry:
                     + f". Registered: {', '.join(self.spec_names()) or 'none'}."
                 )
             doc = self._merged_doc(name)
-            doc["source"] = str(self.specs[name].source)
+            doc["source"] = self.specs[name].describe_source()
             self._validated[name] = validate_spec(doc, self.trait_model, self.trait_kinds)
         return self._validated[name]
+
+    def candidates_for(self, hf_config: Mapping[str, Any]) -> list[ArchitectureSpec]:
+        """The specs that cover an HF config, best first.
+
+        A spec covers a config when its ``hf.model_types`` holds the config's ``model_type`` or its
+        ``hf.architectures`` one of the config's classes, and every ``hf.match`` field equals the
+        config's. Higher ``hf.priority`` comes first; at equal priority a built-in comes before a
+        plugin's spec, so a plugin never wins a tie against a built-in. A spec that fails to
+        validate is skipped: one broken spec does not stop other models from loading.
+
+        Args:
+            hf_config: The HF config as a dict.
+
+        Returns:
+            The covering specs, best first (empty if none).
+
+        Raises:
+            SpecError: If no valid spec covers the config but an invalid one would have.
+        """
+        model_type = hf_config.get("model_type")
+        classes = set(hf_config.get("architectures") or [])
+        found: list[tuple[int, bool, ArchitectureSpec]] = []
+        broken: list[SpecError] = []
+        for name in self.spec_names():
+            try:
+                spec = self.get_spec(name)
+            except SpecError as exc:
+                hf = self.specs[name].doc.get("hf")
+                raw_types = hf.get("model_types", []) if isinstance(hf, Mapping) else []
+                if isinstance(raw_types, list) and model_type in raw_types:
+                    broken.append(exc)
+                continue
+            if model_type not in spec.hf.model_types and not classes & set(spec.hf.architectures):
+                continue
+            if all(hf_config.get(k) == v for k, v in spec.hf.match.items()):
+                found.append((spec.hf.priority, self.specs[name].source.builtin, spec))
+        if not found and broken:
+            raise broken[0]
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [spec for _, _, spec in found]
+
+    def supported_model_types(self) -> list[str]:
+        """The HF model types some valid spec covers, sorted (invalid specs are skipped).
+
+        Returns:
+            Model types.
+        """
+        types: set[str] = set()
+        for name in self.spec_names():
+            try:
+                types.update(self.get_spec(name).hf.model_types)
+            except SpecError:
+                continue
+        return sorted(types)
+
+    def is_builtin(self, name: str) -> bool:
+        """Tell whether an architecture was registered by a built-in plugin.
+
+        Args:
+            name: The architecture name.
+
+        Returns:
+            True for a built-in spec.
+        """
+        entry = self.specs.get(name)
+        return entry is not None and entry.source.builtin
 
 
 def _suggest(name: str, options: Mapping[str, Any]) -> str:

@@ -1,16 +1,17 @@
-"""Reading spec files: YAML (``safe_load``), ``extends:`` merging and two-pass trait validation."""
+"""Reading spec files: bounded YAML, ``extends:`` merging and two-pass trait validation."""
 
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from tlcore.errors import SpecError
+from tlcore.spec.bounds import read_yaml_file
 from tlcore.spec.expressions import check_expression, evaluate, is_expression
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.traits import OPTIONAL_SLOTS, SLOT_KINDS_FROM, SLOTS, Trait
@@ -30,19 +31,32 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         The document, with ``source_file`` set.
 
     Raises:
-        SpecError: If the file is not valid YAML or not a mapping with a ``name``.
+        SpecError: If the file is not valid YAML (duplicate keys, alias bombs and excessive
+            nesting included, see :mod:`tlcore.spec.bounds`) or not a mapping with a ``name``.
     """
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read spec file: {exc}") from exc
+    doc = read_yaml_file(path)
+    return check_spec_document(doc, str(path))
+
+
+def check_spec_document(doc: Any, where: str) -> dict[str, Any]:
+    """Check the outer shape of a spec document read from a file.
+
+    Args:
+        doc: The parsed document.
+        where: The file, for messages.
+
+    Returns:
+        The document, with ``source_file`` set.
+
+    Raises:
+        SpecError: If it is not a mapping with a ``name`` string.
+    """
+    path = where
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: a spec must be a mapping, got {type(doc).__name__}")
-    if not isinstance(doc.get("name"), str):
-        raise SpecError(f"{path}: field 'name': required, a string")
+    if not isinstance(doc.get("name"), str) or not doc["name"]:
+        raise SpecError(f"{path}: field 'name': required, a non-empty string")
     doc["source_file"] = str(path)
     return doc
 
@@ -157,12 +171,39 @@ def validate_spec(
         check_trait_block(
             block, SLOT_KINDS_FROM.get(slot, slot), lookup, kinds, f"{where}: {field}"
         )
+    check_config_keys(spec.config, where)
     for key, value in spec.config.items():
         check_expression(value, f"{where}: config.{key}")
     for n, rule in enumerate(spec.weights):
         if "{e}" in "".join(rule.to) and not any("{e}" in t for t in rule.to):
             raise SpecError(f"{where}: weights[{n}]: malformed expert template")
     return spec
+
+
+def check_config_keys(config: Mapping[str, Any], where: str) -> None:
+    """Refuse ``config:`` keys that are not fields of the model config (a typo is not ignored).
+
+    Args:
+        config: The spec's ``config:`` block.
+        where: The spec file, for messages.
+
+    Raises:
+        SpecError: Naming the unknown keys and the closest field names.
+    """
+    from tlcore.config_checks import config_field_names
+
+    fields = config_field_names()
+    unknown = [key for key in config if key not in fields]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.7)
+        hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise SpecError(
+        f"{where}: field 'config': unknown config field(s) {', '.join(hints)}; a spec's config "
+        f"block sets HookedTransformerConfig fields only (see tlcore.config)"
+    )
 
 
 def check_trait_block(
@@ -243,9 +284,13 @@ def resolve_trait(
             )
         values[key] = value
     try:
-        return model.model_validate(values)
+        trait = model.model_validate(values)
     except ValidationError as exc:
         raise SpecError(f"{where}: {_format_validation(exc)}") from exc
+    from tlcore.config_checks import check_trait_values
+
+    check_trait_values(trait, where)
+    return trait
 
 
 def dump_model(model: BaseModel) -> dict[str, Any]:

@@ -151,7 +151,11 @@ class ArchitectureSpec(BaseModel):
         Returns:
             A short sha256 hex digest.
         """
-        data = self.model_dump(mode="json", by_alias=True, exclude={"source_file", "source"})
+        # Defaults left out: a field added to the schema later, with a default this spec does not
+        # override, must not make every stored snapshot look stale.
+        data = self.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, exclude={"source_file", "source"}
+        )
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

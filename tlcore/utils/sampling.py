@@ -50,8 +50,9 @@ def sample_logits(
         The sampled token ids, ``[batch]``.
 
     Raises:
-        ValueError: If ``top_k`` or ``top_p`` is out of range, or ``tokens`` is missing for a
-            frequency penalty.
+        InputValidationError: If ``temperature`` (negative, not finite), ``top_k`` or ``top_p``
+            is out of range (a ``ValueError``).
+        ValueError: If ``tokens`` is missing for a frequency penalty.
 
     Examples:
         >>> logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
@@ -65,12 +66,11 @@ def sample_logits(
         >>> penalised  # token 1 occurred twice in row 0: 5 - 20 < 1
         tensor([2, 0])
     """
+    from tlcore.validation import check_sampling
+
+    check_sampling(temperature, top_k, top_p, freq_penalty)  # HF's ranges; typed errors
     if temperature == 0.0:
         return final_logits.argmax(dim=-1)
-    if top_k is not None and top_k <= 0:
-        raise ValueError(f"top_k has to be greater than 0, got {top_k}")
-    if top_k is None and top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p has to be in (0, 1], got {top_p}")
 
     logits = final_logits / temperature
     if freq_penalty > 0:

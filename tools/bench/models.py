@@ -71,16 +71,35 @@ def cache_root() -> Path:
 def checkpoint(name: str) -> Path:
     """Write (once) and return the random-weight checkpoint folder of a benchmark model."""
     folder = cache_root() / name
-    if (folder / "config.json").exists():
+    if (folder / "config.json").exists() and (folder / "tokenizer.json").exists():
         return folder
     from transformers import AutoConfig, AutoModelForCausalLM
 
     spec = BENCH_MODELS[name]
-    torch.manual_seed(0)
-    config = AutoConfig.for_model(spec["model_type"], **spec["config"])
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(folder)
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(spec["model_type"], **spec["config"])
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.save_pretrained(folder)
+    word_tokenizer(int(spec["config"]["vocab_size"])).save_pretrained(folder)
     return folder
+
+
+def word_tokenizer(vocab_size: int) -> Any:
+    """An offline tokenizer covering the vocabulary: ``"t17"`` is token 17 (0 pads, 1 is BOS/EOS).
+
+    Random-weight models need no real tokenizer, but TransformerLens's bridge and the text paths
+    want one; this one is built locally, never downloaded.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="t2"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="t0", bos_token="t1", eos_token="t1", unk_token="t2"
+    )
 
 
 def weight_bytes(folder: Path) -> int:

@@ -1,77 +1,288 @@
-"""Run every benchmark and print ratios to HF (and to TransformerLens where it is importable).
+"""Run every benchmark; ratios to HF for tlcore and TransformerLens (where installed beside it).
 
-Usage: python tools/bench/run.py [--repeats N] [--models NAME ...]
+Usage: python tools/bench/run.py [--rounds N] [--repeats N] [--models NAME ...] [--threads N]
+                                 [--baseline DIR] [--tl39 PYTHON] [--tl43 PYTHON] [--no-ray]
+
+Each implementation runs in its own process (TransformerLens from its own virtualenv), alternating
+its calls with HF's in that process; the rounds interleave the implementations, and the report
+gives the median over rounds with the spread of the per-pair ratios as the noise figure.
+``--baseline DIR`` adds a column for another tlcore source tree (e.g. ``main`` checked out
+elsewhere).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from models import BENCH_MODELS, checkpoint, weight_bytes  # noqa: E402
 
+DEFAULT_TL = {"tl39": "/opt/tl39/bin/python", "tl43": "/opt/tl43/bin/python"}
 
-def worker(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, str(HERE / "worker.py"), *args], check=True, capture_output=True, text=True
-    )
+# (row key, label, kind): "speed" rows are ratios to HF; "load" rows seconds / MB; "later" rows
+# belong to issue 14's second phase and print as pending until their measurement lands here.
+ROWS: list[tuple[str, str, str]] = [
+    ("forward", "forward, no hooks", "speed"),
+    ("cache_all", "run_with_cache, every hook (MB)", "speed"),
+    ("cache_resid", "run_with_cache, resid_post only", "speed"),
+    ("generate_b1", "greedy generate 16+32, batch 1", "speed"),
+    ("generate_b8_left_padded", "greedy generate 16+32, batch 8 left-padded", "speed"),
+    ("generate_sampled_b1", "sampled generate (top-k 50), batch 1", "speed"),
+    ("generate_steered_b1", "generate + steering hook / without", "speed"),
+    ("load_processed", "from_pretrained (processed): load s / peak RSS MB", "load"),
+    ("load_raw", "from_pretrained_no_processing: load s / peak RSS MB", "load"),
+    ("harvest", "harvest, tokens/s in-process (HF forward tokens/s)", "harvest"),
+    ("harvest_ray", "harvest on Ray, 2 workers: tokens/s per worker", "harvest"),
+    ("bf16_forward", "bf16 forward / cache vs HF bf16", "later"),
+    ("bf16_parity", "bf16 parity snapshots (max |dlogit|)", "later"),
+    ("offload", "larger than memory: offloaded forward (2x RAM limit)", "later"),
+]
+COLUMNS = ("hf", "before", "tlcore", "tl39", "tl43")
+TITLES = {
+    "hf": "HF",
+    "before": "tlcore before",
+    "tlcore": "tlcore",
+    "tl39": "TL 3.9",
+    "tl43": "TL 4.3",
+}
+LOAD_IMPL = {"hf": "hf", "before": "tlcore", "tlcore": "tlcore", "tl43": "tl43"}
+
+
+def launch(python: str, pythonpath: str | None, *args: str, timeout: float = 1800) -> dict | None:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        out = subprocess.run(
+            [python, str(HERE / "worker.py"), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or "").strip().splitlines()[-1:] or ["?"]
+        print(f"  [{python} {' '.join(args)}] failed: {tail[0]}", file=sys.stderr)
+        return None
+    except subprocess.TimeoutExpired:
+        print(f"  [{python} {' '.join(args)}] timed out", file=sys.stderr)
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def implementations(args: argparse.Namespace) -> dict[str, tuple[str, str | None]]:
+    """Column → (python, PYTHONPATH) for every implementation available here."""
+    found: dict[str, tuple[str, str | None]] = {"tlcore": (sys.executable, str(REPO))}
+    if args.baseline:
+        found["before"] = (sys.executable, str(Path(args.baseline).resolve()))
+    for key in ("tl39", "tl43"):
+        python = getattr(args, key) or DEFAULT_TL[key]
+        if python and Path(python).exists():
+            found[key] = (python, None)
+    return found
+
+
+def median_spread(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_ratio(values: list[float], spread: list[float] | None = None) -> str:
+    """Median over rounds, and the spread of every HF/implementation pair's ratio."""
+    if not values:
+        return "n/a"
+    mid = statistics.median(values)
+    pairs = spread or values
+    return f"{mid:.2f} [{min(pairs):.2f}-{max(pairs):.2f}]" if len(pairs) > 1 else f"{mid:.2f}"
+
+
+def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"weights_mb": weight_bytes(checkpoint(name)) / 2**20, "rounds": []}
+    threads = str(args.threads)
+    for round_index in range(args.rounds):
+        started = time.perf_counter()
+        record: dict[str, Any] = {"speed": {}, "load": {}, "harvest": {}}
+        order = list(impls) if round_index % 2 == 0 else list(reversed(impls))
+        for key in order:
+            python, path = impls[key]
+            record["speed"][key] = launch(
+                python,
+                path,
+                "speed",
+                "tlcore" if key in ("tlcore", "before") else key,
+                name,
+                str(args.repeats),
+                threads,
+            )
+        for key in ["hf", *order]:
+            impl = LOAD_IMPL.get(key)
+            if impl is None:
+                continue
+            python, path = impls.get(key, (sys.executable, str(REPO)))
+            record["load"][key] = launch(python, path, "load", impl, name, threads)
+            if impl == "tlcore":
+                record["load"][key + "_processed"] = launch(
+                    python, path, "load", "tlcore_processed", name, threads
+                )
+        record["harvest"]["tlcore"] = launch(sys.executable, str(REPO), "harvest", name, threads)
+        if not args.no_ray and round_index == 0:
+            record["harvest"]["tlcore_ray"] = launch(
+                sys.executable, str(REPO), "harvest", name, threads, "ray"
+            )
+        entry["rounds"].append(record)
+        partial = Path(args.out).with_suffix(".partial.json")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(entry, indent=2))
+        print(
+            f"  {name}: round {round_index + 1}/{args.rounds} "
+            f"in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return entry
+
+
+def summarize(entry: dict[str, Any], impls: dict[str, Any]) -> list[list[str]]:
+    rounds = entry["rounds"]
+    columns = [c for c in COLUMNS if c == "hf" or c in impls]
+    table = [["measurement", *[TITLES[c] for c in columns]]]
+    for key, label, kind in ROWS:
+        cells = []
+        for column in columns:
+            cells.append(cell(rounds, key, kind, column))
+        table.append([label, *cells])
+    return table
+
+
+def cell(rounds: list[dict[str, Any]], key: str, kind: str, column: str) -> str:
+    if kind == "later":
+        return "phase B" if column != "hf" else "-"
+    if kind == "speed":
+        if column == "hf":
+            return "1.00" if key not in ("generate_steered_b1",) else "-"
+        rows = [r["speed"].get(column) or {} for r in rounds]
+        rows = [row[key] for row in rows if key in row]
+        if not rows:
+            return "n/a"
+        pairs = [x for r in rows for x in r.get("ratios", [])]
+        if key == "generate_steered_b1":
+            return fmt_ratio([r["hook_cost"] for r in rows], pairs)
+        text = fmt_ratio([r["ratio"] for r in rows], pairs)
+        if key == "cache_all":
+            text += f" ({statistics.median(r['mb'] for r in rows):,.0f} MB)"
+        if "same_tokens" in rows[0]:
+            same = all(r["same_tokens"] for r in rows)
+            text += ", same tokens" if same else f", differs at {rows[0]['first_difference']}"
+        return text
+    if kind == "load":
+        suffix = "_processed" if key == "load_processed" else ""
+        if column == "hf":
+            source = "hf"
+        elif column in ("tlcore", "before"):
+            source = column + suffix
+        elif column == "tl43" and key == "load_raw":
+            source = "tl43"
+        else:
+            return "n/a"
+        values = [r["load"].get(source) for r in rounds]
+        values = [v for v in values if v]
+        if not values:
+            return "n/a"
+        seconds = statistics.median(v["seconds"] for v in values)
+        rss = statistics.median(v["peak_rss_after_forward_mb"] for v in values)
+        return f"{seconds:.2f} s / {rss:,.0f} MB"
+    if column not in ("tlcore",):
+        return "-" if column == "hf" and key == "harvest" else "n/a"
+    if key == "harvest":
+        values = [r["harvest"].get("tlcore") for r in rounds]
+        values = [v for v in values if v]
+        if not values:
+            return "n/a"
+        ours = statistics.median(v["tokens_per_s"] for v in values)
+        theirs = statistics.median(v["hf_forward_tokens_per_s"] for v in values)
+        return f"{ours:,.0f} tok/s ({theirs:,.0f})"
+    values = [r["harvest"].get("tlcore_ray") for r in rounds]
+    values = [v for v in values if v]
+    if not values:
+        return "n/a"
+    v = values[0]
+    return (
+        f"{v['compute_tokens_per_s_per_worker']:,.0f} tok/s compute, "
+        f"{v['wall_tokens_per_s_per_worker']:,.0f} wall"
+    )
+
+
+def print_table(table: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for index, row in enumerate(table):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if index == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=list(BENCH_MODELS))
+    parser.add_argument("--baseline", default=None, help="another tlcore tree: a 'before' column")
+    parser.add_argument("--tl39", default=None, help="Python with transformer-lens 3.9")
+    parser.add_argument("--tl43", default=None, help="Python with transformer-lens 4.3")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray harvest row")
+    parser.add_argument("--out", default="bench_results/latest.json")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller work (forward [2, 128], 16 new tokens, 32 harvest rows) for a busy machine",
+    )
     args = parser.parse_args()
-    report: dict = {
+    if args.quick:
+        os.environ["TLCORE_BENCH_QUICK"] = "1"
+    impls = implementations(args)
+    print(
+        f"implementations: {', '.join(TITLES[k] for k in impls)}; {args.threads} threads, "
+        f"{args.rounds} rounds",
+        file=sys.stderr,
+    )
+    report: dict[str, Any] = {
         "python": sys.executable,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "threads": args.threads,
+        "quick": args.quick,
+        "implementations": {k: list(v) for k, v in impls.items()},
         "models": {},
     }
     for name in args.models:
-        folder = checkpoint(name)
-        entry: dict = {"weights_mb": weight_bytes(folder) / 2**20}
-        entry["load"] = {impl: worker("load", name, impl) for impl in ("hf", "tlcore")}
-        entry["speed"] = worker("speed", name, str(args.repeats))
+        checkpoint(name)
+        entry = collect(name, args, impls)
         report["models"][name] = entry
-        print(f"\n## {name}  (weights {entry['weights_mb']:.0f} MB)")
         print(
-            f"{'measurement':<18} {'HF s':>9} {'tlcore s':>9} {'tlcore/HF':>10} "
-            f"{'TL s':>9} {'TL/HF':>7}"
+            f"\n## {name} (weights {entry['weights_mb']:.0f} MB; ratios to HF: median over "
+            f"{args.rounds} round(s) [min-max over every HF/implementation call pair])\n"
         )
-        for task, row in entry["speed"].items():
-            hf, ours, tl = row.get("hf"), row.get("tlcore"), row.get("tl")
-            fmt = lambda v: f"{v:9.4f}" if v is not None else f"{'n/a':>9}"  # noqa: E731
-            ratio = f"{ours / hf:10.3f}" if ours and hf else f"{'n/a':>10}"
-            tl_ratio = f"{tl / hf:7.2f}" if tl and hf else f"{'n/a':>7}"
-            print(f"{task:<18} {fmt(hf)} {fmt(ours)} {ratio} {fmt(tl)} {tl_ratio}")
-        load_hf, load_ours = entry["load"]["hf"], entry["load"]["tlcore"]
-        print(
-            f"{'load wall':<18} {load_hf['seconds']:9.3f} {load_ours['seconds']:9.3f} "
-            f"{load_ours['seconds'] / load_hf['seconds']:10.3f}"
-        )
-        weights = entry["weights_mb"]
-        print(
-            f"{'load peak RSS MB':<18} {load_hf['peak_rss_delta_mb']:9.0f} "
-            f"{load_ours['peak_rss_delta_mb']:9.0f}"
-            f" {load_ours['peak_rss_delta_mb'] / load_hf['peak_rss_delta_mb']:10.3f}"
-            f"   (tlcore / weight bytes: {load_ours['peak_rss_delta_mb'] / weights:.2f})"
-        )
-        hf_fwd, ours_fwd = (
-            load_hf["peak_rss_after_forward_mb"],
-            load_ours["peak_rss_after_forward_mb"],
-        )
-        print(f"{'RSS after forward':<18} {hf_fwd:9.0f} {ours_fwd:9.0f} {ours_fwd / hf_fwd:10.3f}")
-    out_dir = Path("bench_results")
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwritten {out_dir / 'latest.json'}")
+        table = summarize(entry, impls)
+        entry["table"] = table
+        print_table(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {out}")
     return 0
 
 

@@ -18,7 +18,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tlcore.loading.gguf import find_smollm2_gguf, tlcore_cache_dir
+from tlcore.loading.gguf import tlcore_cache_dir
+from tlcore_offline_models.smollm2 import find_smollm2_gguf
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

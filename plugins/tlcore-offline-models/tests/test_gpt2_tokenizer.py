@@ -12,9 +12,8 @@ import json
 from importlib import metadata
 
 import pytest
-
-import tlcore.loading.tokenizers as tokenizers_module
-from tlcore.loading.tokenizers import available_offline_tokenizers, gpt2_tokenizer
+import tlcore_offline_models.gpt2 as tokenizers_module
+from tlcore_offline_models import available_offline_tokenizers, gpt2_tokenizer
 
 MIXED = [
     "Hello world",

@@ -1,0 +1,195 @@
+"""Shrink a real checkpoint's ``config.json`` to a tiny model with the same structure.
+
+A real config is a fact about a real model; its tiny copy keeps every field that selects behaviour
+(norm and activation kinds, rotary type and scaling, biases, layouts, soft-caps, per-layer types,
+query/key-value head grouping, head width) and only makes the model small: fewer layers (enough to
+show every kind of layer), fewer heads (same grouping), fewer experts, a small vocabulary and
+feed-forward width, and sliding windows short enough for a 12-token batch to cross them. HF then
+builds the tiny model from the shrunken dict exactly as it would the real one, deriving whatever it
+derives.
+
+The head width stays, because rotary dimensions (``rotary_dim``, long-rope factor lists) are sized
+by it; the residual width becomes ``n_heads × head_dim`` scaled by the real ratio between them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TINY_VOCAB = 512
+TINY_WINDOW = 5
+MAX_LAYERS = 6
+MAX_EXPERTS = 4
+
+# Field names per canonical quantity, as real configs spell them.
+_HIDDEN = ("hidden_size", "n_embd", "n_embed", "d_model")
+_HEADS = ("num_attention_heads", "n_head", "num_heads")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
+_LAYERS = ("num_hidden_layers", "n_layer", "num_layers")
+_FFN = ("intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
+_EXPERT_FFN = ("moe_intermediate_size", "shared_expert_intermediate_size")
+_EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts")
+_TOP_K = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token")
+_WINDOWS = ("sliding_window", "window_size", "sliding_window_size", "attention_chunk_size")
+_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
+
+
+def _first(data: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if isinstance(data.get(n), int)), None)
+
+
+def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> dict[str, Any]:
+    """Return a tiny copy of a real ``config.json`` dict with the same structure.
+
+    Args:
+        data: The real config dict (as in ``config.json``; not modified).
+        model_type: Its model type (default: ``data["model_type"]``), for families whose fields
+            need care (GPT-Neo's ``attention_types``).
+
+    Returns:
+        The shrunken dict, ready for ``AutoConfig.for_model(model_type, **d)``.
+
+    Raises:
+        ValueError: If the dict has no recognisable width, heads or layer count.
+
+    Example:
+        >>> real = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+        ...         "num_key_value_heads": 8, "num_hidden_layers": 32, "intermediate_size": 14336,
+        ...         "vocab_size": 128256, "rms_norm_eps": 1e-5}
+        >>> tiny = shrink_config_dict(real)
+        >>> [tiny[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads",
+        ...                    "num_hidden_layers", "vocab_size", "rms_norm_eps")]
+        [512, 4, 2, 2, 512, 1e-05]
+    """
+    out = dict(data)
+    model_type = model_type or data.get("model_type")
+    hidden_key, heads_key = _first(data, _HIDDEN), _first(data, _HEADS)
+    layers_key = _first(data, _LAYERS)
+    if hidden_key is None or heads_key is None or layers_key is None:
+        raise ValueError("config has no recognisable hidden size, head count or layer count")
+    hidden, heads, layers = data[hidden_key], data[heads_key], data[layers_key]
+
+    kv_key = _first(data, _KV_HEADS)
+    kv = data[kv_key] if kv_key is not None else heads
+    if data.get("multi_query") and not data.get("new_decoder_architecture"):
+        kv = 1  # Falcon-7B: one key/value head, implied by multi_query
+    new_kv = 1 if kv == 1 else min(kv, 2)
+    new_heads = new_kv * (1 if kv == heads else 2)
+    if kv_key is not None:
+        out[kv_key] = new_kv
+    out[heads_key] = new_heads
+
+    head_dim = data.get("head_dim") or hidden // heads
+    width_ratio = hidden / (heads * head_dim)
+    new_hidden = int(round(new_heads * head_dim * width_ratio / 16)) * 16 or 16
+    out[hidden_key] = new_hidden
+    if "word_embed_proj_dim" in data:  # OPT-350m projects a narrower embedding in and out
+        out["word_embed_proj_dim"] = max(16, new_hidden * data["word_embed_proj_dim"] // hidden)
+
+    new_layers = _layers_needed(data, layers)
+    out[layers_key] = new_layers
+    _shrink_per_layer_fields(out, data, layers, new_layers, model_type)
+
+    for key in _FFN + _EXPERT_FFN:
+        if isinstance(data.get(key), int) and data[key] > 0:
+            out[key] = 2 * new_hidden if key in _FFN else new_hidden
+    if isinstance(data.get("n_inner"), int):
+        out["n_inner"] = 2 * new_hidden
+    experts_key = _first(data, _EXPERTS)
+    if experts_key is not None:
+        out[experts_key] = min(data[experts_key], MAX_EXPERTS)
+        for key in _TOP_K:
+            if isinstance(data.get(key), int):
+                out[key] = min(data[key], out[experts_key], 2)
+
+    out["vocab_size"] = TINY_VOCAB
+    for key in _TOKEN_IDS:
+        if isinstance(data.get(key), int) and data[key] >= TINY_VOCAB:
+            out[key] = TINY_VOCAB - 1 - _TOKEN_IDS.index(key)
+        elif isinstance(data.get(key), list):
+            out[key] = [t if t < TINY_VOCAB else TINY_VOCAB - 1 for t in data[key]]
+    for key in _WINDOWS:
+        if isinstance(data.get(key), int) and data[key] > TINY_WINDOW:
+            out[key] = TINY_WINDOW
+    return out
+
+
+def _layers_needed(data: dict[str, Any], layers: int) -> int:
+    """Enough layers to show each kind of layer once (Gemma 3: five sliding, then one global)."""
+    kinds = data.get("layer_types")
+    if isinstance(kinds, list) and kinds:
+        seen: list[Any] = []
+        for index, kind in enumerate(kinds):
+            if kind not in seen:
+                seen.append(kind)
+                needed = index + 1
+        return min(layers, max(2, needed), MAX_LAYERS)
+    pattern = data.get("sliding_window_pattern") or data.get("_sliding_window_pattern")
+    if isinstance(pattern, int) and pattern > 1:
+        return min(layers, pattern, MAX_LAYERS)
+    return min(layers, 2)
+
+
+def _shrink_per_layer_fields(
+    out: dict[str, Any],
+    data: dict[str, Any],
+    layers: int,
+    new_layers: int,
+    model_type: str | None,
+) -> None:
+    for key, value in data.items():
+        if isinstance(value, list) and len(value) == layers and layers > 1:
+            out[key] = value[:new_layers]
+    if model_type == "gpt_neo" and isinstance(data.get("attention_types"), list):
+        # [[["global", "local"], 12]] → the same pattern, repeated to new_layers.
+        pattern = data["attention_types"][0][0]
+        out["attention_types"] = [[pattern, math.ceil(new_layers / len(pattern))]]
+        out["num_layers"] = len(pattern) * math.ceil(new_layers / len(pattern))
+        out.pop("attention_layers", None)
+    if isinstance(data.get("max_window_layers"), int):
+        out["max_window_layers"] = min(data["max_window_layers"], new_layers // 2)
+    for key in ("mlp_only_layers",):
+        if isinstance(data.get(key), list):
+            out[key] = [i for i in data[key] if i < new_layers]
+
+
+EMBEDDING_SCALE = 0.05
+"""Token embeddings and the unembedding are drawn at this scale (real checkpoints: 0.02–0.05), so
+tiny models' logits have real magnitudes (|logit| ≲ 30) instead of the hundreds that unit-variance
+vocabulary matrices give under Gemma's √d_model embedding scale; fp32 noise then stays far below
+the 1e-4 parity tolerance, which a mapping bug exceeds by orders of magnitude."""
+
+
+def build_shrunken_hf_model(data: dict[str, Any], attn_implementation: str = "eager") -> Any:
+    """Build HF's own model for the shrunken copy of a real config, seed-filled, in eval mode.
+
+    Args:
+        data: The real ``config.json`` dict.
+        attn_implementation: HF attention implementation of the reference.
+
+    Returns:
+        A transformers ``PreTrainedModel`` (fp32).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tlcore.loading.resolve import hf_config_object
+    from tlcore.testing.tiny import fill_seeded_
+
+    config = hf_config_object(shrink_config_dict(data))
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, "dtype": torch.float32}
+    try:
+        model = AutoModelForCausalLM.from_config(config, experts_implementation="eager", **kwargs)
+    except (TypeError, ValueError):
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    fill_seeded_(model)
+    vocab_matrices = {id(m.weight) for m in (model.get_input_embeddings(),) if m is not None}
+    output = model.get_output_embeddings()
+    if output is not None:
+        vocab_matrices.add(id(output.weight))
+    with torch.no_grad():
+        for param in model.parameters():  # tied matrices are one parameter: scaled once
+            if id(param) in vocab_matrices:
+                param.mul_(EMBEDDING_SCALE)
+    return model.eval()
