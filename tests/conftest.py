@@ -15,21 +15,17 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+def parity_cases(tmp_path_factory: pytest.TempPathFactory):
+    """The session's tiny checkpoints and HF comparisons, each made once per (spec, variant).
+
+    The snapshot check, the family parity tests and the sensitivity tests share them.
+    """
+    from tlcore.testing.cases import ParityCases
+
+    return ParityCases(tmp_path_factory.mktemp("parity-cases"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(parity_cases):
     """Factory: ``tiny_checkpoint(spec_name, variant=None)`` → (folder, hf_model), per session."""
-    from tlcore.registry import get_registry
-    from tlcore.testing.tiny import save_tiny_checkpoint
-
-    made: dict[tuple[str, str | None], tuple] = {}
-
-    def make(name: str, variant: str | None = None):
-        key = (name, variant)
-        if key not in made:
-            spec = get_registry().get_spec(name)
-            folder = tmp_path_factory.mktemp(f"{name}-{variant or 'base'}")
-            made[key] = save_tiny_checkpoint(
-                spec, folder, variant, attn_implementation=spec.parity.attn_for(variant)
-            )
-        return made[key]
-
-    return make
+    return parity_cases.checkpoint

@@ -19,7 +19,7 @@ _LAZY = {
     "HookedTransformer": "tlcore.model",
     "HookedTransformerConfig": "tlcore.config",
     "ActivationCache": "tlcore.cache",
-    "HookPoint": "tlcore.hooks",
+    "HookPoint": "tlcore.hook_points",
     "HookedRootModule": "tlcore.hooks",
     "FactoredMatrix": "tlcore.factored_matrix",
     "HookedTransformerKeyValueCache": "tlcore.kv_cache",

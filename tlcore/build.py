@@ -1,10 +1,9 @@
-"""The generic builder: one pass from a resolved config (its traits) to modules.
+"""The generic builder: one pass from a model plan to modules. No per-architecture code.
 
-No per-architecture code.
-
-Each slot's trait kind names a component factory in the registry; the builder only wires them:
+Each slot's trait kind names a component factory in the plan; the builder only wires them:
 embedding, positional component, one block per layer (attention + MLP + norms, in the block trait's
-layout), final norm, unembedding.
+layout), final norm, unembedding. Components that own norms (qk-norms, an embedding norm) get a
+``norm_factory`` from the builder instead of looking norm kinds up themselves.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from tlcore.components.norms import build_norm
 from tlcore.components.positions import PositionalEncoding
-from tlcore.config import HookedTransformerConfig
-from tlcore.registry import get_registry
+from tlcore.plan import ModelPlan
+from tlcore.spec.traits import Trait
 
 
 @dataclass
@@ -30,32 +28,38 @@ class BuiltModules:
     unembed: nn.Module
 
 
-def build_modules(cfg: HookedTransformerConfig) -> BuiltModules:
-    """Assemble all modules for ``cfg`` from the registered trait components.
+def build_modules(plan: ModelPlan) -> BuiltModules:
+    """Assemble all modules of a plan from its component factories.
 
     Args:
-        cfg: A resolved config (with ``traits``).
+        plan: The model plan.
 
     Returns:
         The modules (parameters uninitialised unless the caller initialises them).
     """
-    registry = get_registry()
+    cfg = plan.cfg
 
-    def component(slot: str):  # noqa: ANN202 - returns the slot's factory
-        return registry.component(slot, cfg.trait(slot).kind)
+    def make(slot: str, *args: object) -> nn.Module:
+        trait = cfg.trait(slot)
+        return plan.component(slot, trait.kind)(trait, *args)
 
-    embed = component("embedding")(cfg.trait("embedding"), cfg)
-    positional = component("positional")(cfg.trait("positional"), cfg)
-    norm_trait = cfg.trait("norm")
+    def norm_factory(trait: Trait, d: int | tuple[int, ...]) -> nn.Module | None:
+        return plan.component("norm", trait.kind)(trait, d, cfg.dtype)
 
     def make_norm() -> nn.Module | None:
-        return build_norm(norm_trait, cfg.d_model, cfg.dtype)
+        return norm_factory(cfg.trait("norm"), cfg.d_model)
 
+    positional = make("positional", cfg)
+    assert isinstance(positional, PositionalEncoding), "positional components subclass it"
     blocks = []
     for layer in range(cfg.n_layers):
-        attn = component("attention")(cfg.trait("attention"), cfg, layer, positional)
-        mlp = component("mlp")(cfg.trait("mlp"), cfg, layer)
-        blocks.append(component("block")(cfg.trait("block"), cfg, layer, attn, mlp, make_norm))
-    ln_final = build_norm(cfg.trait("final_norm"), cfg.d_model, cfg.dtype)
-    unembed = component("unembed")(cfg.trait("unembed"), cfg)
-    return BuiltModules(embed, positional, nn.ModuleList(blocks), ln_final, unembed)
+        attn = make("attention", cfg, layer, positional, norm_factory)
+        mlp = make("mlp", cfg, layer)
+        blocks.append(make("block", cfg, layer, attn, mlp, make_norm))
+    return BuiltModules(
+        embed=make("embedding", cfg, norm_factory),
+        pos_embed=positional,
+        blocks=nn.ModuleList(blocks),
+        ln_final=norm_factory(cfg.trait("final_norm"), cfg.d_model),
+        unembed=make("unembed", cfg),
+    )

@@ -9,10 +9,12 @@ from typing import Any
 import torch
 
 from tlcore.config_checks import check_config_values
+from tlcore.config_traits import traits_from_fields
 from tlcore.errors import InvalidConfigError, SpecError
 from tlcore.guard import RecordingMapping, check_config_guard
+from tlcore.registry import get_registry
 from tlcore.spec.expressions import evaluate
-from tlcore.spec.loader import resolve_trait
+from tlcore.spec.loader import TraitLookup, resolve_trait
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.traits import SLOT_KINDS_FROM, SLOTS, Trait
 
@@ -142,8 +144,6 @@ class HookedTransformerConfig:
         if self.d_mlp is None and not self.attn_only:
             self.d_mlp = 4 * self.d_model
         if not self.traits:
-            from tlcore.config_traits import traits_from_fields
-
             # Fields that need a trait tlcore lacks leave ``traits`` empty: building raises then.
             self.traits = traits_from_fields(self, strict=False)
         elif any(isinstance(t, dict) for t in self.traits.values()):  # from to_dict / from_dict
@@ -215,8 +215,6 @@ class HookedTransformerConfig:
                 does not have yet (the message names the field).
         """
         if not self.traits:  # a hand-written config that needs a trait tlcore lacks: say which
-            from tlcore.config_traits import traits_from_fields
-
             self.traits = traits_from_fields(self)
         if slot not in self.traits and slot in SLOT_KINDS_FROM:
             return self.traits[SLOT_KINDS_FROM[slot]]
@@ -251,13 +249,19 @@ _CFG_FIELDS = {f.name for f in dataclasses.fields(HookedTransformerConfig)}
 
 
 def resolve_config(
-    spec: ArchitectureSpec, hf_config: Any, *, check_guard: bool = True, **overrides: Any
+    spec: ArchitectureSpec,
+    hf_config: Any,
+    *,
+    trait_model: TraitLookup | None = None,
+    check_guard: bool = True,
+    **overrides: Any,
 ) -> HookedTransformerConfig:
     """Resolve a spec against an HF config into a :class:`HookedTransformerConfig`.
 
     Args:
         spec: The architecture spec.
         hf_config: An HF ``PretrainedConfig`` (or a plain dict of its fields).
+        trait_model: ``(slot, kind) -> trait model`` (default: the plugin registry's).
         check_guard: Refuse HF fields with non-default values that the spec does not handle.
         **overrides: Config fields to set after resolution (``dtype``, ``n_ctx``, ...).
 
@@ -268,9 +272,7 @@ def resolve_config(
         SpecError: If the spec cannot be resolved (missing fields, bad types).
         UnsupportedConfigError: If the guard finds an unhandled non-default HF field.
     """
-    from tlcore.registry import get_registry
-
-    registry = get_registry()
+    lookup = trait_model if trait_model is not None else get_registry().trait_model
     hf_dict = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
     hf = RecordingMapping(hf_dict)
     where = spec.source_file or f"<spec {spec.name}>"
@@ -283,7 +285,7 @@ def resolve_config(
             traits[slot] = resolve_trait(
                 spec.traits[slot],
                 SLOT_KINDS_FROM.get(slot, slot),
-                registry.trait_model,
+                lookup,
                 hf,
                 values,
                 f"{where}: traits.{slot}",

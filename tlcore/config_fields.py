@@ -16,15 +16,12 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from tlcore.errors import InvalidConfigError
-
-if TYPE_CHECKING:
-    from tlcore.config import HookedTransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +164,7 @@ def to_torch_dtype(dtype: Any) -> torch.dtype:
     return value
 
 
-def derive_unset_heads(cfg: HookedTransformerConfig) -> None:
+def derive_unset_heads(cfg: Any) -> None:
     """``n_heads=-1`` (TransformerLens's "unset") becomes ``d_model // d_head``.
 
     Runs before the config's values are checked (:func:`tlcore.config_checks.check_config_values`),
@@ -191,7 +188,7 @@ def derive_unset_heads(cfg: HookedTransformerConfig) -> None:
         )
 
 
-def derive_fields(cfg: HookedTransformerConfig, *, hand_written: bool) -> None:
+def derive_fields(cfg: Any, *, hand_written: bool) -> None:
     """Fill and check the fields TransformerLens's ``__post_init__`` fills and checks.
 
     Args:
@@ -246,7 +243,7 @@ def derive_fields(cfg: HookedTransformerConfig, *, hand_written: bool) -> None:
         )
 
 
-def count_hidden_params(cfg: HookedTransformerConfig) -> int:
+def count_hidden_params(cfg: Any) -> int:
     """TransformerLens's ``n_params``: attention and MLP weight matrices (no embeddings, biases).
 
     Attention counts ``W_Q, W_K, W_V, W_O`` at full width (``4 * d_model * d_head * n_heads`` per
@@ -292,7 +289,7 @@ def vocab_size_from_tokenizer(tokenizer: Any) -> int:
     return max(tokenizer.get_vocab().values()) + 1
 
 
-def tokenizer_for_config(cfg: HookedTransformerConfig, tokenizer: Any = None) -> Any:
+def tokenizer_for_config(cfg: Any, tokenizer: Any = None) -> Any:
     """The tokenizer a new model gets, and ``d_vocab=-1`` filled from it, as TransformerLens.
 
     A tokenizer passed in wins; otherwise ``cfg.tokenizer_name`` (a local folder or a hub id) is

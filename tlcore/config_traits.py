@@ -2,7 +2,7 @@
 
 TransformerLens users build toy models as ``HookedTransformer(HookedTransformerConfig(n_layers=2,
 d_model=128, ..., act_fn="gelu", normalization_type="LN"))``. tlcore builds every model from traits,
-so such a config gets the traits its flat fields describe, through the same trait registry.
+so such a config gets the traits its flat fields describe.
 
 Field → trait:
 
@@ -24,18 +24,21 @@ Field → trait:
 Fields that need a trait tlcore does not have yet are accepted by the config and refused when the
 model is built, with :class:`~tlcore.errors.UnsupportedConfigError` naming the field
 (:data:`NEEDS_NEW_TRAIT`).
+
+The fields only describe built-in kinds, so they are validated against the built-in trait table
+(never the plugin registry: building a config loads no plugin).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tlcore.builtin.traits import builtin_trait_model
 from tlcore.errors import InvalidConfigError, UnsupportedConfigError
-
-if TYPE_CHECKING:
-    from tlcore.config import HookedTransformerConfig
+from tlcore.spec.loader import resolve_trait
+from tlcore.spec.traits import SLOT_KINDS_FROM
 
 _NORMS: dict[str | None, dict[str, Any]] = {
     "LN": {"kind": "layernorm"},
@@ -56,7 +59,7 @@ NEEDS_NEW_TRAIT: dict[str, str] = {
 """TransformerLens fields (or values) that no trait of tlcore expresses yet, and what they need."""
 
 
-def unsupported_fields(cfg: HookedTransformerConfig) -> list[str]:
+def unsupported_fields(cfg: Any) -> list[str]:
     """The keys of :data:`NEEDS_NEW_TRAIT` that ``cfg`` uses.
 
     Args:
@@ -78,11 +81,11 @@ def unsupported_fields(cfg: HookedTransformerConfig) -> list[str]:
     return [key for key in NEEDS_NEW_TRAIT if used[key]]
 
 
-def trait_blocks_from_fields(cfg: HookedTransformerConfig) -> dict[str, dict[str, Any]]:
+def trait_blocks_from_fields(cfg: Any) -> dict[str, dict[str, Any]]:
     """The trait blocks that TransformerLens's flat config fields describe.
 
     Args:
-        cfg: A config whose ``traits`` are empty.
+        cfg: A ``HookedTransformerConfig`` whose ``traits`` are empty.
 
     Returns:
         Raw trait blocks per slot (validated by :func:`traits_from_fields`).
@@ -124,14 +127,14 @@ def trait_blocks_from_fields(cfg: HookedTransformerConfig) -> dict[str, dict[str
     return blocks
 
 
-def _embedding(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _embedding(cfg: Any) -> dict[str, Any]:
     embedding: dict[str, Any] = {"kind": "token"}
     if cfg.post_embedding_ln:  # TransformerLens's Embed.ln is a LayerNorm whatever the blocks use
         embedding["norm"] = {"kind": "layernorm", "eps": cfg.eps}
     return embedding
 
 
-def _positional(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _positional(cfg: Any) -> dict[str, Any]:
     kind = cfg.positional_embedding_type
     if kind == "standard":
         return {"kind": "learned_absolute"}
@@ -167,7 +170,7 @@ def _positional(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return rotary
 
 
-def _rope_parameters(cfg: HookedTransformerConfig, base: float) -> dict[str, Any]:
+def _rope_parameters(cfg: Any, base: float) -> dict[str, Any]:
     if not cfg.use_NTK_by_parts_rope:
         return {"rope_type": "default", "rope_theta": float(base)}
     # TransformerLens's NTK-by-parts is HF's "llama3" rope type, with the same four numbers.
@@ -181,7 +184,7 @@ def _rope_parameters(cfg: HookedTransformerConfig, base: float) -> dict[str, Any
     }
 
 
-def _ntk_hf_config(cfg: HookedTransformerConfig, dim: int, rope_parameters: Any) -> Any:
+def _ntk_hf_config(cfg: Any, dim: int, rope_parameters: Any) -> Any:
     """A minimal HF config for HF's ``llama3`` rope function (it reads head_dim and the params)."""
     from transformers import LlamaConfig
 
@@ -194,7 +197,7 @@ def _ntk_hf_config(cfg: HookedTransformerConfig, dim: int, rope_parameters: Any)
     )
 
 
-def _attention(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _attention(cfg: Any) -> dict[str, Any]:
     attention: dict[str, Any] = {
         "kind": "attention",
         "scale_by_inverse_layer": cfg.scale_attn_by_inverse_layer_idx,
@@ -216,20 +219,20 @@ def _attention(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return attention
 
 
-def _mlp(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _mlp(cfg: Any) -> dict[str, Any]:
     if cfg.num_experts:  # TransformerLens's experts are gated MLPs, softmax → top-k → renormalise
         return {"kind": "moe", "n_experts": cfg.num_experts, "top_k": cfg.experts_per_token or 1}
     return {"kind": "gated" if cfg.gated_mlp else "plain"}
 
 
-def _unembed(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _unembed(cfg: Any) -> dict[str, Any]:
     unembed: dict[str, Any] = {"kind": "linear"}
     if cfg.output_logits_soft_cap > 0:
         unembed["softcap"] = cfg.output_logits_soft_cap
     return unembed
 
 
-def _block(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _block(cfg: Any) -> dict[str, Any]:
     if cfg.parallel_attn_mlp:
         return {"kind": "parallel", "norms": 2}
     if cfg.use_normalization_before_and_after:
@@ -237,8 +240,8 @@ def _block(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return {"kind": "pre_norm"}
 
 
-def traits_from_fields(cfg: HookedTransformerConfig, strict: bool = True) -> dict[str, Any]:
-    """Validate :func:`trait_blocks_from_fields` through the trait registry.
+def traits_from_fields(cfg: Any, strict: bool = True) -> dict[str, Any]:
+    """Validate :func:`trait_blocks_from_fields` against the built-in trait kinds.
 
     Args:
         cfg: The config.
@@ -254,15 +257,11 @@ def traits_from_fields(cfg: HookedTransformerConfig, strict: bool = True) -> dic
     """
     if not strict and unsupported_fields(cfg):
         return {}
-    from tlcore.registry import get_registry
-    from tlcore.spec.loader import resolve_trait
-
-    registry = get_registry()
     return {
         slot: resolve_trait(
             block,
-            "norm" if slot == "final_norm" else slot,
-            registry.trait_model,
+            SLOT_KINDS_FROM.get(slot, slot),
+            builtin_trait_model,
             {},
             {},
             f"config field traits.{slot}",
@@ -283,9 +282,7 @@ def traits_from_dicts(traits: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         InvalidConfigError: For a dict whose ``kind`` no registered trait has.
     """
-    from tlcore.registry import get_registry
-    from tlcore.spec.loader import resolve_trait
-    from tlcore.spec.traits import SLOT_KINDS_FROM
+    from tlcore.registry import get_registry  # dicts may name a plugin's kinds
 
     registry = get_registry()
     out: dict[str, Any] = {}

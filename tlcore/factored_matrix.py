@@ -15,17 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Complex, Float
+from jaxtyping import Float
 
 from tlcore.errors import TlcoreError
+from tlcore.factored_spectrum import SpectrumMixin
 
-__all__ = [
-    "FactoredMatrix",
-    "FactoredMatrixShapeError",
-    "composition_scores",
-    "get_corner",
-    "transpose",
-]
+__all__ = ["FactoredMatrix", "FactoredMatrixShapeError"]
 
 Scalar = int | float | complex | torch.Tensor
 
@@ -36,44 +31,6 @@ class FactoredMatrixShapeError(TlcoreError, ValueError, AssertionError, RuntimeE
     It is a `ValueError`, and also the `AssertionError` / `RuntimeError` that TransformerLens raised
     for the same mistakes, so code catching those keeps working.
     """
-
-
-def transpose(tensor: Float[torch.Tensor, "... a b"]) -> Float[torch.Tensor, "... b a"]:
-    """Swap the last two dimensions of a tensor, whatever its leading dimensions.
-
-    Args:
-        tensor: A tensor with at least two dimensions.
-
-    Returns:
-        A view of ``tensor`` with its last two dimensions swapped.
-
-    Examples:
-        >>> transpose(torch.zeros(4, 2, 3)).shape
-        torch.Size([4, 3, 2])
-    """
-    return tensor.transpose(-1, -2)
-
-
-def get_corner(tensor: torch.Tensor | FactoredMatrix, n: int = 3) -> torch.Tensor:
-    """Return the top-left corner of a tensor or factored matrix: the first ``n`` along every dim.
-
-    For a `FactoredMatrix` only the corner of the product is formed, never the whole product.
-
-    Args:
-        tensor: A tensor or a `FactoredMatrix`.
-        n: How many entries to keep along each dimension.
-
-    Returns:
-        A dense tensor of shape ``min(n, size)`` along every dimension.
-
-    Examples:
-        >>> get_corner(torch.arange(16).reshape(4, 4), 2)
-        tensor([[0, 1],
-                [4, 5]])
-    """
-    if isinstance(tensor, FactoredMatrix):
-        return tensor[tuple(slice(n) for _ in range(tensor.ndim))].AB
-    return tensor[tuple(slice(n) for _ in range(tensor.ndim))]
 
 
 def _as_index_entry(entry: Any) -> Any:
@@ -105,7 +62,7 @@ def _keepdim(entry: Any) -> Any:
     return entry
 
 
-class FactoredMatrix:
+class FactoredMatrix(SpectrumMixin):
     """A matrix ``M = A @ B`` stored as its two factors, with leading (batch) dimensions.
 
     ``A`` has shape ``[..., ldim, mdim]`` and ``B`` ``[..., mdim, rdim]``; their leading dims
@@ -321,133 +278,13 @@ class FactoredMatrix:
         """Scalar multiplication from the left; the same as from the right."""
         return self.__mul__(scalar)
 
-    # ----------------------------------------------------------------------------- spectrum
-
-    def svd(
-        self,
-    ) -> tuple[
-        Float[torch.Tensor, "*leading ldim rank"],
-        Float[torch.Tensor, "*leading rank"],
-        Float[torch.Tensor, "*leading rdim rank"],
-    ]:
-        """Singular value decomposition ``(U, S, V)`` with ``M = U @ diag(S) @ V.mT``.
-
-        As in TransformerLens, the third element is ``V`` (shape ``[..., rdim, rank]``), not
-        ``V^H``. ``rank = min(ldim, mdim, rdim)``; singular values come in descending order.
-
-        Computed from the SVDs of the two factors and of a small ``rank x rank`` middle matrix,
-        so it never forms the product. The result is cached on the instance (recomputed if ``A``
-        or ``B`` is reassigned, not if either is edited in place). 16-bit factors are decomposed
-        in float32 and the results cast back.
-
-        Returns:
-            ``U`` with orthonormal columns, singular values ``S``, and ``V`` with orthonormal
-            columns.
-
-        Examples:
-            >>> m = FactoredMatrix(torch.randn(6, 2), torch.randn(2, 5))
-            >>> U, S, V = m.svd()
-            >>> U.shape, S.shape, V.shape
-            (torch.Size([6, 2]), torch.Size([2]), torch.Size([5, 2]))
-        """
-        cached = self._svd_cache
-        if cached is not None and cached[0] is self.A and cached[1] is self.B:
-            return cached[2]
-        out_dtype = torch.promote_types(self.A.dtype, self.B.dtype)
-        # LAPACK has no 16-bit SVD.
-        work_dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
-        A, B = self.A.to(work_dtype), self.B.to(work_dtype)
-        Ua, Sa, Vha = torch.linalg.svd(A, full_matrices=False)
-        Ub, Sb, Vhb = torch.linalg.svd(B, full_matrices=False)
-        # M = Ua (diag(Sa) Vha Ub diag(Sb)) Vhb; only the small middle needs decomposing.
-        middle = (Sa[..., :, None] * Vha) @ (Ub * Sb[..., None, :])
-        Um, Sm, Vhm = torch.linalg.svd(middle, full_matrices=False)
-        U = (Ua @ Um).to(out_dtype)
-        V = (Vhm @ Vhb).mT.to(out_dtype)
-        S = Sm.to(out_dtype)
-        result = (U, S, V)
-        self._svd_cache = (self.A, self.B, result)
-        return result
-
-    @property
-    def U(self) -> Float[torch.Tensor, "*leading ldim rank"]:
-        """Left singular vectors, ``[..., ldim, rank]``."""
-        return self.svd()[0]
-
-    @property
-    def S(self) -> Float[torch.Tensor, "*leading rank"]:
-        """Singular values in descending order, ``[..., rank]``."""
-        return self.svd()[1]
-
-    @property
-    def V(self) -> Float[torch.Tensor, "*leading rdim rank"]:
-        """Right singular vectors as columns, ``[..., rdim, rank]``: ``M = U diag(S) V^T``."""
-        return self.svd()[2]
-
-    @property
-    def Vh(self) -> Float[torch.Tensor, "*leading rdim rank"]:
-        """The same tensor as `V`, under TransformerLens 2.x's (misleading) name.
-
-        Despite the name this is *not* ``V^H``: ``M = U @ diag(S) @ Vh.mT``.
-        """
-        return self.svd()[2]
-
-    @property
-    def eigenvalues(self) -> Complex[torch.Tensor, "*leading mdim"]:
-        """Eigenvalues of the product, computed from the small ``mdim x mdim`` matrix ``BA``.
-
-        ``AB`` and ``BA`` share their non-zero eigenvalues (if ``BAv = kv`` then
-        ``AB(Av) = k(Av)``); ``AB``'s remaining ``ldim - mdim`` eigenvalues are zero. Only defined
-        for square products. 16-bit inputs are computed in float32 (complex64 result).
-
-        Raises:
-            FactoredMatrixShapeError: If ``ldim != rdim``.
-        """
-        matrix = self.BA
-        if matrix.dtype in (torch.float16, torch.bfloat16):
-            matrix = matrix.to(torch.float32)
-        return torch.linalg.eig(matrix).eigenvalues
-
-    def norm(self) -> Float[torch.Tensor, "*leading"]:
-        """Frobenius norm of the product: the root of the sum of squared singular values.
-
-        Examples:
-            >>> A, B = torch.randn(4, 2), torch.randn(2, 3)
-            >>> torch.allclose(FactoredMatrix(A, B).norm(), (A @ B).norm(), atol=1e-5)
-            True
-        """
-        return self.S.pow(2).sum(-1).sqrt()
-
-    def make_even(self) -> FactoredMatrix:
-        """Return the balanced factorisation ``(U sqrt(S), sqrt(S) V^T)`` of the same matrix.
-
-        Each factor then carries half of every singular value and has orthogonal columns (left)
-        or rows (right).
-        """
-        root = self.S.sqrt()
-        return FactoredMatrix(self.U * root[..., None, :], root[..., :, None] * transpose(self.V))
-
     def get_corner(self, k: int = 3) -> torch.Tensor:
         """The top-left ``k x k`` corner of the product (and first ``k`` of each leading dim).
 
         Only the corner rows of ``A`` and columns of ``B`` are multiplied.
         """
-        return get_corner(self.A[..., :k, :] @ self.B[..., :, :k], k)
-
-    def collapse_l(self) -> Float[torch.Tensor, "*leading rank rdim"]:
-        """Drop the orthogonal left factor ``U``, returning ``diag(S) V^T`` (``[..., rank, rdim]``).
-
-        ``M = U @ collapse_l()``, and since ``U`` is orthonormal, norms of products with ``M`` on
-        the right are unchanged.
-        """
-        return self.S[..., :, None] * transpose(self.V)
-
-    def collapse_r(self) -> Float[torch.Tensor, "*leading ldim rank"]:
-        """Drop the orthogonal right factor ``V``, returning ``U diag(S)`` (``[..., ldim, rank]``).
-
-        ``M = collapse_r() @ V.mT``: the mirror image of `collapse_l`.
-        """
-        return self.U * self.S[..., None, :]
+        corner = self.A[..., :k, :] @ self.B[..., :, :k]
+        return corner[tuple(slice(k) for _ in range(corner.ndim))]
 
     # ----------------------------------------------------------------------------- indexing
 
@@ -524,50 +361,3 @@ class FactoredMatrix:
         if leading:
             A, B = A[tuple(leading)], B[tuple(leading)]
         return FactoredMatrix(A[..., row, :], B[..., :, col])
-
-
-def composition_scores(
-    left: FactoredMatrix, right: FactoredMatrix, broadcast_dims: bool = True
-) -> Float[torch.Tensor, "*leading"]:
-    """Composition score ``||L R||_F / (||L||_F ||R||_F)`` of two factored matrices.
-
-    This measures how much the output space of ``left`` feeds the input space of ``right``
-    (e.g. a head's OV circuit into a later head's QK circuit). Computed from the factors' SVDs,
-    so no dense product is formed.
-
-    Args:
-        left: The earlier matrix, ``[*left_leading, ldim, d]``.
-        right: The later matrix, ``[*right_leading, d, rdim]``.
-        broadcast_dims: If True, score every pair: the result has shape
-            ``[*left_leading, *right_leading]``. If False, leading dims broadcast elementwise.
-
-    Returns:
-        The composition scores, in ``[0, 1]``.
-
-    Raises:
-        FactoredMatrixShapeError: If ``left.rdim != right.ldim``.
-
-    Examples:
-        >>> left = FactoredMatrix(torch.randn(2, 6, 3), torch.randn(2, 3, 8))
-        >>> right = FactoredMatrix(torch.randn(4, 8, 3), torch.randn(4, 3, 6))
-        >>> composition_scores(left, right).shape
-        torch.Size([2, 4])
-    """
-    if broadcast_dims:
-        l_leading, r_leading = left.ndim - 2, right.ndim - 2
-        for i in range(l_leading):
-            right = right.unsqueeze(i)
-        for i in range(r_leading):
-            left = left.unsqueeze(i + l_leading)
-    if left.rdim != right.ldim:
-        raise FactoredMatrixShapeError(
-            "Composition scores require left.rdim == right.ldim, shapes were "
-            f"left: {tuple(left.shape)}, right: {tuple(right.shape)}"
-        )
-    # Dropping the orthogonal outer factors leaves every norm below unchanged.
-    new_left = left.collapse_l()
-    new_right = right.collapse_r()
-    l_norms = new_left.norm(dim=(-2, -1))
-    r_norms = new_right.norm(dim=(-2, -1))
-    comp_norms = (new_left @ new_right).norm(dim=(-2, -1))
-    return comp_norms / r_norms / l_norms

@@ -22,41 +22,32 @@ from torch import nn
 
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
-from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.components.norms import Norm
+from tlcore.config import HookedTransformerConfig
 from tlcore.config_checks import spec_errors_named
 from tlcore.config_fields import tokenizer_for_config
-from tlcore.errors import HookNameError, InputValidationError
+from tlcore.errors import InputValidationError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
+from tlcore.model_flags import FlagsMixin
 from tlcore.model_generate import GenerateMixin
+from tlcore.model_loading import LoadingMixin
 from tlcore.model_tokens import TokenizerMixin
 from tlcore.model_weights import WeightsMixin
+from tlcore.plan import ModelPlan, plan_for_config
 from tlcore.utils.losses import lm_cross_entropy_loss
 from tlcore.validation import (
     check_attention_mask,
-    check_first_n_layers,
-    check_from_pretrained_args,
     check_layer_range,
     check_positions,
     check_return_type,
     check_tokens,
-    check_unembedding_present,
 )
 
 logger = logging.getLogger(__name__)
 
 USE_DEFAULT_VALUE = None
 ReturnType = Literal["logits", "loss", "both"] | None
-
-_FLAG_HOOKS = {
-    "hook_result": ("use_attn_result", "set_use_attn_result"),
-    "hook_q_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
-    "hook_k_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
-    "hook_v_input": ("use_split_qkv_input", "set_use_split_qkv_input"),
-    "hook_mlp_in": ("use_hook_mlp_in", "set_use_hook_mlp_in"),
-    "hook_attn_in": ("use_attn_in", "set_use_attn_in"),
-    "hook_tokens": ("use_hook_tokens", "cfg.use_hook_tokens = True"),
-}
 
 
 class Output(NamedTuple):
@@ -66,13 +57,15 @@ class Output(NamedTuple):
     loss: torch.Tensor
 
 
-class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootModule):
+class HookedTransformer(
+    TokenizerMixin, GenerateMixin, WeightsMixin, LoadingMixin, FlagsMixin, HookedRootModule
+):
     """A decoder-only transformer with a hook point at every TransformerLens activation name.
 
     Args:
-        cfg: A resolved config (from :func:`tlcore.config.resolve_config`), or one written by hand
-            with TransformerLens's fields (a ``HookedTransformerConfig`` or a dict), whose traits
-            are derived from those fields.
+        cfg: A model plan (:func:`tlcore.plan.resolve_plan`), a resolved config, or a config
+            written by hand with TransformerLens's fields (a ``HookedTransformerConfig`` or a
+            dict), whose traits are derived from those fields.
         tokenizer: A transformers tokenizer, or None.
         move_to_device: Move the model to ``cfg.device`` after building.
         default_padding_side: ``"right"`` or ``"left"``.
@@ -82,21 +75,21 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
 
     def __init__(
         self,
-        cfg: HookedTransformerConfig | dict[str, Any],
+        cfg: ModelPlan | HookedTransformerConfig | dict[str, Any],
         tokenizer: Any = None,
         move_to_device: bool = True,
         default_padding_side: Literal["left", "right"] | None = None,
         init_weights: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(cfg, dict):  # TransformerLens accepts a plain dict of config fields
-            cfg = HookedTransformerConfig(**cfg)
-        self.cfg = cfg
+        plan = cfg if isinstance(cfg, ModelPlan) else plan_for_config(cfg)
+        self.plan = plan
+        self.cfg = cfg = plan.cfg
         if default_padding_side is not None:
             cfg.default_padding_side = default_padding_side
         tokenizer = tokenizer_for_config(cfg, tokenizer)  # loads tokenizer_name; fills d_vocab=-1
         with spec_errors_named(cfg):  # a component's error names the spec file
-            modules = build_modules(cfg)
+            modules = build_modules(plan)
         self.embed = modules.embed
         self.hook_embed = HookPoint()
         self.pos_embed = modules.pos_embed
@@ -141,80 +134,6 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
             if module is not self and callable(relayout):
                 relayout()
         return self
-
-    # -- flags -----------------------------------------------------------------------------------
-    def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Compute per-head outputs (``hook_result``, ``[batch, pos, head, d_model]``).
-
-        Args:
-            use_attn_result: On or off.
-        """
-        self.cfg.use_attn_result = use_attn_result
-
-    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
-        """Give each head its own copy of the residual input (``hook_q/k/v_input``).
-
-        Args:
-            use_split_qkv_input: On or off.
-        """
-        self.cfg.use_split_qkv_input = use_split_qkv_input
-
-    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
-        """Enable ``hook_mlp_in``.
-
-        Args:
-            use_hook_mlp_in: On or off.
-        """
-        self.cfg.use_hook_mlp_in = use_hook_mlp_in
-
-    def set_use_attn_in(self, use_attn_in: bool) -> None:
-        """Enable ``hook_attn_in`` (one residual copy per head, shared by q, k and v).
-
-        Args:
-            use_attn_in: On or off.
-        """
-        self.cfg.use_attn_in = use_attn_in
-
-    def set_ungroup_grouped_query_attention(self, ungroup: bool) -> None:
-        """Expand grouped keys/values to one per query head before ``hook_k``/``hook_v``.
-
-        Args:
-            ungroup: On or off.
-        """
-        self.cfg.ungroup_grouped_query_attention = ungroup
-
-    def check_hooks_to_add(
-        self,
-        hook_point: HookPoint,
-        hook_point_name: str,
-        hook: Any,
-        dir: Literal["fwd", "bwd"] = "fwd",
-        is_permanent: bool = False,
-        prepend: bool = False,
-    ) -> None:
-        """Refuse hooks on points the current flags leave unused (as TransformerLens does).
-
-        Args:
-            hook_point: The hook point.
-            hook_point_name: Its name.
-            hook: The hook function.
-            dir: Direction.
-            is_permanent: Permanence.
-            prepend: Order.
-
-        Raises:
-            HookNameError: If the hook point needs a flag that is off.
-        """
-        leaf = hook_point_name.rpartition(".")[2]
-        if leaf in _FLAG_HOOKS:
-            flag, setter = _FLAG_HOOKS[leaf]
-            if not getattr(self.cfg, flag):
-                remedy = f"set {setter}"
-                if setter.startswith("set_"):
-                    remedy = f"call model.{setter}(True)"
-                raise HookNameError(
-                    f"'{hook_point_name}' only fires with cfg.{flag} = True; {remedy} first"
-                )
 
     # -- forward ---------------------------------------------------------------------------------
     def input_to_embed(
@@ -378,8 +297,6 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         """Next-token cross-entropy loss.
 
         Args:
-            logits: Logits.
-            tokens: Tokens.
             attention_mask: Padding mask.
             per_token: Return per-token losses.
 
@@ -389,212 +306,6 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         return lm_cross_entropy_loss(
             logits, tokens, attention_mask=attention_mask, per_token=per_token
         )
-
-    # -- loading ---------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_name: str,
-        fold_ln: bool = True,
-        center_writing_weights: bool = True,
-        center_unembed: bool = True,
-        refactor_factored_attn_matrices: bool = False,
-        checkpoint_index: int | None = None,
-        checkpoint_value: int | None = None,
-        hf_model: Any = None,
-        device: str | torch.device | None = None,
-        n_devices: int = 1,
-        tokenizer: Any = None,
-        move_to_device: bool = True,
-        fold_value_biases: bool = True,
-        default_prepend_bos: bool | None = None,
-        default_padding_side: Literal["left", "right"] = "right",
-        dtype: str | torch.dtype = "float32",
-        first_n_layers: int | None = None,
-        n_ctx: int | None = None,
-        **from_pretrained_kwargs: Any,
-    ) -> HookedTransformer:
-        """Load a checkpoint and apply TransformerLens's default weight processing.
-
-        Args:
-            model_name: An alias, a local checkpoint folder (``config.json`` + safetensors), a
-                ``.gguf`` file, or an HF hub id (when the hub or its cache is reachable).
-            fold_ln: Fold norm weights into the next linear maps (norms become LNPre/RMSPre).
-            center_writing_weights: Centre weights writing to the residual stream.
-            center_unembed: Centre the unembedding over the vocabulary.
-            refactor_factored_attn_matrices: Refactor W_Q/W_K and W_V/W_O (not with rotary).
-            checkpoint_index: Not supported (training checkpoints are separate hub revisions).
-            checkpoint_value: Not supported.
-            hf_model: Convert this in-memory HF model instead of reading files.
-            device: Target device (default: CUDA if available, else CPU).
-            n_devices: Only 1 is supported.
-            tokenizer: A tokenizer to use instead of the checkpoint's.
-            move_to_device: Move parameters to ``device``.
-            fold_value_biases: Fold value biases into ``b_O``.
-            default_prepend_bos: Override the architecture's default BOS handling.
-            default_padding_side: ``"right"`` or ``"left"``.
-            dtype: Parameter dtype (``"float32"``, ``"bfloat16"``, ``torch.float16`` ...).
-            first_n_layers: Load only the first n blocks.
-            n_ctx: Override the context length.
-            **from_pretrained_kwargs: Accepted for compatibility and ignored, with a warning.
-
-        Returns:
-            The model.
-        """
-        from tlcore.loading.loader import load_checkpoint, materialize_meta_buffers
-        from tlcore.loading.resolve import resolve_checkpoint
-
-        check_from_pretrained_args(
-            model_name, hf_model, first_n_layers, n_ctx, device, n_devices, default_padding_side,
-            {"fold_ln": fold_ln, "center_writing_weights": center_writing_weights,
-             "center_unembed": center_unembed, "fold_value_biases": fold_value_biases,
-             "refactor_factored_attn_matrices": refactor_factored_attn_matrices},
-        )  # fmt: skip
-        if checkpoint_index is not None or checkpoint_value is not None:
-            raise NotImplementedError(
-                "training checkpoints: load the checkpoint's own folder or revision"
-            )
-        if n_devices != 1:
-            raise NotImplementedError(
-                "n_devices > 1 is not supported; use device= for one accelerator"
-            )
-        if from_pretrained_kwargs:
-            logger.warning(
-                "from_pretrained ignores unsupported arguments: %s", sorted(from_pretrained_kwargs)
-            )
-        torch_dtype = _to_dtype(dtype)
-        target = (
-            torch.device(device)
-            if device is not None
-            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        resolved = resolve_checkpoint(model_name, hf_model)
-        overrides: dict[str, Any] = {
-            "dtype": torch_dtype,
-            "device": str(target),
-            "model_name": resolved.model_name,
-            "default_padding_side": default_padding_side,
-        }
-        if n_ctx is not None:
-            overrides["n_ctx"] = n_ctx
-        if default_prepend_bos is not None:
-            overrides["default_prepend_bos"] = default_prepend_bos
-        cfg = resolve_config(resolved.spec, resolved.hf_config, **overrides)
-        skip_from = None
-        check_first_n_layers(first_n_layers, cfg.n_layers)
-        check_unembedding_present(
-            resolved.spec, resolved.source.keys(), resolved.hf_config, resolved.where
-        )
-        if first_n_layers is not None:
-            skip_from, cfg.n_layers = first_n_layers, first_n_layers
-        with torch.device("meta"):
-            model = cls(cfg, move_to_device=False, init_weights=False)
-        hf_dict = resolved.hf_config.to_dict() if hasattr(resolved.hf_config, "to_dict") else {}
-        load_checkpoint(
-            model,
-            resolved.spec,
-            resolved.source,
-            device=target if move_to_device else "cpu",
-            dtype=torch_dtype,
-            where=resolved.where,
-            hf=hf_dict,
-            skip_layers_from=skip_from,
-        )
-        materialize_meta_buffers(model, target)
-        if tokenizer is None and resolved.tokenizer_dir is not None:
-            tokenizer = _load_tokenizer(resolved.tokenizer_dir)
-        if tokenizer is not None:
-            model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
-        model.process_weights_(
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-        )
-        model.setup()
-        return model
-
-    @classmethod
-    def from_pretrained_no_processing(
-        cls,
-        model_name: str,
-        fold_ln: bool = False,
-        center_writing_weights: bool = False,
-        center_unembed: bool = False,
-        refactor_factored_attn_matrices: bool = False,
-        fold_value_biases: bool = False,
-        **kwargs: Any,
-    ) -> HookedTransformer:
-        """Load a checkpoint with no weight processing: logits equal HuggingFace's.
-
-        Args:
-            model_name: See :meth:`from_pretrained`.
-            fold_ln: Off by default.
-            center_writing_weights: Off by default.
-            center_unembed: Off by default.
-            refactor_factored_attn_matrices: Off by default.
-            fold_value_biases: Off by default.
-            **kwargs: Passed to :meth:`from_pretrained`.
-
-        Returns:
-            The model.
-        """
-        return cls.from_pretrained(
-            model_name,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-            **kwargs,
-        )
-
-    def process_weights_(
-        self,
-        fold_ln: bool = True,
-        center_writing_weights: bool = True,
-        center_unembed: bool = True,
-        refactor_factored_attn_matrices: bool = False,
-        fold_value_biases: bool = True,
-    ) -> HookedTransformer:
-        """Apply TransformerLens's weight processing in place (where the architecture allows it).
-
-        What was applied is recorded in ``cfg`` (``cfg.fold_ln`` ...).
-
-        Args:
-            fold_ln: Fold norms into the next linear maps.
-            center_writing_weights: Centre residual-writing weights.
-            center_unembed: Centre the unembedding.
-            refactor_factored_attn_matrices: Refactor attention matrices.
-            fold_value_biases: Fold value biases into ``b_O``.
-
-        Returns:
-            The model.
-        """
-        if not any(
-            (
-                fold_ln,
-                center_writing_weights,
-                center_unembed,
-                refactor_factored_attn_matrices,
-                fold_value_biases,
-            )
-        ):
-            return self
-        from tlcore import processing
-
-        processing.process_weights_(
-            self,
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-        )
-        self.optimize_layout_()
-        self.setup()
-        return self
 
     # -- devices ---------------------------------------------------------------------------------
     def move_model_modules_to_device(self) -> None:
@@ -639,32 +350,3 @@ class HookedTransformer(TokenizerMixin, GenerateMixin, WeightsMixin, HookedRootM
         if dtype is not None:
             self.cfg.dtype = dtype
         return super().to(*args, **kwargs)
-
-
-def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if not isinstance(dtype, str):
-        raise InputValidationError(f"unknown dtype {dtype!r}", "dtype")
-    name = dtype.removeprefix("torch.")
-    aliases = {
-        "fp32": "float32",
-        "fp16": "float16",
-        "bf16": "bfloat16",
-        "half": "float16",
-        "float": "float32",
-    }
-    result = getattr(torch, aliases.get(name, name), None)
-    if not isinstance(result, torch.dtype):
-        raise InputValidationError(f"unknown dtype '{dtype}'", "dtype")
-    return result
-
-
-def _load_tokenizer(path: Any) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # noqa: BLE001 - a model without a usable tokenizer still runs on tokens
-        logger.warning("could not load the tokenizer from %s: %s", path, exc)
-        return None

@@ -34,11 +34,7 @@ VECTOR_TYPES = ["OV", "w_in", "w_out"]
 
 
 class SVDInterpreter:
-    """Singular vectors of a model's OV circuits and MLP weights, projected onto the vocabulary.
-
-    Args:
-        model: The model.
-    """
+    """Singular vectors of a model's OV circuits and MLP weights, projected onto the vocabulary."""
 
     def __init__(self, model: HookedTransformer) -> None:
         self.model = model

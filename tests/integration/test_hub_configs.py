@@ -30,6 +30,7 @@ from tlcore.loading.loader import load_checkpoint
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.loading.sources import StateDictSource
 from tlcore.parity.compare import compare_model, parity_tokens
+from tlcore.plan import resolve_plan
 from tlcore.testing.shrink import build_shrunken_hf_model, shrink_config_dict
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "hub_configs"
@@ -94,22 +95,23 @@ def test_meta_dry_load_against_hfs_meta_model(entry: dict[str, Any]):
 
     config = hf_config_object(_raw(entry))
     spec = spec_for_hf_config(config)
-    cfg = resolve_config(spec, config, device="meta")
+    plan = resolve_plan(spec, config, device="meta")
+    cfg = plan.cfg
     for field, value in _dims_from_hf(config).items():
         assert getattr(cfg, field) == value, field
     with torch.device("meta"):
         hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model = HookedTransformer(cfg, move_to_device=False, init_weights=False)
+        model = HookedTransformer(plan, move_to_device=False, init_weights=False)
     hf_shapes = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
     # Raises CheckpointMismatchError naming every unconsumed, missing or mis-shaped tensor.
+    assert plan.weights is not None
     load_checkpoint(
         model,
-        spec,
+        plan.weights,
         StateDictSource(hf_model),
         device="meta",
         dtype=torch.float32,
         where=entry["file"],
-        hf=config.to_dict(),
     )
     assert all(p.is_meta for p in model.parameters())
     assert (cfg.d_vocab, cfg.d_model) in hf_shapes.values(), "no HF tensor is the embedding"

@@ -11,6 +11,7 @@ config.json files check the config guard and the spec each one resolves to.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,8 +21,19 @@ from tlcore.config import resolve_config
 from tlcore.errors import UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
-from tlcore.parity import compare_model, compare_spec, parity_tokens
+from tlcore.parity import parity_tokens
 from tlcore.registry import get_registry
+from tlcore.testing.sensitivity import (
+    assert_detects,
+    copy_trait,
+    full_rotary,
+    head_dim_scale,
+    logits_diff,
+    no_windows,
+    rotate_half,
+    windows_everywhere,
+    zero_q_bias,
+)
 from tlcore.testing.tiny import spec_cases
 
 FAMILY = [
@@ -44,8 +56,8 @@ CASES = spec_cases(FAMILY)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])
-def test_spec_matches_hf(name: str, variant: str | None) -> None:
-    result = compare_spec(name, variant, processed=True)
+def test_spec_matches_hf(parity_cases, name: str, variant: str | None) -> None:
+    result = parity_cases.run(name, variant).result
     assert result.ok, result.message
     assert result.logits_max_diff < ATOL, result.message
     spec = get_registry().get_spec(name)
@@ -59,56 +71,16 @@ def test_spec_matches_hf(name: str, variant: str | None) -> None:
 # -- sensitivity: break one feature of the tlcore model, parity must fail ------------------------
 
 
-def _load(
-    tiny_checkpoint: Any, name: str, variant: str | None = None
-) -> tuple[Any, Any, torch.Tensor]:
-    folder, hf_model = tiny_checkpoint(name, variant)
-    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-    return model, hf_model, parity_tokens(model.cfg.d_vocab)
-
-
-def _diff(model: Any, hf_model: Any, tokens: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model(tokens) - hf_model(tokens).logits).abs().max())
-
-
-def _copy_trait(module: Any, **update: Any) -> None:
-    module.trait = module.trait.model_copy(update=update)
-
-
-def _no_windows(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.window = None
-
-
-def _windows_everywhere(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.window = m.cfg.window_size
-
-
-def _head_dim_scale(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.scale = m.cfg.d_head**-0.5
-
-
-def _rotate_half(m: Any) -> None:
-    _copy_trait(m.pos_embed, style="half")
-
-
-def _full_rotary(m: Any) -> None:
-    m.pos_embed.dim = m.cfg.d_head
-
-
 def _zero_unembed_bias(m: Any) -> None:
     with torch.no_grad():
         m.unembed.b_U.zero_()
 
 
-def _positions_without_offset(m: Any, hf_model: Any) -> None:
-    # HF's table row p + 2 is position p; reading rows from 0 shifts every position by two.
-    table = hf_model.model.decoder.embed_positions.weight
+def _positions_without_offset(m: Any) -> None:
+    # HF's table row p + 2 is position p; reading rows from 0 would shift every position by two.
+    W_pos = m.pos_embed.W_pos
     with torch.no_grad():
-        m.pos_embed.W_pos.copy_(table[: m.cfg.n_ctx])
+        W_pos.copy_(torch.cat([torch.zeros_like(W_pos[:2]), W_pos[:-2]]))
 
 
 def _no_embed_norm(m: Any) -> None:
@@ -137,31 +109,26 @@ def _swap_norms(m: Any) -> None:
 
 def _one_shared_norm(m: Any) -> None:
     for block in m.blocks:
-        block._mlp_norm = "ln1"
-
-
-def _zero_q_bias(m: Any) -> None:
-    with torch.no_grad():
-        for block in m.blocks:
-            block.attn.b_Q.zero_()
+        attn, mlp = block.wiring.branches
+        block.wiring = replace(block.wiring, branches=(attn, replace(mlp, norm="ln1")))
 
 
 SENSITIVITY: list[tuple[str, str | None, Any]] = [
-    ("gpt_neo", None, _no_windows),
-    ("gpt_neo", None, _windows_everywhere),
-    ("gpt_neo", None, _head_dim_scale),
-    ("gptj", None, _rotate_half),
-    ("gptj", None, _full_rotary),
+    ("gpt_neo", None, no_windows),
+    ("gpt_neo", None, windows_everywhere),
+    ("gpt_neo", None, head_dim_scale),
+    ("gptj", None, rotate_half),
+    ("gptj", None, full_rotary),
     ("gptj", None, _zero_unembed_bias),
-    ("codegen", None, _rotate_half),
-    ("codegen", None, _full_rotary),
+    ("codegen", None, rotate_half),
+    ("codegen", None, full_rotary),
     ("opt", None, _positions_without_offset),
     ("opt_post_norm", None, _swap_norms),
     ("bloom", None, _no_embed_norm),
     ("bloom", None, _alibi_pre_scale),
-    ("gpt_bigcode", "unscaled", _head_dim_scale),
+    ("gpt_bigcode", "unscaled", head_dim_scale),
     ("falcon", "new_arch", _one_shared_norm),
-    ("falcon", "per_head", _zero_q_bias),
+    ("falcon", "per_head", zero_q_bias),
     ("falcon_sequential", None, _swap_norms),
     ("falcon_alibi", None, _alibi_post_scale),
     ("falcon_alibi", None, _alibi_fp32_slopes),
@@ -175,18 +142,9 @@ SENSITIVITY: list[tuple[str, str | None, Any]] = [
     ids=[f"{n}-{v or 'base'}-{b.__name__.strip('_')}" for n, v, b in SENSITIVITY],
 )
 def test_parity_detects_a_broken_feature(
-    tiny_checkpoint: Any, name: str, variant: str | None, breaker: Any
+    parity_cases: Any, name: str, variant: str | None, breaker: Any
 ) -> None:
-    model, hf_model, tokens = _load(tiny_checkpoint, name, variant)
-    assert _diff(model, hf_model, tokens) < ATOL
-    if breaker is _positions_without_offset:
-        breaker(model, hf_model)
-    else:
-        breaker(model)
-    result = compare_model(model, hf_model, tokens, atol=ATOL, spec_name=name, variant=variant)
-    assert not result.ok, (
-        f"{breaker.__name__} left {name}/{variant} matching HF: the test config misses it"
-    )
+    assert_detects(parity_cases, name, variant, breaker, atol=ATOL)
 
 
 @pytest.mark.parametrize("name", ["opt", "falcon", "gpt_bigcode", "codegen"])
@@ -203,22 +161,22 @@ def test_in_memory_hf_model_loads_like_the_saved_folder(tiny_checkpoint: Any, na
     for param_name, param in from_memory.named_parameters():
         assert torch.equal(param, disk_params[param_name]), param_name
     tokens = parity_tokens(from_disk.cfg.d_vocab)
-    assert _diff(from_memory, hf_model, tokens) < ATOL
+    assert logits_diff(from_memory, hf_model, tokens) < ATOL
 
 
 # -- structure: windows per layer, fused splits, variant selection --------------------------------
 
 
-def test_gpt_neo_local_layers_follow_attention_types(tiny_checkpoint: Any) -> None:
-    model, _, _ = _load(tiny_checkpoint, "gpt_neo")  # [[global, local], 1], [[local], 1]
+def test_gpt_neo_local_layers_follow_attention_types(parity_cases: Any) -> None:
+    model, _, _ = parity_cases.load("gpt_neo")  # [[global, local], 1], [[local], 1]
     assert [block.attn.window for block in model.blocks] == [None, 5, 5]
     assert all(block.attn.scale == 1.0 for block in model.blocks)
-    model, _, _ = _load(tiny_checkpoint, "gpt_neo", "all_global")
+    model, _, _ = parity_cases.load("gpt_neo", "all_global")
     assert [block.attn.window for block in model.blocks] == [None, None]
 
 
-def test_codegen_qkv_blocks_are_q_v_k(tiny_checkpoint: Any) -> None:
-    model, hf_model, _ = _load(tiny_checkpoint, "codegen")
+def test_codegen_qkv_blocks_are_q_v_k(parity_cases: Any) -> None:
+    model, hf_model, _ = parity_cases.load("codegen")
     qkv = hf_model.transformer.h[1].attn.qkv_proj.weight  # [4 blocks * (q|v|k) * 2 heads * 8, 64]
     attn = model.blocks[1].attn
     local = 2 * 8  # two heads of 8 per model-parallel block
@@ -232,8 +190,8 @@ def test_codegen_qkv_blocks_are_q_v_k(tiny_checkpoint: Any) -> None:
             assert torch.equal(attn.W_V[head], v[8 * j : 8 * (j + 1)].T)
 
 
-def test_falcon_new_arch_qkv_groups(tiny_checkpoint: Any) -> None:
-    model, hf_model, _ = _load(tiny_checkpoint, "falcon", "new_arch")
+def test_falcon_new_arch_qkv_groups(parity_cases: Any) -> None:
+    model, hf_model, _ = parity_cases.load("falcon", "new_arch")
     qkv = hf_model.transformer.h[0].self_attention.query_key_value.weight
     attn = model.blocks[0].attn  # 4 query heads, 2 key/value groups of [q q | k | v] x 16 rows
     assert attn._W_K.shape == (2, 64, 16)
@@ -248,9 +206,9 @@ def test_falcon_new_arch_qkv_groups(tiny_checkpoint: Any) -> None:
 
 @pytest.mark.parametrize(("name", "variant"), [("gpt_bigcode", None), ("falcon", None)])
 def test_multi_query_has_one_key_value_head(
-    tiny_checkpoint: Any, name: str, variant: str | None
+    parity_cases: Any, name: str, variant: str | None
 ) -> None:
-    model, hf_model, _ = _load(tiny_checkpoint, name, variant)
+    model, hf_model, _ = parity_cases.load(name, variant)
     attn = model.blocks[0].attn
     assert model.cfg.n_key_value_heads == 1
     assert attn._W_K.shape == (1, 64, 16)
@@ -265,8 +223,8 @@ def test_multi_query_has_one_key_value_head(
     assert torch.equal(attn._W_V[0], fused[80:96].T)
 
 
-def test_opt_projections_fold_into_embed_and_unembed(tiny_checkpoint: Any) -> None:
-    model, hf_model, _ = _load(tiny_checkpoint, "opt", "project_in_out")
+def test_opt_projections_fold_into_embed_and_unembed(parity_cases: Any) -> None:
+    model, hf_model, _ = parity_cases.load("opt", "project_in_out")
     decoder = hf_model.model.decoder
     embed = decoder.embed_tokens.weight.double() @ decoder.project_in.weight.double().T
     unembed = (hf_model.lm_head.weight.double() @ decoder.project_out.weight.double()).T
@@ -275,21 +233,21 @@ def test_opt_projections_fold_into_embed_and_unembed(tiny_checkpoint: Any) -> No
     assert torch.equal(model.unembed.W_U, unembed.float())
 
 
-def test_opt_post_norm_has_no_final_norm(tiny_checkpoint: Any) -> None:
-    model, _, _ = _load(tiny_checkpoint, "opt_post_norm")
+def test_opt_post_norm_has_no_final_norm(parity_cases: Any) -> None:
+    model, _, _ = parity_cases.load("opt_post_norm")
     assert model.cfg.spec_name == "opt_post_norm"
     assert model.ln_final is None or not list(model.ln_final.parameters())
 
 
 @pytest.mark.parametrize(("name", "in_fp32"), [("gptj", False), ("codegen", True)])
 def test_interleaved_rotary_rounds_like_hf_in_bf16(
-    tiny_checkpoint: Any, name: str, in_fp32: bool
+    parity_cases: Any, name: str, in_fp32: bool
 ) -> None:
     # GPT-J casts its sin/cos table to the activations' dtype; CodeGen keeps it in fp32 and rounds
     # only the rotated result. In bf16 only the matching order is bit-exact.
     import importlib
 
-    model, hf_model, _ = _load(tiny_checkpoint, name)
+    model, hf_model, _ = parity_cases.load(name)
     hf_module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
     cfg, rotary = model.cfg, model.pos_embed
     assert rotary.trait.in_fp32 is in_fp32
@@ -301,7 +259,7 @@ def test_interleaved_rotary_rounds_like_hf_in_bf16(
     rotated = hf_module.apply_rotary_pos_emb(q[..., :dim], sin, cos)
     theirs = torch.cat([rotated, q[..., dim:]], dim=-1).to(q.dtype)
     assert torch.equal(rotary.rotate(q, positions, 0), theirs)
-    _copy_trait(rotary, in_fp32=not in_fp32)
+    copy_trait(rotary, in_fp32=not in_fp32)
     assert not torch.equal(rotary.rotate(q, positions, 0), theirs)
 
 

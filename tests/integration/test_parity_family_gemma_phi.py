@@ -20,7 +20,19 @@ from tlcore.config import resolve_config
 from tlcore.errors import CheckpointMismatchError, UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
-from tlcore.parity import compare_model, compare_spec, parity_tokens
+from tlcore.testing.sensitivity import (
+    assert_detects,
+    copy_trait,
+    full_rotary,
+    head_dim_scale,
+    logits_diff,
+    no_embed_scale,
+    no_logit_scale,
+    no_qk_norm,
+    no_windows,
+    rotate_half,
+    windows_everywhere,
+)
 from tlcore.testing.tiny import spec_cases
 
 FAMILY = ["gemma", "gemma2", "gemma3", "phi", "stablelm", "stablelm_parallel", "cohere"]
@@ -31,8 +43,8 @@ CASES = spec_cases(FAMILY)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])
-def test_spec_matches_hf(name: str, variant: str | None) -> None:
-    result = compare_spec(name, variant, processed=True)
+def test_spec_matches_hf(parity_cases, name: str, variant: str | None) -> None:
+    result = parity_cases.run(name, variant).result
     assert result.ok, result.message
     assert result.logits_max_diff < ATOL
     assert result.layer_max_diffs and max(result.layer_max_diffs) < ATOL
@@ -43,60 +55,24 @@ def test_spec_matches_hf(name: str, variant: str | None) -> None:
 # -- sensitivity: break one feature of the tlcore model, parity must fail ------------------------
 
 
-def _load(
-    tiny_checkpoint: Any, name: str, variant: str | None = None
-) -> tuple[Any, Any, torch.Tensor]:
-    folder, hf_model = tiny_checkpoint(name, variant)
-    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-    return model, hf_model, parity_tokens(model.cfg.d_vocab)
-
-
-def _diff(model: Any, hf_model: Any, tokens: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model(tokens) - hf_model(tokens).logits).abs().max())
-
-
-def _copy_trait(module: Any, **update: Any) -> None:
-    module.trait = module.trait.model_copy(update=update)
-
-
-def _no_embed_scale(m: Any) -> None:
-    m.embed.scale = None
-
-
 def _no_norm_offset(m: Any) -> None:
     for mod in m.modules():
         if hasattr(mod, "offset"):
             mod.offset = False
 
 
-def _no_windows(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.window = None
-
-
-def _windows_everywhere(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.window = m.cfg.window_size
-
-
 def _no_attn_softcap(m: Any) -> None:
     for block in m.blocks:
-        _copy_trait(block.attn, softcap=None)
+        copy_trait(block.attn, softcap=None)
 
 
 def _attn_softcap(m: Any) -> None:
     for block in m.blocks:
-        _copy_trait(block.attn, softcap=5.0)
+        copy_trait(block.attn, softcap=5.0)
 
 
 def _no_final_softcap(m: Any) -> None:
-    _copy_trait(m.unembed, softcap=None)
-
-
-def _head_dim_scale(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.scale = m.cfg.d_head**-0.5
+    copy_trait(m.unembed, softcap=None)
 
 
 def _swap_ln1_post_ln2(m: Any) -> None:
@@ -107,33 +83,16 @@ def _swap_ln1_post_ln2(m: Any) -> None:
             block.ln2.w.copy_(w)
 
 
-def _no_qk_norm(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.q_norm = block.attn.k_norm = None
-
-
 def _one_rope_for_all_layers(m: Any) -> None:
     # Every layer takes the sliding layers' theta (1e4) instead of its own layer type's.
     rotary = m.pos_embed
     params = dict(rotary.trait.rope_parameters)
-    _copy_trait(rotary, layer_types=None, rope_parameters=params["sliding_attention"])
-
-
-def _full_rotary(m: Any) -> None:
-    m.pos_embed.dim = m.cfg.d_head
-
-
-def _rotate_half(m: Any) -> None:
-    _copy_trait(m.pos_embed, style="half")
+    copy_trait(rotary, layer_types=None, rope_parameters=params["sliding_attention"])
 
 
 def _no_lm_head_bias(m: Any) -> None:
     with torch.no_grad():
         m.unembed.b_U.zero_()
-
-
-def _no_logit_scale(m: Any) -> None:
-    _copy_trait(m.unembed, logit_scale=1.0)
 
 
 def _roll_q_norm_heads(m: Any) -> None:
@@ -144,27 +103,27 @@ def _roll_q_norm_heads(m: Any) -> None:
 
 
 SENSITIVITY = [
-    ("gemma", None, _no_embed_scale),
+    ("gemma", None, no_embed_scale),
     ("gemma", None, _no_norm_offset),
-    ("gemma2", None, _no_windows),
-    ("gemma2", None, _windows_everywhere),
+    ("gemma2", None, no_windows),
+    ("gemma2", None, windows_everywhere),
     ("gemma2", None, _no_attn_softcap),
     ("gemma2", None, _no_final_softcap),
-    ("gemma2", None, _head_dim_scale),
+    ("gemma2", None, head_dim_scale),
     ("gemma2", None, _swap_ln1_post_ln2),
-    ("gemma3", None, _no_qk_norm),
-    ("gemma3", None, _no_windows),
+    ("gemma3", None, no_qk_norm),
+    ("gemma3", None, no_windows),
     ("gemma3", None, _one_rope_for_all_layers),
     ("gemma3", "attn_softcap_ignored", _attn_softcap),
     ("gemma3", "final_softcap", _no_final_softcap),
-    ("phi", None, _full_rotary),
+    ("phi", None, full_rotary),
     ("phi", None, _no_lm_head_bias),
-    ("phi", "qk_layernorm", _no_qk_norm),
-    ("stablelm", None, _full_rotary),
+    ("phi", "qk_layernorm", no_qk_norm),
+    ("stablelm", None, full_rotary),
     ("stablelm", "qk_layernorm", _roll_q_norm_heads),
     ("stablelm_parallel", "qk_layernorm", _roll_q_norm_heads),
-    ("cohere", None, _rotate_half),
-    ("cohere", "logit_scale", _no_logit_scale),
+    ("cohere", None, rotate_half),
+    ("cohere", "logit_scale", no_logit_scale),
     ("cohere", "qk_norm", _roll_q_norm_heads),
 ]
 
@@ -175,15 +134,9 @@ SENSITIVITY = [
     ids=[f"{n}-{v or 'base'}-{b.__name__.strip('_')}" for n, v, b in SENSITIVITY],
 )
 def test_parity_detects_a_broken_feature(
-    tiny_checkpoint, name: str, variant: str | None, breaker: Any
+    parity_cases: Any, name: str, variant: str | None, breaker: Any
 ) -> None:
-    model, hf_model, tokens = _load(tiny_checkpoint, name, variant)
-    assert _diff(model, hf_model, tokens) < ATOL
-    breaker(model)
-    result = compare_model(model, hf_model, tokens, atol=ATOL, spec_name=name, variant=variant)
-    assert not result.ok, (
-        f"{breaker.__name__} left {name}/{variant} matching HF: the test config misses it"
-    )
+    assert_detects(parity_cases, name, variant, breaker, atol=ATOL)
 
 
 def test_gemma2_keeps_the_softcapped_logits_uncentred(tiny_checkpoint) -> None:
@@ -194,24 +147,24 @@ def test_gemma2_keeps_the_softcapped_logits_uncentred(tiny_checkpoint) -> None:
     assert model.cfg.fold_ln
 
 
-def test_sliding_layers_follow_layer_types(tiny_checkpoint) -> None:
-    gemma2, _, _ = _load(tiny_checkpoint, "gemma2")
+def test_sliding_layers_follow_layer_types(parity_cases) -> None:
+    gemma2, _, _ = parity_cases.load("gemma2")
     assert [b.attn.window for b in gemma2.blocks] == [5, None, 5]
-    gemma3, _, _ = _load(tiny_checkpoint, "gemma3")
+    gemma3, _, _ = parity_cases.load("gemma3")
     assert [b.attn.window for b in gemma3.blocks] == [5] * 5 + [None]
-    explicit, _, _ = _load(tiny_checkpoint, "gemma3", "explicit_layer_types")
+    explicit, _, _ = parity_cases.load("gemma3", "explicit_layer_types")
     assert [b.attn.window for b in explicit.blocks] == [None, 5, None]
 
 
-def test_parallel_stablelm_resolves_to_its_own_spec(tiny_checkpoint) -> None:
-    model, _, _ = _load(tiny_checkpoint, "stablelm_parallel")
+def test_parallel_stablelm_resolves_to_its_own_spec(parity_cases) -> None:
+    model, _, _ = parity_cases.load("stablelm_parallel")
     assert model.cfg.spec_name == "stablelm_parallel"
     assert model.cfg.parallel_attn_mlp
     assert not hasattr(model.blocks[0], "ln2")
 
 
-def test_per_head_norms_are_stacked_per_head(tiny_checkpoint) -> None:
-    model, hf_model, _ = _load(tiny_checkpoint, "stablelm", "qk_layernorm")
+def test_per_head_norms_are_stacked_per_head(parity_cases) -> None:
+    model, hf_model, _ = parity_cases.load("stablelm", "qk_layernorm")
     attn = hf_model.model.layers[1].self_attn
     assert model.blocks[1].attn.q_norm.w.shape == (4, 16)
     assert model.blocks[1].attn.k_norm.w.shape == (2, 16)
@@ -222,11 +175,11 @@ def test_per_head_norms_are_stacked_per_head(tiny_checkpoint) -> None:
 
 
 @pytest.mark.parametrize(("name", "variant"), [("stablelm", "qk_layernorm"), ("cohere", "qk_norm")])
-def test_distinct_key_norms_survive_ungrouping(tiny_checkpoint, name: str, variant: str) -> None:
-    model, hf_model, tokens = _load(tiny_checkpoint, name, variant)
+def test_distinct_key_norms_survive_ungrouping(parity_cases, name: str, variant: str) -> None:
+    model, hf_model, tokens = parity_cases.load(name, variant)
     model.cfg.ungroup_grouped_query_attention = True
     try:
-        assert _diff(model, hf_model, tokens) < ATOL
+        assert logits_diff(model, hf_model, tokens) < ATOL
     finally:
         model.cfg.ungroup_grouped_query_attention = False
 

@@ -20,8 +20,21 @@ from tlcore.config import resolve_config
 from tlcore.errors import UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
-from tlcore.parity import compare_model, compare_spec, parity_tokens
+from tlcore.parity import parity_tokens
 from tlcore.registry import get_registry
+from tlcore.testing.sensitivity import (
+    assert_detects,
+    copy_trait,
+    full_rotary,
+    head_dim_scale,
+    logits_diff,
+    no_embed_scale,
+    no_logit_scale,
+    no_qk_norm,
+    no_windows,
+    windows_everywhere,
+    zero_q_bias,
+)
 from tlcore.testing.tiny import spec_cases
 
 FAMILY = ["mistral", "qwen2", "qwen3", "phi3", "granite", "olmo", "olmo2", "starcoder2"]
@@ -32,8 +45,8 @@ CASES = spec_cases(FAMILY)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])
-def test_spec_matches_hf(name: str, variant: str | None) -> None:
-    result = compare_spec(name, variant, processed=True)
+def test_spec_matches_hf(parity_cases, name: str, variant: str | None) -> None:
+    result = parity_cases.run(name, variant).result
     assert result.ok, result.message
     assert result.logits_max_diff < ATOL, result.message
     n_layers = get_registry().get_spec(name).test_config["num_hidden_layers"]
@@ -44,49 +57,6 @@ def test_spec_matches_hf(name: str, variant: str | None) -> None:
 
 
 # -- sensitivity: break one feature of the tlcore model, parity must fail ------------------------
-
-
-def _load(
-    tiny_checkpoint: Any, name: str, variant: str | None = None
-) -> tuple[Any, Any, torch.Tensor]:
-    folder, hf_model = tiny_checkpoint(name, variant)
-    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-    return model, hf_model, parity_tokens(model.cfg.d_vocab)
-
-
-def _diff(model: Any, hf_model: Any, tokens: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model(tokens) - hf_model(tokens).logits).abs().max())
-
-
-def _copy_trait(module: Any, **update: Any) -> None:
-    module.trait = module.trait.model_copy(update=update)
-
-
-def _no_windows(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.window = None
-
-
-def _windows_everywhere(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.window = m.cfg.window_size
-
-
-def _zero_q_bias(m: Any) -> None:
-    # Not b_K: a key bias adds the same q·b_K to every score of a query, which softmax ignores.
-    with torch.no_grad():
-        for block in m.blocks:
-            block.attn.b_Q.zero_()
-
-
-def _no_qk_norm(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.q_norm = block.attn.k_norm = None
-
-
-def _full_rotary(m: Any) -> None:
-    m.pos_embed.dim = m.cfg.d_head
 
 
 def _swap_gate_and_up(m: Any) -> None:
@@ -114,27 +84,14 @@ def _long_factors_only(m: Any) -> None:
     _longrope_factors(m, "long")
 
 
-def _no_embed_scale(m: Any) -> None:
-    m.embed.scale = None
-
-
-def _head_dim_scale(m: Any) -> None:
-    for block in m.blocks:
-        block.attn.scale = m.cfg.d_head**-0.5
-
-
 def _no_residual_multiplier(m: Any) -> None:
     for block in m.blocks:
         block.residual_multiplier = 1.0
 
 
-def _no_logit_scale(m: Any) -> None:
-    _copy_trait(m.unembed, logit_scale=1.0)
-
-
 def _no_clip(m: Any) -> None:
     for block in m.blocks:
-        _copy_trait(block.attn, clip_qkv=None)
+        copy_trait(block.attn, clip_qkv=None)
 
 
 def _swap_post_norms(m: Any) -> None:
@@ -159,27 +116,27 @@ def _zero_norm_biases(m: Any) -> None:
 
 
 SENSITIVITY = [
-    ("mistral", None, _no_windows),
-    ("qwen2", None, _zero_q_bias),
-    ("qwen2", "sliding", _no_windows),
-    ("qwen2", "sliding", _windows_everywhere),
-    ("qwen2", "layer_types", _windows_everywhere),
-    ("qwen3", None, _no_qk_norm),
-    ("qwen3", "sliding", _no_windows),
-    ("qwen3", "layer_types", _windows_everywhere),
-    ("phi3", None, _full_rotary),
-    ("phi3", None, _no_windows),
+    ("mistral", None, no_windows),
+    ("qwen2", None, zero_q_bias),
+    ("qwen2", "sliding", no_windows),
+    ("qwen2", "sliding", windows_everywhere),
+    ("qwen2", "layer_types", windows_everywhere),
+    ("qwen3", None, no_qk_norm),
+    ("qwen3", "sliding", no_windows),
+    ("qwen3", "layer_types", windows_everywhere),
+    ("phi3", None, full_rotary),
+    ("phi3", None, no_windows),
     ("phi3", None, _swap_gate_and_up),
     ("phi3", "longrope_long", _short_factors_only),
     ("phi3", "longrope_short", _long_factors_only),
-    ("granite", None, _no_embed_scale),
-    ("granite", None, _head_dim_scale),
+    ("granite", None, no_embed_scale),
+    ("granite", None, head_dim_scale),
     ("granite", None, _no_residual_multiplier),
-    ("granite", None, _no_logit_scale),
+    ("granite", None, no_logit_scale),
     ("olmo", "clip_qkv", _no_clip),
-    ("olmo2", None, _no_qk_norm),
+    ("olmo2", None, no_qk_norm),
     ("olmo2", None, _swap_post_norms),
-    ("starcoder2", None, _no_windows),
+    ("starcoder2", None, no_windows),
     ("starcoder2", None, _zero_mlp_biases),
     ("starcoder2", None, _zero_norm_biases),
 ]
@@ -191,15 +148,9 @@ SENSITIVITY = [
     ids=[f"{n}-{v or 'base'}-{b.__name__.strip('_')}" for n, v, b in SENSITIVITY],
 )
 def test_parity_detects_a_broken_feature(
-    tiny_checkpoint: Any, name: str, variant: str | None, breaker: Any
+    parity_cases: Any, name: str, variant: str | None, breaker: Any
 ) -> None:
-    model, hf_model, tokens = _load(tiny_checkpoint, name, variant)
-    assert _diff(model, hf_model, tokens) < ATOL
-    breaker(model)
-    result = compare_model(model, hf_model, tokens, atol=ATOL, spec_name=name, variant=variant)
-    assert not result.ok, (
-        f"{breaker.__name__} left {name}/{variant} matching HF: the test config misses it"
-    )
+    assert_detects(parity_cases, name, variant, breaker, atol=ATOL)
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -215,7 +166,7 @@ def test_in_memory_hf_model_loads_like_the_saved_folder(tiny_checkpoint: Any, na
     for param_name, param in from_memory.named_parameters():
         assert torch.equal(param, disk_params[param_name]), param_name
     tokens = parity_tokens(from_disk.cfg.d_vocab)
-    assert _diff(from_memory, hf_model, tokens) < ATOL
+    assert logits_diff(from_memory, hf_model, tokens) < ATOL
 
 
 # -- structure: windows per layer, absent parameters, fused splits ------------------------------
@@ -239,22 +190,22 @@ WINDOWS = [
     ("name", "variant", "windows"), WINDOWS, ids=[f"{n}-{v or 'base'}" for n, v, _ in WINDOWS]
 )
 def test_sliding_windows_per_layer(
-    tiny_checkpoint: Any, name: str, variant: str | None, windows: list[int | None]
+    parity_cases: Any, name: str, variant: str | None, windows: list[int | None]
 ) -> None:
-    model, _, _ = _load(tiny_checkpoint, name, variant)
+    model, _, _ = parity_cases.load(name, variant)
     assert [block.attn.window for block in model.blocks] == windows
 
 
-def test_olmo_norms_have_no_parameters(tiny_checkpoint: Any) -> None:
-    model, _, _ = _load(tiny_checkpoint, "olmo")
+def test_olmo_norms_have_no_parameters(parity_cases: Any) -> None:
+    model, _, _ = parity_cases.load("olmo")
     assert model.cfg.normalization_type == "LNPre"
     for norm in [model.ln_final, model.blocks[0].ln1, model.blocks[0].ln2]:
         assert norm.w is None and norm.b is None
         assert norm.eps == 1e-5
 
 
-def test_phi3_fused_blocks_split_with_gqa_sizes(tiny_checkpoint: Any) -> None:
-    model, hf_model, _ = _load(tiny_checkpoint, "phi3")
+def test_phi3_fused_blocks_split_with_gqa_sizes(parity_cases: Any) -> None:
+    model, hf_model, _ = parity_cases.load("phi3")
     qkv = hf_model.model.layers[1].self_attn.qkv_proj.weight  # [(4 + 2 + 2) * 16, 64]
     attn = model.blocks[1].attn
     # Key head 1 is rows [4*16 + 16, 4*16 + 32) of the fused weight, as [d_model, d_head].
@@ -266,10 +217,10 @@ def test_phi3_fused_blocks_split_with_gqa_sizes(tiny_checkpoint: Any) -> None:
     assert torch.equal(model.blocks[1].mlp.W_in, gate_up[128:].T)
 
 
-def test_olmo2_norms_multiply_by_the_weight_in_fp32(tiny_checkpoint: Any) -> None:
+def test_olmo2_norms_multiply_by_the_weight_in_fp32(parity_cases: Any) -> None:
     # In fp32 both orders agree; in bf16 only HF's order (w * x̂ in fp32, then cast) matches
     # bit for bit, and the llama order (cast, then w * x̂) does not.
-    model, hf_model, _ = _load(tiny_checkpoint, "olmo2")
+    model, hf_model, _ = parity_cases.load("olmo2")
     hf_layer = hf_model.model.layers[0]
     pairs = [
         (model.blocks[0].ln1_post, hf_layer.post_attention_layernorm, 64),
@@ -287,12 +238,12 @@ def test_olmo2_norms_multiply_by_the_weight_in_fp32(tiny_checkpoint: Any) -> Non
 
 
 @pytest.mark.parametrize("name", ["olmo", "olmo2"])
-def test_olmo_rotary_runs_in_fp32(tiny_checkpoint: Any, name: str) -> None:
+def test_olmo_rotary_runs_in_fp32(parity_cases: Any, name: str) -> None:
     # OLMo's rotary keeps cos/sin in fp32 and rotates bf16 q/k in fp32 before casting back; the
     # usual order (cos/sin cast to bf16 first) rounds differently.
     import importlib
 
-    model, hf_model, _ = _load(tiny_checkpoint, name)
+    model, hf_model, _ = parity_cases.load(name)
     hf_module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
     generator = torch.Generator().manual_seed(0)
     q = (3 * torch.randn(2, 12, 4, 16, generator=generator)).bfloat16()  # [batch, pos, head, d]

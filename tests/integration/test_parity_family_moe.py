@@ -19,7 +19,7 @@ from torch import nn
 
 from tlcore.components.moe import MoE
 from tlcore.model import HookedTransformer
-from tlcore.parity import compare_spec, parity_tokens
+from tlcore.parity import parity_tokens
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import spec_cases
 
@@ -28,8 +28,8 @@ CASES = spec_cases(SPECS)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])
-def test_spec_matches_hf(name: str, variant: str | None) -> None:
-    result = compare_spec(name, variant, processed=True)
+def test_spec_matches_hf(parity_cases, name: str, variant: str | None) -> None:
+    result = parity_cases.run(name, variant).result
     assert result.ok, result.message
     assert result.logits_max_diff < 1e-4
     n_layers = get_registry().get_spec(name).test_config["num_hidden_layers"]

@@ -35,8 +35,10 @@ from tlcore.parity import (
 )
 from tlcore.parity.cli import main as parity_main
 from tlcore.parity.pretrained import MARKDOWN_HEADER, compare_pretrained
+from tlcore.parity.runner import model_table
 from tlcore.parity.snapshots import orphan_entries, snapshot_key
-from tlcore.parity.table import fold_layers, model_table, render_html, write_model_table
+from tlcore.parity.table import fold_layers
+from tlcore.parity.table_page import render_html, write_model_table
 from tlcore.plugins.hookspecs import hookimpl
 from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
@@ -317,7 +319,7 @@ def test_truncated_snapshot_is_corrupt(snapshot_dir: Path) -> None:
 
 def test_edited_snapshot_with_consistent_manifest_fails_on_logits(snapshot_dir: Path) -> None:
     """Logits that moved (the manifest hash updated too) fail on the numbers themselves."""
-    from tlcore.parity.snapshots import _sha256, decode_snapshot, encode_snapshot
+    from tlcore.parity.snapshots import decode_snapshot, encode_snapshot, file_sha256
 
     path = _write_gpt2(snapshot_dir)
     tokens, logits = decode_snapshot(path.read_bytes())
@@ -325,7 +327,7 @@ def test_edited_snapshot_with_consistent_manifest_fails_on_logits(snapshot_dir: 
     data = encode_snapshot(tokens, logits, "gpt2", None)
     path.write_bytes(data)
     manifest = read_manifest(snapshot_dir)
-    manifest["entries"]["gpt2"]["sha256"] = _sha256(data)
+    manifest["entries"]["gpt2"]["sha256"] = file_sha256(data)
     (snapshot_dir / "manifest.json").write_text(json.dumps(manifest))
     (result,) = check_snapshots(["gpt2"], variants=False, snapshot_dir=snapshot_dir)
     assert result.status == "fail"

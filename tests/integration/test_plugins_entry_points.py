@@ -244,27 +244,38 @@ def test_block_plugins(two_good: Path, monkeypatch) -> None:
     assert not manager.failures()
 
 
-def test_installed_example_plugin_is_discovered_through_its_entry_point() -> None:
-    pyproject = (ROOT / "plugins" / "tlcore-nemotron" / "pyproject.toml").read_text()
+EXAMPLE_PLUGINS = {
+    # package folder: (entry point, module, what it registers)
+    "tlcore-nemotron": (
+        "nemotron",
+        "tlcore_nemotron.plugin",
+        {"specs": ["nemotron"], "traits": ["mlp/squared_relu"], "weight_ops": ["layernorm1p"]},
+    ),
+    "tlcore-gated-residual": (
+        "gated_residual",
+        "tlcore_gated_residual.plugin",
+        {"specs": ["gated_residual"], "traits": ["block/gated_residual", "norm/scalenorm"]},
+    ),
+}
+
+
+@pytest.mark.parametrize("package", sorted(EXAMPLE_PLUGINS))
+def test_installed_example_plugin_is_discovered_through_its_entry_point(package: str) -> None:
+    name, module, registered = EXAMPLE_PLUGINS[package]
+    pyproject = (ROOT / "plugins" / package / "pyproject.toml").read_text()
     version = re.search(r'^version = "(.+)"$', pyproject, re.M).group(1)
     result = _tlcore(["plugins", "--json"], _env(ROOT / "nonexistent"))
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert "nemotron" in rows, (
-        "tlcore-nemotron is not installed: run `make install` (pip install -e plugins/*/)"
-    )
-    row = rows["nemotron"]
-    assert row["distribution"] == "tlcore-nemotron"
+    assert name in rows, f"{package} is not installed: run `make install`"
+    row = rows[name]
+    assert row["distribution"] == package
     assert row["version"] == version
-    assert row["module"] == "tlcore_nemotron.plugin"
-    assert 'nemotron = "tlcore_nemotron.plugin"' in pyproject
+    assert row["module"] == module
+    assert f'{name} = "{module}"' in pyproject
     assert row["status"] == "ok" and not row["builtin"]
-    assert row["registered"] == {
-        "specs": ["nemotron"],
-        "traits": ["mlp/squared_relu"],
-        "weight_ops": ["layernorm1p"],
-    }
-    assert set(row["hooks"]) == {"register_specs", "register_traits", "register_weight_ops"}
+    assert row["registered"] == registered
+    assert set(row["hooks"]) == {f"register_{kind}" for kind in registered}
 
 
 def test_two_distributions_with_one_entry_point_name(tmp_path: Path, monkeypatch) -> None:

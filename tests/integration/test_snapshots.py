@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tlcore.parity import cases, read_manifest, verify
-from tlcore.parity.runner import Report
+from tlcore.parity.report import Report
 from tlcore.parity.snapshots import orphan_entries, snapshot_key
 
 # Fixed at collection, before any test registers temporary plugins.
@@ -23,9 +23,16 @@ UPDATE_HINT = "run `python tools/parity.py --update` after checking the change i
 
 
 @pytest.fixture(scope="module")
-def report() -> Report:
+def report(parity_cases) -> Report:
+    """The CI check, on the session's shared comparisons (each case compared with HF once)."""
     specs = list(dict.fromkeys(c.spec.name for c in CASES))
-    return verify(specs, variants=True, hf=True, processed=True, snapshots="check")
+    return verify(specs, True, hf=True, processed=True, snapshots="check", runner=parity_cases.run)
+
+
+def test_each_case_was_compared_with_hf_once(report: Report, parity_cases) -> None:
+    """The family tests and this check share one HF comparison (and one checkpoint) per case."""
+    assert all(parity_cases.compared[name] == 1 for name in NAMES), parity_cases.compared
+    assert all(parity_cases.built[name] == 1 for name in NAMES), parity_cases.built
 
 
 def test_every_case_was_checked(report: Report) -> None:

@@ -6,12 +6,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tlcore.factored_matrix import (
-    FactoredMatrix,
-    FactoredMatrixShapeError,
-    composition_scores,
-    get_corner,
-)
+from tlcore.factored_matrix import FactoredMatrix, FactoredMatrixShapeError
+from tlcore.utils import composition_scores, get_corner
 
 DT = torch.float64
 

@@ -15,114 +15,34 @@ from typing import Any
 import pytest
 import torch
 
-from tlcore import processing
+from tlcore import processing, processing_steps
 from tlcore.components.alibi import AlibiTrait
 from tlcore.components.attention import AttentionTrait
 from tlcore.components.block import (
     ParallelTrait,
     PostNormTrait,
     PostOnlyTrait,
-    PreNormTrait,
     SandwichTrait,
 )
 from tlcore.components.embed import TokenEmbeddingTrait
-from tlcore.components.mlp import GatedMLPTrait, PlainMLPTrait
+from tlcore.components.mlp import GatedMLPTrait
 from tlcore.components.moe import MoETrait
 from tlcore.components.norms import LayerNormTrait, RMSNormTrait
-from tlcore.components.positions import LearnedPositionTrait, ShortformerTrait
+from tlcore.components.positions import ShortformerTrait
 from tlcore.components.rotary import RotaryTrait
 from tlcore.components.unembed import UnembedTrait
-from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config import HookedTransformerConfig
 from tlcore.errors import UnsupportedConfigError
 from tlcore.model import HookedTransformer
 from tlcore.processing import processing_plan
 from tlcore.registry import get_registry
-from tlcore.spec.traits import SLOTS
+from tlcore.testing.models import base_traits, spec_model, tokens_for, trait_model
 
 ATOL = 1e-5  # fp32 log-softmax
 ATOL64 = 1e-10  # the same maths in float64: any real error shows far above this
 
 
 # ------------------------------------------------------------------------------------- helpers
-def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
-    """Fill every parameter: norm weights far from 1, biases non-zero, weights ~ fan-in scaled."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            noise = torch.randn(param.shape, generator=generator, dtype=torch.float64)
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "w":  # every norm weight, incl. 1+w offsets, qk-norms and post-norms
-                value = 1.0 + 0.5 * noise
-            elif leaf.startswith("b") or leaf in ("bias", "sinks"):
-                value = 0.3 * noise
-            elif leaf in ("W_E", "W_pos"):
-                value = noise
-            else:
-                if leaf == "weight":  # nn.Linear: [out, in]
-                    fan_in = param.shape[-1]
-                elif leaf == "W_O":  # [head, d_head, d_model]
-                    fan_in = param.shape[0] * param.shape[1]
-                else:  # [..., d_in, d_out]
-                    fan_in = param.shape[-2]
-                value = noise / math.sqrt(fan_in)
-            param.copy_(value.to(param.dtype))
-
-
-def spec_model(
-    name: str, dtype: torch.dtype = torch.float32, seed: int = 0, variant: str | None = None
-) -> HookedTransformer:
-    from tlcore.testing.tiny import tiny_hf_config
-
-    spec = get_registry().get_spec(name)
-    cfg = resolve_config(spec, tiny_hf_config(spec, variant), dtype=dtype)
-    model = HookedTransformer(cfg)
-    randomise_(model, seed)
-    return model
-
-
-def trait_model(
-    traits: dict[str, Any], dtype: torch.dtype = torch.float32, seed: int = 0, **fields: Any
-) -> HookedTransformer:
-    """A model straight from traits (layouts no built-in spec covers yet)."""
-    values: dict[str, Any] = dict(
-        d_model=32,
-        n_layers=2,
-        n_ctx=16,
-        d_head=8,
-        n_heads=4,
-        d_vocab=61,
-        d_mlp=48,
-        act_fn="gelu_new",
-        dtype=dtype,
-    )
-    values.update(fields)
-    for slot in SLOTS:
-        if slot in traits:
-            traits[slot].apply_to_cfg(values)
-    model = HookedTransformer(HookedTransformerConfig(**values, traits=dict(traits)))
-    randomise_(model, seed)
-    return model
-
-
-def base_traits(**override: Any) -> dict[str, Any]:
-    traits: dict[str, Any] = {
-        "embedding": TokenEmbeddingTrait(),
-        "positional": LearnedPositionTrait(),
-        "norm": LayerNormTrait(),
-        "block": PreNormTrait(),
-        "attention": AttentionTrait(bias=True),
-        "mlp": PlainMLPTrait(),
-        "unembed": UnembedTrait(bias=True),
-    }
-    traits.update(override)
-    return traits
-
-
-def tokens_for(model: HookedTransformer, seed: int = 1) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.cfg.d_vocab, (3, 11), generator=generator)
-
-
 def log_probs(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(tokens).double().log_softmax(-1)
@@ -316,7 +236,7 @@ def test_centring_writing_weights_under_rms_is_detected() -> None:
     model = spec_model("llama")
     broken = copy.deepcopy(model)
     with torch.no_grad():
-        processing._center_writing_weights(broken)
+        processing_steps.center_writing_weights_(broken)
     tokens = tokens_for(model)
     assert (log_probs(model, tokens) - log_probs(broken, tokens)).abs().max() > 1e-3
 
@@ -408,8 +328,7 @@ def test_norms_lose_their_parameters(name: str) -> None:
         return
     processed, _ = processed_diff(model)
     for norm in block_norms(processed):
-        assert norm.w is None
-        assert getattr(norm, "b", None) is None
+        assert not list(norm.parameters())  # the parameter-free Pre form, whatever the kind
     names = [n for n, _ in processed.named_parameters()]
     assert not [n for n in names if ".ln1." in n or ".ln2." in n or n.startswith("ln_final")]
 
@@ -578,7 +497,7 @@ def test_post_norm_layouts_refuse_fold_and_centring(name: str, caplog: Any) -> N
     cfg = processed.cfg
     assert cfg.fold_ln is False and cfg.center_writing_weights is False
     reason = cfg.extra["weight_processing"]["fold_ln"]["reason"]
-    assert "after the residual add" in reason
+    assert "TransformerLens refuses fold_ln for post-norm models" in reason
     assert cfg.extra["weight_processing"]["fold_ln"]["applied"] is False
     assert "fold_ln skipped" in caplog.text
     # Norm weights are untouched.

@@ -8,43 +8,20 @@ from typing import Any
 
 import yaml
 
-from tlcore.components import (
-    alibi,
-    attention,
-    block,
-    embed,
-    mlp,
-    moe,
-    norms,
-    positions,
-    rotary,
-    unembed,
-)
+from tlcore.builtin.traits import TRAITS
 from tlcore.loading import mxfp4
 from tlcore.loading.weight_ops import BUILTIN_WEIGHT_OPS
 from tlcore.plugins.hookspecs import hookimpl
 from tlcore.plugins.registrar import Registrar
 
-TRAITS: list[tuple[str, Any, Any]] = [
-    ("embedding", embed.TokenEmbeddingTrait, embed.make_embed),
-    ("positional", positions.NoPositionTrait, positions.make_no_position),
-    ("positional", positions.LearnedPositionTrait, positions.make_learned_positions),
-    ("positional", positions.ShortformerTrait, positions.make_shortformer),
-    ("positional", rotary.RotaryTrait, rotary.make_rotary),
-    ("positional", alibi.AlibiTrait, alibi.make_alibi),
-    ("norm", norms.LayerNormTrait, norms.make_layernorm),
-    ("norm", norms.RMSNormTrait, norms.make_rmsnorm),
-    ("norm", norms.NoNormTrait, norms.make_no_norm),
-    ("block", block.PreNormTrait, block.make_pre_norm_block),
-    ("block", block.ParallelTrait, block.make_parallel_block),
-    ("block", block.PostNormTrait, block.make_post_norm_block),
-    ("block", block.SandwichTrait, block.make_sandwich_block),
-    ("block", block.PostOnlyTrait, block.make_post_only_block),
-    ("attention", attention.AttentionTrait, attention.make_attention),
-    ("mlp", mlp.PlainMLPTrait, mlp.make_plain_mlp),
-    ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
-    ("mlp", moe.MoETrait, moe.make_moe),
-    ("unembed", unembed.UnembedTrait, unembed.make_unembed),
+__all__ = [
+    "TRAITS",
+    "register_aliases",
+    "register_commands",
+    "register_specs",
+    "register_traits",
+    "register_weight_ops",
+    "specs_dir",
 ]
 
 

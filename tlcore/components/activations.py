@@ -14,9 +14,6 @@ from tlcore.errors import SpecError
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's tanh approximation of GELU, written as HF writes it (bit-compatible).
 
-    Args:
-        x: Input.
-
     Returns:
         Activated tensor.
     """
@@ -28,9 +25,6 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
 def gelu_fast(x: torch.Tensor) -> torch.Tensor:
     """The "fast" tanh GELU (BLOOM's ``bloom_gelu``).
 
-    Args:
-        x: Input.
-
     Returns:
         Activated tensor.
     """
@@ -40,9 +34,6 @@ def gelu_fast(x: torch.Tensor) -> torch.Tensor:
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """``x * sigmoid(1.702 x)``.
 
-    Args:
-        x: Input.
-
     Returns:
         Activated tensor.
     """
@@ -51,9 +42,6 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
 
 def solu(x: torch.Tensor) -> torch.Tensor:
     """SoLU: ``x * softmax(x)`` over the last dimension.
-
-    Args:
-        x: Input.
 
     Returns:
         Activated tensor.

@@ -57,12 +57,7 @@ def alibi_slopes(n_heads: int) -> Float[torch.Tensor, " head_index"]:
 
 
 class Alibi(PositionalEncoding):
-    """ALiBi bias ``slope_h * key_position`` (softmax-equivalent to ``slope_h * (j - i)``).
-
-    Args:
-        trait: Parameters.
-        cfg: The model config.
-    """
+    """ALiBi bias ``slope_h * key_position`` (softmax-equivalent to ``slope_h * (j - i)``)."""
 
     biases_scores = True
 
@@ -104,10 +99,6 @@ class Alibi(PositionalEncoding):
 
 def make_alibi(trait: AlibiTrait, cfg: Any) -> PositionalEncoding:
     """Component factory for ``positional/alibi``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
 
     Returns:
         The module.

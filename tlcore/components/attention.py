@@ -14,104 +14,39 @@ copies.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from tlcore.components.attention_trait import AttentionTrait, QKVOFlags
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
+from tlcore.components.norms import NormFactory
 from tlcore.components.positions import PositionalEncoding
-from tlcore.hooks import HookPoint
-from tlcore.spec.traits import Trait
+from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
+from tlcore.errors import SpecError
+from tlcore.hook_points import HookPoint
+
+__all__ = ["Attention", "AttentionTrait", "GroupedQueryAttention", "QKVOFlags", "make_attention"]
 
 
-class QKVOFlags(BaseModel):
-    """Per-projection flags (``true`` sets all four)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    q: bool = False
-    k: bool = False
-    v: bool = False
-    o: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return {"q": value, "k": value, "v": value, "o": value}
-        return value
-
-
-class AttentionTrait(Trait):
-    """Attention parameters."""
-
-    slot = "attention"
-    linear_io = True
-    kind: Literal["attention"] = "attention"
-    bias: QKVOFlags = Field(default_factory=QKVOFlags)
-    """Which projections have biases in the checkpoint (the others are zero parameters)."""
-    scale: float | None = None
-    """Score scale; default ``1/sqrt(d_head)``."""
-    scale_by_inverse_layer: bool = False
-    """Also divide scores by ``layer + 1`` (GPT-2 ``scale_attn_by_inverse_layer_idx``)."""
-    softcap: float | None = None
-    """Logit soft-cap ``c * tanh(s / c)`` on the scaled scores (Gemma 2)."""
-    sinks: bool = False
-    """A learned per-head logit appended before the softmax and dropped after (GPT-OSS)."""
-    qk_norm: Any = Field(default=None, json_schema_extra={"trait_slot": "norm"})
-    qk_norm_scope: Literal["per_head", "per_head_distinct", "full_width"] = "per_head"
-    sliding_window: int | None = None
-    window_layers: list[bool] | None = None
-    """Which layers use the window (default: all, when ``sliding_window`` is set)."""
-    clip_qkv: float | None = None
-    causal: bool = True
-
-    def window(self, layer: int) -> int | None:
-        """The sliding window of a layer.
-
-        Args:
-            layer: Block index.
-
-        Returns:
-            The window size or None.
-        """
-        if self.sliding_window is None:
-            return None
-        if self.window_layers is not None and not self.window_layers[layer]:
-            return None
-        return self.sliding_window
-
-    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
-        if self.scale is not None:
-            cfg.setdefault("attn_scale", 1.0 / self.scale)
-            cfg.setdefault("use_attn_scale", self.scale != 1.0)
-        cfg.setdefault("scale_attn_by_inverse_layer_idx", self.scale_by_inverse_layer)
-        if self.softcap is not None:
-            cfg.setdefault("attn_scores_soft_cap", self.softcap)
-        cfg.setdefault("use_qk_norm", self.qk_norm is not None)
-        if self.sliding_window is not None:
-            cfg.setdefault("window_size", self.sliding_window)
-            cfg.setdefault("use_local_attn", True)
-            n = len(self.window_layers) if self.window_layers else cfg.get("n_layers", 0)
-            cfg.setdefault(
-                "attn_types", ["local" if self.window(i) else "global" for i in range(n)]
-            )
-
-
-class Attention(LinearLayout):
+class Attention(LinearLayout, ResidualIO):
     """Multi-head attention (grouped variants in :class:`GroupedQueryAttention`).
 
     Args:
         trait: Attention parameters.
-        cfg: The model config.
-        layer: Block index.
         positional: The model's positional component (rotary / ALiBi act inside attention).
+        norm_factory: Builds the qk-norms (needed when ``trait.qk_norm`` is set).
     """
+
+    hf_names = ("self_attn", "attn", "attention", "self_attention")
+    # The output projection, not the attention module: some HF attention modules add the
+    # residual themselves (BLOOM), so their output is not the branch output.
+    hf_output_names = ("o_proj", "dense", "out_proj", "c_proj", "o")
 
     def __init__(
         self,
@@ -119,10 +54,9 @@ class Attention(LinearLayout):
         cfg: Any,
         layer: int,
         positional: PositionalEncoding | None = None,
+        norm_factory: NormFactory | None = None,
     ) -> None:
         super().__init__()
-        from tlcore.components.norms import build_norm
-
         self.cfg, self.trait, self.layer = cfg, trait, layer
         n_heads, n_kv, d_model, d_head = cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_head
         dtype = cfg.dtype
@@ -144,6 +78,8 @@ class Attention(LinearLayout):
         self.q_norm: nn.Module | None = None
         self.k_norm: nn.Module | None = None
         if trait.qk_norm is not None:
+            if norm_factory is None:
+                raise SpecError("attention with qk_norm needs the builder's norm_factory")
             q_shape: Any = {
                 "per_head": d_head,
                 "per_head_distinct": (n_heads, d_head),
@@ -154,8 +90,8 @@ class Attention(LinearLayout):
                 "per_head_distinct": (n_kv, d_head),
                 "full_width": n_kv * d_head,
             }[trait.qk_norm_scope]
-            self.q_norm = build_norm(trait.qk_norm, q_shape, dtype)
-            self.k_norm = build_norm(trait.qk_norm, k_shape, dtype)
+            self.q_norm = norm_factory(trait.qk_norm, q_shape)
+            self.k_norm = norm_factory(trait.qk_norm, k_shape)
         # Not a submodule: the model owns it (one module shared by all layers).
         self._positional = (positional,) if positional is not None else ()
         scale = trait.scale if trait.scale is not None else 1.0 / math.sqrt(d_head)
@@ -181,6 +117,28 @@ class Attention(LinearLayout):
         "_W_V": "in_heads",
         "W_O": "out_heads",
     }
+
+    # -- declarations ----------------------------------------------------------------------------
+    def residual_readers(self) -> list[Reader]:  # noqa: D102
+        kv = "_" if self._grouped else ""
+        return [
+            Reader(self, "W_Q", "b_Q", -2),
+            Reader(self, f"{kv}W_K", f"{kv}b_K", -2),
+            Reader(self, f"{kv}W_V", f"{kv}b_V", -2),
+        ]
+
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        return [Writer(self, "W_O"), Writer(self, "b_O")]
+
+    def output_bias(self) -> torch.Tensor | None:  # noqa: D102
+        return self.b_O
+
+    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
+        probes = []
+        # q/k/v equal HF's projections only where no qk-norm or clamp runs between the two.
+        if self.q_norm is None and self.trait.clip_qkv is None:
+            probes = [HFProbe(f"hook_{x}", (f"{x}_proj",), "output") for x in "qkv"]
+        return [*probes, HFProbe("hook_z", self.hf_output_names, "input")]
 
     # -- parameters ------------------------------------------------------------------------------
     def _raw(self, name: str) -> torch.Tensor:
@@ -365,18 +323,16 @@ class GroupedQueryAttention(Attention):
 
 
 def make_attention(
-    trait: AttentionTrait, cfg: Any, layer: int, positional: PositionalEncoding | None = None
+    trait: AttentionTrait,
+    cfg: Any,
+    layer: int,
+    positional: PositionalEncoding | None = None,
+    norm_factory: NormFactory | None = None,
 ) -> Attention:
-    """Component factory for ``attention/attention``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-        layer: Block index.
-        positional: The model's positional component.
+    """Component factory for ``attention/attention`` (arguments as :class:`Attention`).
 
     Returns:
-        The module.
+        The module (grouped when ``n_key_value_heads < n_heads``).
     """
     cls = GroupedQueryAttention if cfg.n_key_value_heads != cfg.n_heads else Attention
-    return cls(trait, cfg, layer, positional)
+    return cls(trait, cfg, layer, positional, norm_factory)

@@ -3,7 +3,9 @@
 Layouts (the ``block`` slot): ``pre_norm`` (GPT-2, Llama), ``parallel`` (GPT-J and Phi with one
 norm, NeoX with two), ``post_norm`` (original Transformer / OPT-350m / BERT), ``sandwich`` (Gemma
 2/3: pre- and post-norm around each branch) and ``post_only`` (OLMo-2). Each is a small subclass
-whose ``forward`` reads top to bottom.
+whose ``forward`` reads top to bottom, and whose trait declares the same wiring as data
+(:class:`~tlcore.components.wiring.BlockWiring`), which the cache, weight processing and the parity
+tool read.
 
 Hooks (TransformerLens names): ``hook_resid_pre``, ``hook_attn_in`` / ``hook_q_input`` /
 ``hook_k_input`` / ``hook_v_input`` (behind ``use_attn_in`` / ``use_split_qkv_input``),
@@ -21,76 +23,137 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.context import ForwardContext
-from tlcore.hooks import HookPoint
+from tlcore.components.wiring import BlockWiring, Branch, ResidMap, Scale
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 Resid = Float[torch.Tensor, "batch pos d_model"]
 
 
-class PreNormTrait(Trait):
+class BlockTrait(Trait):
+    """Base of block layouts: declares the layout's wiring (:meth:`wiring`)."""
+
+    slot = "block"
+
+    def wiring(self) -> BlockWiring:
+        """How this layout reads and writes the residual stream.
+
+        Returns:
+            The wiring the block built from this trait owns (``block.wiring``).
+        """
+        raise NotImplementedError(f"block kind '{self.kind}' does not declare its wiring")
+
+
+class ScaledBlockTrait(BlockTrait):
+    """A built-in layout: each branch may be multiplied by a constant before the add."""
+
+    residual_multiplier: float = 1.0
+    """Each branch is multiplied by this before the add (Granite's ``residual_multiplier``)."""
+
+    def _scale(self) -> tuple[ResidMap, ...]:
+        if self.residual_multiplier == 1.0:
+            return ()
+        return (Scale(self.residual_multiplier),)
+
+
+class PreNormTrait(ScaledBlockTrait):
     """``x + attn(ln1 x)``, then ``x + mlp(ln2 x)``."""
 
-    slot = "block"
     kind: Literal["pre_norm"] = "pre_norm"
-    residual_multiplier: float = 1.0
+
+    def wiring(self) -> BlockWiring:  # noqa: D102
+        return BlockWiring(
+            (
+                Branch("attn", "hook_resid_pre", norm="ln1", to_resid=self._scale()),
+                Branch("mlp", "hook_resid_mid", norm="ln2", to_resid=self._scale()),
+            )
+        )
 
 
-class ParallelTrait(Trait):
+class ParallelTrait(ScaledBlockTrait):
     """``x + attn(ln1 x) + mlp(ln x)``; the MLP's ``ln`` is ``ln1`` (``norms: 1``) or ``ln2``."""
 
-    slot = "block"
     kind: Literal["parallel"] = "parallel"
     norms: Literal[1, 2] = 1
-    residual_multiplier: float = 1.0
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("parallel_attn_mlp", True)
 
+    def wiring(self) -> BlockWiring:  # noqa: D102
+        mlp_norm = "ln1" if self.norms == 1 else "ln2"
+        return BlockWiring(
+            (
+                Branch("attn", "hook_resid_pre", norm="ln1", to_resid=self._scale()),
+                Branch("mlp", "hook_resid_pre", norm=mlp_norm, to_resid=self._scale()),
+            )
+        )
 
-class PostNormTrait(Trait):
+
+class PostNormTrait(ScaledBlockTrait):
     """``ln1(x + attn x)``, then ``ln2(x + mlp x)``."""
 
-    slot = "block"
     kind: Literal["post_norm"] = "post_norm"
-    residual_multiplier: float = 1.0
+
+    def wiring(self) -> BlockWiring:  # noqa: D102
+        return BlockWiring(
+            (
+                Branch("attn", "hook_resid_pre", to_resid=self._scale()),
+                Branch("mlp", "hook_resid_mid", to_resid=self._scale()),
+            ),
+            stream_norms=("ln1", "ln2"),
+        )
 
 
-class SandwichTrait(Trait):
+class SandwichTrait(ScaledBlockTrait):
     """``x + ln1_post(attn(ln1 x))``, then ``x + ln2_post(mlp(ln2 x))``."""
 
-    slot = "block"
     kind: Literal["sandwich"] = "sandwich"
-    residual_multiplier: float = 1.0
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("use_normalization_before_and_after", True)
 
+    def wiring(self) -> BlockWiring:  # noqa: D102
+        scale = self._scale()
+        return BlockWiring(
+            (
+                Branch("attn", "hook_resid_pre", "ln1", "ln1_post", to_resid=scale),
+                Branch("mlp", "hook_resid_mid", "ln2", "ln2_post", to_resid=scale),
+            )
+        )
 
-class PostOnlyTrait(Trait):
+
+class PostOnlyTrait(ScaledBlockTrait):
     """``x + ln1_post(attn x)``, then ``x + ln2_post(mlp x)`` (no pre-norms)."""
 
-    slot = "block"
     kind: Literal["post_only"] = "post_only"
-    residual_multiplier: float = 1.0
+
+    def wiring(self) -> BlockWiring:  # noqa: D102
+        scale = self._scale()
+        return BlockWiring(
+            (
+                Branch("attn", "hook_resid_pre", post_norm="ln1_post", to_resid=scale),
+                Branch("mlp", "hook_resid_mid", post_norm="ln2_post", to_resid=scale),
+            )
+        )
 
 
 class TransformerBlock(nn.Module):
     """Shared machinery of every layout: hooks, flag-gated inputs, residual adds.
 
+    The block builds every norm its wiring names (``ln1``, ``ln2``, ``ln1_post``...) and keeps the
+    wiring as ``self.wiring``.
+
     Args:
-        trait: Block parameters.
-        cfg: Model config.
-        layer: Block index.
+        trait: The layout.
+        cfg: The model config (the hook flags ``use_attn_in`` ... are read at each forward).
         attn: The attention module.
         mlp: The MLP (or MoE) module.
         make_norm: Builds a fresh block norm (None when the norm kind is ``none``).
     """
 
-    norm_names: tuple[str, ...] = ("ln1", "ln2")
-
     def __init__(
         self,
-        trait: Trait,
+        trait: BlockTrait,
         cfg: Any,
         layer: int,
         attn: nn.Module,
@@ -99,8 +162,9 @@ class TransformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
+        self.wiring = trait.wiring()
         self.residual_multiplier = float(getattr(trait, "residual_multiplier", 1.0))
-        for name in self.norm_names:
+        for name in self.wiring.norm_names:
             setattr(self, name, make_norm())
         self.attn = attn
         self.mlp = mlp
@@ -110,6 +174,8 @@ class TransformerBlock(nn.Module):
         self.hook_k_input = HookPoint()
         self.hook_v_input = HookPoint()
         self.hook_attn_out = HookPoint()
+        if self.wiring.has_resid_mid:
+            self.hook_resid_mid = HookPoint()
         self.hook_mlp_in = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
@@ -157,67 +223,35 @@ class PreNormBlock(TransformerBlock):
     """Pre-norm sequential block."""
 
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
-        """Apply the block.
-
-        Args:
-            resid: ``resid_pre``.
-            ctx: Per-forward state.
-
-        Returns:
-            ``resid_post``.
-        """
+        """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, "ln2"))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.hook_resid_mid = HookPoint()
-
 
 class ParallelBlock(TransformerBlock):
     """Attention and MLP read the same ``resid_pre``; no ``hook_resid_mid``."""
 
-    def __init__(self, trait: ParallelTrait, *args: Any, **kwargs: Any) -> None:
-        self.norm_names = ("ln1",) if trait.norms == 1 else ("ln1", "ln2")
-        super().__init__(trait, *args, **kwargs)
-        self._mlp_norm = "ln1" if trait.norms == 1 else "ln2"
-
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
-        """Apply the block.
-
-        Args:
-            resid: ``resid_pre``.
-            ctx: Per-forward state.
-
-        Returns:
-            ``resid_post``.
-        """
+        """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
         mlp_out = self.hook_mlp_out(self._mlp(resid_pre, self._mlp_norm))
         return self.hook_resid_post(self._add(self._add(resid_pre, attn_out), mlp_out))
 
+    @property
+    def _mlp_norm(self) -> str | None:
+        branch = self.wiring.branch("mlp")
+        return branch.norm if branch is not None else None
+
 
 class PostNormBlock(TransformerBlock):
     """Post-norm block: each norm follows its residual add."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.hook_resid_mid = HookPoint()
-
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
-        """Apply the block.
-
-        Args:
-            resid: ``resid_pre``.
-            ctx: Per-forward state.
-
-        Returns:
-            ``resid_post``.
-        """
+        """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, None))
         resid_mid = self.hook_resid_mid(self._norm("ln1", self._add(resid_pre, attn_out)))
@@ -228,22 +262,8 @@ class PostNormBlock(TransformerBlock):
 class SandwichBlock(TransformerBlock):
     """Pre- and post-norm around each branch; ``hook_attn_out``/``hook_mlp_out`` are post-normed."""
 
-    norm_names: tuple[str, ...] = ("ln1", "ln1_post", "ln2", "ln2_post")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.hook_resid_mid = HookPoint()
-
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
-        """Apply the block.
-
-        Args:
-            resid: ``resid_pre``.
-            ctx: Per-forward state.
-
-        Returns:
-            ``resid_post``.
-        """
+        """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(
             self._norm("ln1_post", self._attention(resid_pre, ctx, "ln1"))
@@ -253,21 +273,11 @@ class SandwichBlock(TransformerBlock):
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
 
 
-class PostOnlyBlock(SandwichBlock):
+class PostOnlyBlock(TransformerBlock):
     """Post-norms only (OLMo-2): ``x + ln1_post(attn x)``, ``x + ln2_post(mlp x)``."""
 
-    norm_names = ("ln1_post", "ln2_post")
-
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
-        """Apply the block.
-
-        Args:
-            resid: ``resid_pre``.
-            ctx: Per-forward state.
-
-        Returns:
-            ``resid_post``.
-        """
+        """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self._norm("ln1_post", self._attention(resid_pre, ctx, None)))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
@@ -281,7 +291,7 @@ def _per_head(x: Resid, n: int) -> Float[torch.Tensor, "batch pos head_index d_m
 
 def _factory(cls: type[TransformerBlock]) -> Callable[..., TransformerBlock]:
     def make(
-        trait: Trait,
+        trait: BlockTrait,
         cfg: Any,
         layer: int,
         attn: nn.Module,

@@ -9,6 +9,9 @@ from jaxtyping import Float, Int
 from pydantic import Field
 from torch import nn
 
+from tlcore.components.norms import NormFactory
+from tlcore.components.residual_io import ResidualIO, Writer
+from tlcore.errors import SpecError
 from tlcore.spec.traits import Trait
 
 
@@ -28,22 +31,30 @@ class TokenEmbeddingTrait(Trait):
         cfg.setdefault("post_embedding_ln", self.norm is not None)
 
 
-class Embed(nn.Module):
+class Embed(nn.Module, ResidualIO):
     """``W_E [d_vocab, d_model]`` lookup.
 
     Args:
         trait: Embedding parameters.
-        cfg: The model config.
+        cfg: The model config (``d_vocab``, ``d_model``, ``dtype``).
+        norm_factory: Builds the embedding norm (needed when ``trait.norm`` is set).
     """
 
-    def __init__(self, trait: TokenEmbeddingTrait, cfg: Any) -> None:
+    def __init__(
+        self, trait: TokenEmbeddingTrait, cfg: Any, norm_factory: NormFactory | None = None
+    ) -> None:
         super().__init__()
-        from tlcore.components.norms import build_norm
-
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model, dtype=cfg.dtype))
         self.scale = trait.scale
         self.scale_in_param_dtype = trait.scale_in_param_dtype
-        self.ln = build_norm(trait.norm, cfg.d_model, cfg.dtype) if trait.norm else None
+        self.ln = None
+        if trait.norm is not None:
+            if norm_factory is None:
+                raise SpecError("an embedding norm needs the builder's norm_factory")
+            self.ln = norm_factory(trait.norm, cfg.d_model)
+
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        return [Writer(self, "W_E")]
 
     def forward(
         self, tokens: Int[torch.Tensor, "batch pos"]
@@ -65,14 +76,12 @@ class Embed(nn.Module):
         return self.ln(x) if self.ln is not None else x
 
 
-def make_embed(trait: TokenEmbeddingTrait, cfg: Any) -> Embed:
-    """Component factory for ``embedding/token``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
+def make_embed(
+    trait: TokenEmbeddingTrait, cfg: Any, norm_factory: NormFactory | None = None
+) -> Embed:
+    """Component factory for ``embedding/token`` (arguments as :class:`Embed`).
 
     Returns:
         The module.
     """
-    return Embed(trait, cfg)
+    return Embed(trait, cfg, norm_factory)

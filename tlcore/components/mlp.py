@@ -16,7 +16,9 @@ from torch import nn
 
 from tlcore.components.activations import get_activation
 from tlcore.components.layout import LinearLayout
-from tlcore.hooks import HookPoint
+from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
+from tlcore.errors import SpecError
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 
@@ -50,15 +52,18 @@ class GatedMLPTrait(Trait):
         cfg.setdefault("gated_mlp", True)
 
 
-class MLP(LinearLayout):
+class MLP(LinearLayout, ResidualIO):
     """Plain MLP: ``W_in [d_model, d_mlp]``, ``b_in``, ``W_out [d_mlp, d_model]``, ``b_out``.
 
     Args:
         d_model: Input/output width.
         d_mlp: Hidden width.
-        act: Activation name.
+        act: Activation name (``gelu_new``, ``silu``...).
         dtype: Parameter dtype.
     """
+
+    hf_names = ("mlp", "feed_forward", "block_sparse_moe")
+    hf_output_names = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
 
     def __init__(self, d_model: int, d_mlp: int, act: str, dtype: torch.dtype) -> None:
         super().__init__()
@@ -71,6 +76,21 @@ class MLP(LinearLayout):
         self.hook_post = HookPoint()
 
     linear_layouts = {"W_in": "matrix", "W_gate": "matrix", "W_out": "matrix"}
+
+    def residual_readers(self) -> list[Reader]:  # noqa: D102
+        readers = [Reader(self, "W_in", "b_in", 0)]
+        if isinstance(getattr(self, "W_gate", None), torch.Tensor):
+            readers.append(Reader(self, "W_gate", "b_gate", 0))
+        return readers
+
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        return [Writer(self, "W_out"), Writer(self, "b_out")]
+
+    def output_bias(self) -> torch.Tensor | None:  # noqa: D102
+        return self.b_out
+
+    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
+        return [HFProbe("hook_post", self.hf_output_names, "input")]
 
     def forward(
         self, x: Float[torch.Tensor, "batch pos d_model"]
@@ -94,7 +114,7 @@ class GatedMLP(MLP):
     Args:
         d_model: Input/output width.
         d_mlp: Hidden width.
-        act: Activation name.
+        act: Activation name, applied to the gate.
         dtype: Parameter dtype.
         gate_bias: Whether the gate projection has a bias.
     """
@@ -127,19 +147,12 @@ class GatedMLP(MLP):
 def _act(trait: PlainMLPTrait | GatedMLPTrait, cfg: Any) -> str:
     act = trait.act or cfg.act_fn
     if act is None:
-        from tlcore.errors import SpecError
-
         raise SpecError(f"mlp/{trait.kind}: no activation (set 'act' or config 'act_fn')")
     return act
 
 
 def make_plain_mlp(trait: PlainMLPTrait, cfg: Any, layer: int) -> MLP:
-    """Component factory for ``mlp/plain``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-        layer: Block index.
+    """Component factory for ``mlp/plain`` (the same for every ``layer``).
 
     Returns:
         The module.
@@ -148,12 +161,7 @@ def make_plain_mlp(trait: PlainMLPTrait, cfg: Any, layer: int) -> MLP:
 
 
 def make_gated_mlp(trait: GatedMLPTrait, cfg: Any, layer: int) -> GatedMLP:
-    """Component factory for ``mlp/gated``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-        layer: Block index.
+    """Component factory for ``mlp/gated`` (the same for every ``layer``).
 
     Returns:
         The module.

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
-from tlcore.components.mlp import GatedMLP
-from tlcore.hooks import HookPoint
+from tlcore.components.mlp import MLP, GatedMLP
+from tlcore.components.residual_io import Reader, ResidualIO, Writer
+from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
 
@@ -53,9 +54,6 @@ class MoETrait(Trait):
 
     def is_dense(self, layer: int) -> bool:
         """Tell whether a layer uses a dense gated MLP instead of the experts.
-
-        Args:
-            layer: Block index.
 
         Returns:
             True for a dense layer.
@@ -111,13 +109,15 @@ class ClampedSwiGLUExpert(GatedMLP):
         return F.linear(post, self.W_out.T, self.b_out)
 
 
-class MoE(nn.Module):
+class MoE(nn.Module, ResidualIO):
     """Routed experts (plus an optional always-on shared expert).
 
     Args:
         trait: MoE parameters.
-        cfg: Model config.
+        cfg: The model config (``d_model``, ``d_mlp``, ``act_fn``, ``dtype``).
     """
+
+    hf_names = MLP.hf_names
 
     def __init__(self, trait: MoETrait, cfg: Any) -> None:
         super().__init__()
@@ -149,6 +149,20 @@ class MoE(nn.Module):
         )
         self.hook_expert_weights = HookPoint()
         self.hook_expert_indices = HookPoint()
+
+    def _mlps(self) -> list[MLP]:
+        shared = [self.shared_expert] if self.shared_expert is not None else []
+        return [*self.experts, *shared]  # type: ignore[list-item]
+
+    def residual_readers(self) -> list[Reader]:  # noqa: D102
+        readers = [Reader(self.W_gate, "weight", "bias", -1)]  # router: [n_experts, d_model]
+        readers += [r for mlp in self._mlps() for r in mlp.residual_readers()]
+        if self.shared_expert_gate is not None:
+            readers.append(Reader(self.shared_expert_gate, "weight", "bias", -1))
+        return readers
+
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        return [w for mlp in self._mlps() for w in mlp.residual_writers()]
 
     def forward(
         self, x: Float[torch.Tensor, "batch pos d_model"]
@@ -191,15 +205,10 @@ class MoE(nn.Module):
 
 
 def make_moe(trait: MoETrait, cfg: Any, layer: int) -> nn.Module:
-    """Component factory for ``mlp/moe`` (dense layers get a gated MLP).
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-        layer: Block index.
+    """Component factory for ``mlp/moe``.
 
     Returns:
-        The module.
+        The experts, or a dense gated MLP for a dense ``layer`` (:meth:`MoETrait.is_dense`).
     """
     if trait.is_dense(layer):
         act = trait.act or cfg.act_fn or "silu"

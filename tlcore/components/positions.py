@@ -14,10 +14,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import nn
 
+from tlcore.components.residual_io import ResidualIO, Writer
 from tlcore.spec.traits import Trait
 
 
-class PositionalEncoding(nn.Module):
+class PositionalEncoding(nn.Module, ResidualIO):
     """Base class: every hook a positional component may implement, all no-ops by default."""
 
     adds_to_residual: bool = False
@@ -112,6 +113,19 @@ class ShortformerTrait(Trait):
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("positional_embedding_type", "shortformer")
 
+    def processing_refusals(self) -> dict[str, str]:  # noqa: D102
+        return {
+            "fold_ln": (
+                "shortformer positions are added to the query/key inputs after ln1, so ln1 "
+                "cannot be folded into W_Q/W_K (TransformerLens refuses too)"
+            ),
+            "center_writing_weights": (
+                "shortformer positions are added to the query/key inputs, not the residual "
+                "stream (TransformerLens refuses too)"
+            ),
+            "center_unembed": "TransformerLens disables center_unembed for shortformer models",
+        }
+
 
 class NoPosition(PositionalEncoding):
     """No positional information."""
@@ -121,7 +135,7 @@ class LearnedPositions(PositionalEncoding):
     """``W_pos [n_ctx, d_model]`` lookup.
 
     Args:
-        cfg: The model config.
+        cfg: The model config (``n_ctx``, ``d_model``, ``dtype``).
         shortformer: Add to query/key inputs instead of the residual stream.
     """
 
@@ -130,6 +144,10 @@ class LearnedPositions(PositionalEncoding):
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
         self.adds_to_residual = not shortformer
         self.adds_to_qk_input = shortformer
+
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        # Shortformer positions feed queries and keys only: they never write the stream.
+        return [Writer(self, "W_pos")] if self.adds_to_residual else []
 
     def embed(
         self, positions: Int[torch.Tensor, "batch pos"]
@@ -148,10 +166,6 @@ class LearnedPositions(PositionalEncoding):
 def make_no_position(trait: NoPositionTrait, cfg: Any) -> PositionalEncoding:
     """Component factory for ``positional/none``.
 
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-
     Returns:
         The module.
     """
@@ -161,10 +175,6 @@ def make_no_position(trait: NoPositionTrait, cfg: Any) -> PositionalEncoding:
 def make_learned_positions(trait: LearnedPositionTrait, cfg: Any) -> PositionalEncoding:
     """Component factory for ``positional/learned_absolute``.
 
-    Args:
-        trait: Parameters.
-        cfg: Model config.
-
     Returns:
         The module.
     """
@@ -173,10 +183,6 @@ def make_learned_positions(trait: LearnedPositionTrait, cfg: Any) -> PositionalE
 
 def make_shortformer(trait: ShortformerTrait, cfg: Any) -> PositionalEncoding:
     """Component factory for ``positional/shortformer``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
 
     Returns:
         The module.

@@ -51,6 +51,15 @@ class RotaryTrait(Trait):
             )
         cfg.setdefault("rotary_base", float(self.base or params.get("rope_theta", 10000.0)))
 
+    def processing_refusals(self) -> dict[str, str]:  # noqa: D102
+        return {
+            "refactor_factored_attn_matrices": (
+                "positional embedding type 'rotary': the QK matrix depends on the query and "
+                "key positions, so W_Q/W_K cannot be refactored (TransformerLens asserts the "
+                "same)"
+            )
+        }
+
     def _params(self, layer_type: str | None) -> dict[str, Any]:
         params = self.rope_parameters or {}
         if layer_type is not None and isinstance(params.get(layer_type), dict):
@@ -113,7 +122,6 @@ class Rotary(PositionalEncoding):
 
         Args:
             positions: Absolute positions.
-            layer: Block index.
             ctx: Per-forward memo.
 
         Returns:
@@ -147,7 +155,6 @@ class Rotary(PositionalEncoding):
         Args:
             x: Queries or keys.
             positions: Their absolute positions.
-            layer: Block index.
             ctx: Per-forward memo.
 
         Returns:
@@ -171,10 +178,6 @@ class Rotary(PositionalEncoding):
 
 def make_rotary(trait: RotaryTrait, cfg: Any) -> PositionalEncoding:
     """Component factory for ``positional/rotary``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
 
     Returns:
         The module.

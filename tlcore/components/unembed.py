@@ -10,6 +10,7 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.layout import LinearLayout
+from tlcore.components.residual_io import Reader, ResidualIO
 from tlcore.spec.traits import Trait
 
 
@@ -31,13 +32,22 @@ class UnembedTrait(Trait):
         if self.softcap is not None:
             cfg.setdefault("output_logits_soft_cap", self.softcap)
 
+    def processing_refusals(self) -> dict[str, str]:  # noqa: D102
+        if self.softcap is None:
+            return {}
+        return {
+            "center_unembed": (
+                f"the final logit soft-cap ({self.softcap}) is not shift-invariant, so centring "
+                f"W_U would change the log-probs (TransformerLens refuses too)"
+            )
+        }
 
-class Unembed(LinearLayout):
+
+class Unembed(LinearLayout, ResidualIO):
     """``W_U [d_model, d_vocab_out]``, ``b_U [d_vocab_out]``.
 
     Args:
-        trait: Parameters.
-        cfg: Model config.
+        cfg: The model config (``d_model``, ``d_vocab_out``, ``dtype``).
     """
 
     def __init__(self, trait: UnembedTrait, cfg: Any) -> None:
@@ -47,6 +57,9 @@ class Unembed(LinearLayout):
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out, dtype=cfg.dtype))
 
     linear_layouts = {"W_U": "matrix"}
+
+    def residual_readers(self) -> list[Reader]:  # noqa: D102
+        return [Reader(self, "W_U", "b_U", 0)]
 
     def forward(
         self, x: Float[torch.Tensor, "batch pos d_model"]
@@ -69,10 +82,6 @@ class Unembed(LinearLayout):
 
 def make_unembed(trait: UnembedTrait, cfg: Any) -> Unembed:
     """Component factory for ``unembed/linear``.
-
-    Args:
-        trait: Parameters.
-        cfg: Model config.
 
     Returns:
         The module.

@@ -7,12 +7,10 @@ and a ``<title>`` tooltip.
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
-from tlcore.demo.analysis import DemoResult, HeadPattern
+from tlcore.demo.results import DemoResult, HeadPattern
+from tlcore.demo.svg import esc, grouped_bars, heatmap, horizontal_bars, tok_label
 
 _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -36,10 +34,6 @@ figure svg { display: block; }
 svg text { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fill: #1f2328; }
 svg .axis { stroke: #8c959f; stroke-width: 1; }
 """
-
-_BLUE = (33, 102, 172)
-_RED = (178, 24, 43)
-_WHITE = (255, 255, 255)
 
 
 def write_html_report(result: DemoResult, path: str | Path) -> Path:
@@ -81,7 +75,7 @@ def render_html(result: DemoResult) -> str:
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(sections)
         + "\n</main>\n</body>\n</html>\n"
     )
@@ -108,9 +102,9 @@ def _header(result: DemoResult) -> str:
             "HuggingFace tokenizer does)",
         ),
     ]
-    table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return (
-        f"<h1>tlcore demo: {_esc(info.name)}</h1>\n"
+        f"<h1>tlcore demo: {esc(info.name)}</h1>\n"
         "<p class='note'>A tour of interpretability on a real model through tlcore's "
         "TransformerLens-style API: predictions, a logit difference, where it comes from (direct "
         "logit attribution), where it travels (activation patching) and induction heads.</p>\n"
@@ -122,10 +116,10 @@ def _top_tokens_section(result: DemoResult) -> str:
     rows = []
     for top in result.top_tokens:
         cells = "".join(
-            f"<td><span class='tok'>{_esc(tok)}</span> <small>{p:.2f}</small></td>"
+            f"<td><span class='tok'>{esc(tok)}</span> <small>{p:.2f}</small></td>"
             for tok, p in zip(top.tokens, top.probs)
         )
-        rows.append(f"<tr><td>{_esc(top.prompt)}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{esc(top.prompt)}</td>{cells}</tr>")
     k = max((len(t.tokens) for t in result.top_tokens), default=0)
     head = "".join(f"<th>#{i + 1}</th>" for i in range(k))
     return (
@@ -138,14 +132,14 @@ def _top_tokens_section(result: DemoResult) -> str:
 
 def _ioi_section(result: DemoResult) -> str:
     ioi = result.ioi
-    tokens = " ".join(f"<span class='tok'>{_esc(t)}</span>" for t in ioi.str_tokens)
+    tokens = " ".join(f"<span class='tok'>{esc(t)}</span>" for t in ioi.str_tokens)
     return (
         "<h2>Indirect object identification</h2>\n"
-        f"<p>{_esc(ioi.prompt)} &hellip;</p>\n"
+        f"<p>{esc(ioi.prompt)} &hellip;</p>\n"
         f"<p class='note'>Tokens: {tokens}</p>\n"
         f"<div class='big' id='ioi-logit-diff' data-value='{ioi.logit_diff:.6f}'>"
-        f"logit(<span class='tok'>{_esc(ioi.correct)}</span>) &minus; "
-        f"logit(<span class='tok'>{_esc(ioi.incorrect)}</span>) = {ioi.logit_diff:+.2f}</div>\n"
+        f"logit(<span class='tok'>{esc(ioi.correct)}</span>) &minus; "
+        f"logit(<span class='tok'>{esc(ioi.incorrect)}</span>) = {ioi.logit_diff:+.2f}</div>\n"
         "<p class='note'>Positive: the model prefers the indirect object (the name not repeated) "
         "over the subject.</p>"
     )
@@ -161,11 +155,11 @@ def _attribution_section(result: DemoResult) -> str:
         )
         for layer in range(n_layers)
     ]
-    layer_chart = _grouped_bars(groups, series=["attention", "MLP"], colors=["#0b5cad", "#e07b00"])
+    layer_chart = grouped_bars(groups, series=["attention", "MLP"], colors=["#0b5cad", "#e07b00"])
     top = attribution.top_heads(12)
-    head_bars = _horizontal_bars([(f"L{layer}H{head}", value) for layer, head, value in top])
+    head_bars = horizontal_bars([(f"L{layer}H{head}", value) for layer, head, value in top])
     by_head = attribution.by_head
-    head_map = _heatmap(
+    head_map = heatmap(
         [[float(v) for v in row] for row in by_head],
         [f"L{layer}" for layer in range(by_head.shape[0])],
         [f"H{h}" for h in range(by_head.shape[1])],
@@ -177,8 +171,8 @@ def _attribution_section(result: DemoResult) -> str:
     return (
         "<h2>Direct logit attribution</h2>\n"
         "<p class='note'>Each residual-stream component's direct contribution to "
-        f"logit(<span class='tok'>{_esc(ioi.correct)}</span>) &minus; "
-        f"logit(<span class='tok'>{_esc(ioi.incorrect)}</span>) at the final position: "
+        f"logit(<span class='tok'>{esc(ioi.correct)}</span>) &minus; "
+        f"logit(<span class='tok'>{esc(ioi.incorrect)}</span>) at the final position: "
         "<code>cache.decompose_resid</code> and <code>cache.stack_head_results</code>, scaled by "
         "the final norm (<code>apply_ln_to_stack</code>) and projected onto the unembedding "
         f"difference (<code>logit_attrs</code>). The components sum to "
@@ -189,8 +183,8 @@ def _attribution_section(result: DemoResult) -> str:
         f"<figure>{head_bars}<figcaption>The 12 heads with the largest |attribution|."
         "</figcaption></figure>"
         f"<figure>{head_map}<figcaption>Every head (red: towards "
-        f"<span class='tok'>{_esc(ioi.correct)}</span>, blue: towards "
-        f"<span class='tok'>{_esc(ioi.incorrect)}</span>).</figcaption></figure>"
+        f"<span class='tok'>{esc(ioi.correct)}</span>, blue: towards "
+        f"<span class='tok'>{esc(ioi.incorrect)}</span>).</figcaption></figure>"
         "</div>"
     )
 
@@ -199,10 +193,10 @@ def _patching_section(result: DemoResult) -> str:
     patching = result.patching
     scores = patching.scores
     limit = max(1.0, float(scores.abs().max()))
-    chart = _heatmap(
+    chart = heatmap(
         [[float(v) for v in row] for row in scores],
         [f"L{layer}" for layer in range(scores.shape[0])],
-        [_tok_label(t) for t in patching.str_tokens],
+        [tok_label(t) for t in patching.str_tokens],
         diverging=True,
         vmax=limit,
         cell=(38, 13),
@@ -215,14 +209,14 @@ def _patching_section(result: DemoResult) -> str:
         if a != b
     ]
     changed = ", ".join(
-        f"position {i}: <span class='tok'>{_esc(patching.str_tokens[i])}</span> &rarr; "
-        f"<span class='tok'>{_esc(patching.corrupted_str_tokens[i])}</span>"
+        f"position {i}: <span class='tok'>{esc(patching.str_tokens[i])}</span> &rarr; "
+        f"<span class='tok'>{esc(patching.corrupted_str_tokens[i])}</span>"
         for i in differs
     )
     return (
         "<h2>Activation patching</h2>\n"
-        f"<p class='note'>Clean: <q>{_esc(patching.clean_prompt)}</q> (logit difference "
-        f"{patching.clean_logit_diff:+.2f}). Corrupted: <q>{_esc(patching.corrupted_prompt)}</q> "
+        f"<p class='note'>Clean: <q>{esc(patching.clean_prompt)}</q> (logit difference "
+        f"{patching.clean_logit_diff:+.2f}). Corrupted: <q>{esc(patching.corrupted_prompt)}</q> "
         f"({patching.corrupted_logit_diff:+.2f}; {changed}). Each cell runs the corrupted prompt "
         "with one layer's <code>resid_pre</code> at one position replaced by the clean run's "
         "(<code>patching.get_act_patch_resid_pre</code>) and shows the normalised logit "
@@ -237,7 +231,7 @@ def _patterns_section(result: DemoResult) -> str:
     for pattern in result.patterns:
         figures.append(
             f"<figure><h3>L{pattern.layer}H{pattern.head}</h3>{_pattern_map(pattern)}"
-            f"<figcaption>{_esc(pattern.why)}. Rows: query (attending) token; columns: key "
+            f"<figcaption>{esc(pattern.why)}. Rows: query (attending) token; columns: key "
             "token.</figcaption></figure>"
         )
     return (
@@ -258,7 +252,7 @@ def _induction_section(result: DemoResult) -> str:
         for layer, head, score in induction.top_heads(5)
     )
     scores = induction.scores
-    chart = _heatmap(
+    chart = heatmap(
         [[float(v) for v in row] for row in scores],
         [f"L{layer}" for layer in range(scores.shape[0])],
         [f"H{h}" for h in range(scores.shape[1])],
@@ -282,7 +276,7 @@ def _induction_section(result: DemoResult) -> str:
 
 def _timings_section(result: DemoResult) -> str:
     rows = "".join(
-        f"<tr><td>{_esc(stage)}</td><td class='num'>{seconds:.2f} s</td></tr>"
+        f"<tr><td>{esc(stage)}</td><td class='num'>{seconds:.2f} s</td></tr>"
         for stage, seconds in result.timings.items()
     )
     total = sum(result.timings.values())
@@ -292,14 +286,11 @@ def _timings_section(result: DemoResult) -> str:
     )
 
 
-# ----- SVG building blocks -------------------------------------------------------------------
-
-
 def _pattern_map(pattern: HeadPattern) -> str:
     n = len(pattern.str_tokens)
     size = 22 if n <= 16 else max(9, 440 // n)
-    labels = [_tok_label(t) for t in pattern.str_tokens]
-    return _heatmap(
+    labels = [tok_label(t) for t in pattern.str_tokens]
+    return heatmap(
         [[float(v) for v in row] for row in pattern.pattern],
         labels,
         labels,
@@ -310,232 +301,3 @@ def _pattern_map(pattern: HeadPattern) -> str:
         col_label_angle=-60,
         font=10 if size >= 14 else 8,
     )
-
-
-def _heatmap(
-    values: Sequence[Sequence[float]],
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    *,
-    diverging: bool,
-    cell: tuple[int, int],
-    label: str,
-    vmax: float | None = None,
-    col_label_angle: int = 0,
-    font: int = 10,
-) -> str:
-    """A heatmap with row and column labels, a colour legend and a tooltip per cell."""
-    finite = [abs(v) for row in values for v in row if math.isfinite(v)]
-    limit = vmax if vmax is not None else max(finite, default=1.0) or 1.0
-    width, height = cell
-    char = font * 0.62
-    left = int(max((len(s) for s in row_labels), default=1) * char) + 8
-    if col_label_angle:
-        longest = max((len(s) for s in col_labels), default=1) * char
-        top = int(longest * abs(math.sin(math.radians(col_label_angle)))) + font + 6
-    else:
-        top = font + 8
-    n_rows, n_cols = len(values), len(col_labels)
-    legend_height = 34
-    total_w = max(left + n_cols * width + 10, 220)
-    total_h = top + n_rows * height + legend_height
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{total_w}' height='{total_h}' "
-        f"viewBox='0 0 {total_w} {total_h}' role='img' aria-label='{_esc(label)}' "
-        f"data-kind='heatmap' data-rows='{n_rows}' data-cols='{n_cols}'>"
-    ]
-    for j, text in enumerate(col_labels):
-        x = left + j * width + width / 2
-        if col_label_angle:
-            parts.append(
-                f"<text x='{x:.1f}' y='{top - 4}' font-size='{font}' text-anchor='start' "
-                f"transform='rotate({col_label_angle} {x:.1f} {top - 4})'>{_esc(text)}</text>"
-            )
-        else:
-            parts.append(
-                f"<text x='{x:.1f}' y='{top - 4}' font-size='{font}' text-anchor='middle'>"
-                f"{_esc(text)}</text>"
-            )
-    for i, row in enumerate(values):
-        y = top + i * height
-        parts.append(
-            f"<text x='{left - 4}' y='{y + height / 2 + font * 0.35:.1f}' font-size='{font}' "
-            f"text-anchor='end'>{_esc(row_labels[i])}</text>"
-        )
-        for j, value in enumerate(row):
-            fill = _color(value, limit, diverging)
-            tip = f"{row_labels[i]} / {col_labels[j]}: {value:.3f}"
-            parts.append(
-                f"<rect x='{left + j * width}' y='{y}' width='{width}' height='{height}' "
-                f"fill='{fill}' data-value='{value:.4f}'><title>{_esc(tip)}</title></rect>"
-            )
-    parts.append(
-        f"<rect x='{left}' y='{top}' width='{n_cols * width}' height='{n_rows * height}' "
-        "fill='none' stroke='#d0d7de'/>"
-    )
-    parts.append(_legend(left, top + n_rows * height + 10, limit, diverging, font))
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _legend(x: int, y: int, limit: float, diverging: bool, font: int) -> str:
-    low = -limit if diverging else 0.0
-    steps = 24
-    width = 150
-    parts = []
-    for k in range(steps):
-        value = low + (limit - low) * (k + 0.5) / steps
-        parts.append(
-            f"<rect x='{x + k * width / steps:.1f}' y='{y}' width='{width / steps + 0.5:.1f}' "
-            f"height='8' fill='{_color(value, limit, diverging)}'/>"
-        )
-    parts.append(f"<text x='{x}' y='{y + 20}' font-size='{font}'>{low:+.2g}</text>")
-    parts.append(
-        f"<text x='{x + width}' y='{y + 20}' font-size='{font}' text-anchor='end'>"
-        f"{limit:+.2g}</text>"
-    )
-    return "".join(parts)
-
-
-def _grouped_bars(
-    groups: Sequence[tuple[str, Sequence[float]]], series: Sequence[str], colors: Sequence[str]
-) -> str:
-    """Vertical bars around a zero line, one group per label, one bar per series."""
-    bar, gap = 9, 6
-    group_w = bar * len(series) + gap
-    left, top, plot_h, bottom = 46, 26, 220, 34
-    values = [v for _, vs in groups for v in vs]
-    hi = max(max(values, default=0.0), 0.0)
-    lo = min(min(values, default=0.0), 0.0)
-    span = (hi - lo) or 1.0
-    width = left + len(groups) * group_w + 10
-    height = top + plot_h + bottom
-
-    def y_of(v: float) -> float:
-        return top + (hi - v) / span * plot_h
-
-    zero = y_of(0.0)
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' role='img' aria-label='attribution by layer' "
-        "data-kind='bars'>"
-    ]
-    for tick in _ticks(lo, hi):
-        y = y_of(tick)
-        parts.append(
-            f"<line x1='{left - 4}' x2='{width - 6}' y1='{y:.1f}' y2='{y:.1f}' stroke='#eef1f4'/>"
-            f"<text x='{left - 6}' y='{y + 3:.1f}' font-size='10' text-anchor='end'>"
-            f"{tick:g}</text>"
-        )
-    for g, (name, vs) in enumerate(groups):
-        x0 = left + g * group_w
-        for s, value in enumerate(vs):
-            y = min(y_of(value), zero)
-            h = abs(y_of(value) - zero)
-            parts.append(
-                f"<rect x='{x0 + s * bar}' y='{y:.1f}' width='{bar - 1}' height='{h:.1f}' "
-                f"fill='{colors[s]}' data-value='{value:.4f}'>"
-                f"<title>{_esc(name)} {_esc(series[s])}: {value:+.3f}</title></rect>"
-            )
-        if g % 2 == 0 or len(groups) <= 16:
-            parts.append(
-                f"<text x='{x0 + bar * len(series) / 2:.1f}' y='{top + plot_h + 14}' "
-                f"font-size='10' text-anchor='middle'>{_esc(name)}</text>"
-            )
-    parts.append(
-        f"<line class='axis' x1='{left}' x2='{width - 6}' y1='{zero:.1f}' y2='{zero:.1f}'/>"
-    )
-    for s, name in enumerate(series):
-        x = left + s * 110
-        parts.append(
-            f"<rect x='{x}' y='6' width='10' height='10' fill='{colors[s]}'/>"
-            f"<text x='{x + 14}' y='15' font-size='11'>{_esc(name)}</text>"
-        )
-    parts.append(
-        f"<text x='{left + len(groups) * group_w / 2:.1f}' y='{height - 4}' font-size='11' "
-        "text-anchor='middle'>layer</text>"
-    )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _horizontal_bars(items: Sequence[tuple[str, float]]) -> str:
-    """Horizontal bars around a zero line, one per labelled value."""
-    row_h, left, plot_w, right = 18, 60, 300, 50
-    values = [v for _, v in items]
-    hi = max(max(values, default=0.0), 0.0)
-    lo = min(min(values, default=0.0), 0.0)
-    span = (hi - lo) or 1.0
-    height = len(items) * row_h + 24
-    width = left + plot_w + right
-
-    def x_of(v: float) -> float:
-        return left + (v - lo) / span * plot_w
-
-    zero = x_of(0.0)
-    parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' role='img' aria-label='top heads' data-kind='bars'>"
-    ]
-    for i, (name, value) in enumerate(items):
-        y = 4 + i * row_h
-        x = min(x_of(value), zero)
-        fill = "#b2182b" if value >= 0 else "#2166ac"
-        parts.append(
-            f"<text x='{left - 6}' y='{y + 12}' font-size='11' text-anchor='end'>"
-            f"{_esc(name)}</text>"
-            f"<rect x='{x:.1f}' y='{y + 2}' width='{abs(x_of(value) - zero):.1f}' "
-            f"height='{row_h - 5}' fill='{fill}' data-value='{value:.4f}'>"
-            f"<title>{_esc(name)}: {value:+.3f}</title></rect>"
-            f"<text x='{max(x_of(value), zero) + 4:.1f}' y='{y + 12}' font-size='10'>"
-            f"{value:+.2f}</text>"
-        )
-    parts.append(
-        f"<line class='axis' x1='{zero:.1f}' x2='{zero:.1f}' y1='2' y2='{len(items) * row_h + 6}'/>"
-    )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    span = hi - lo
-    if span <= 0:
-        return [0.0]
-    raw = span / n
-    step = 10 ** math.floor(math.log10(raw))
-    for mult in (1, 2, 5, 10):
-        if raw <= mult * step:
-            step *= mult
-            break
-    start = math.ceil(lo / step) * step
-    ticks = []
-    value = start
-    while value <= hi + 1e-9:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
-
-
-def _color(value: float, limit: float, diverging: bool) -> str:
-    if not math.isfinite(value):
-        return "#cccccc"
-    t = max(-1.0, min(1.0, value / limit)) if limit else 0.0
-    if diverging:
-        target = _RED if t >= 0 else _BLUE
-        t = abs(t)
-    else:
-        target, t = _BLUE, max(t, 0.0)
-    r, g, b = (round(w + (c - w) * t) for w, c in zip(_WHITE, target))
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def _tok_label(token: str) -> str:
-    """A token as a short visible label: surrounding spaces dropped, blanks and newlines shown."""
-    shown = token.replace("\n", "\u21b5").strip()
-    if not shown:
-        shown = "\u2423"
-    return shown if len(shown) <= 12 else shown[:11] + "\u2026"
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)

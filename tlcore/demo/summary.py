@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tlcore.demo.analysis import DemoResult
+from tlcore.demo.results import DemoResult
 
 PATCHING_SHOW_THRESHOLD = 0.1
 """Positions whose |score| stays below this in every layer are left out of the text table."""

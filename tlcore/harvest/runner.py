@@ -403,14 +403,15 @@ def _skeleton(model_name: str) -> tuple[Any, Any]:
     The Ray driver checks hook names on it and tokenises with the tokenizer, without loading the
     weights that only the workers need.
     """
-    from tlcore.config import resolve_config
     from tlcore.loading.resolve import resolve_checkpoint
-    from tlcore.model import HookedTransformer, _load_tokenizer
+    from tlcore.model import HookedTransformer
+    from tlcore.model_loading import _load_tokenizer
+    from tlcore.plan import resolve_plan
 
     resolved = resolve_checkpoint(model_name)
-    cfg = resolve_config(resolved.spec, resolved.hf_config, device="meta")
+    plan = resolve_plan(resolved.spec, resolved.hf_config, device="meta")
     with torch.device("meta"):
-        skeleton = HookedTransformer(cfg, move_to_device=False, init_weights=False)
+        skeleton = HookedTransformer(plan, move_to_device=False, init_weights=False)
     tokenizer = _load_tokenizer(resolved.tokenizer_dir) if resolved.tokenizer_dir else None
     return skeleton, tokenizer
 

@@ -13,12 +13,11 @@ import torch
 from torch import nn
 
 from tlcore.components.layout import linear_layout
-from tlcore.loading.weight_map import MappingReport, iter_mapped_tensors
-from tlcore.spec.schema import ArchitectureSpec
-
-# TransformerLens always has these biases; a checkpoint without them means zeros.
-ZERO_DEFAULT_PARAMS = frozenset(
-    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U", "b_gate"}
+from tlcore.loading.weight_map import (
+    ZERO_DEFAULT_PARAMS,
+    MappingReport,
+    WeightMap,
+    iter_mapped_tensors,
 )
 
 
@@ -37,27 +36,23 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bo
 
 def load_checkpoint(
     model: nn.Module,
-    spec: ArchitectureSpec,
+    weights: WeightMap,
     source: Any,
     *,
     device: torch.device | str,
     dtype: torch.dtype,
     where: str,
-    hf: dict[str, Any] | None = None,
-    skip_layers_from: int | None = None,
     progress: bool | None = None,
 ) -> None:
-    """Fill ``model``'s parameters from ``source`` through ``spec``'s weight map.
+    """Fill ``model``'s parameters from ``source`` through the plan's weight map.
 
     Args:
         model: A model built on the meta device (its parameters define the targets and shapes).
-        spec: The architecture spec.
+        weights: The plan's weight map (``plan.weights``).
         source: A tensor source (``keys``/``get``).
         device: Where parameters go.
         dtype: Parameter dtype.
         where: Checkpoint description for error messages.
-        hf: HF config dict (for op parameters).
-        skip_layers_from: Ignore checkpoint layers from this index (``first_n_layers``).
         progress: Show a progress bar (default: when the checkpoint has several files).
 
     Raises:
@@ -75,7 +70,7 @@ def load_checkpoint(
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(params), desc=f"loading {spec.name}", unit="tensor")
+        bar = tqdm(total=len(params), desc=f"loading {weights.spec.name}", unit="tensor")
     filled: set[str] = set()
     already_read: set[str] = set()
 
@@ -91,7 +86,6 @@ def load_checkpoint(
         already_read.add(key)
         return source.get(key)
 
-    cfg: Any = model.cfg
     just_assigned: list[torch.Tensor] = []
     release = getattr(source, "release", None)
 
@@ -106,9 +100,7 @@ def load_checkpoint(
             if tensor.untyped_storage().data_ptr() not in kept:
                 release(key, tensor)
 
-    for name, tensor in iter_mapped_tensors(
-        spec, cfg, keys, read, targets, report, hf, skip_layers_from, group_done
-    ):
+    for name, tensor in iter_mapped_tensors(weights, keys, read, targets, report, group_done):
         real = aliases.get(name, name)
         just_assigned.append(_assign(model, real, tensor.to(device=device, dtype=dtype), True))
         filled.add(real)
@@ -124,14 +116,13 @@ def load_checkpoint(
         elif name not in report.missing and aliases.get(name) not in report.missing:
             report.missing.append(name)
     report.missing = [aliases.get(m, m) for m in report.missing]
-    report.raise_if_any(spec, where)
+    report.raise_if_any(weights.spec, where)
 
 
 def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> None:
     """Replace any buffer left on the meta device with an empty real one (none are expected).
 
     Args:
-        model: The model.
         device: Target device.
     """
     for module in model.modules():

@@ -15,6 +15,9 @@ from tlcore.errors import (
     CheckpointNotFoundError,
     UnknownArchitectureError,
 )
+from tlcore.loading.gguf import convert_gguf_to_safetensors
+from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
+from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
 
@@ -83,8 +86,6 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
     Raises:
         UnknownArchitectureError: If no spec matches, listing what is supported.
     """
-    from tlcore.plugins.manager import get_manager
-
     manager = get_manager()
     registry = manager.registry
     data = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
@@ -107,7 +108,9 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
 
 
 def resolve_checkpoint(
-    name_or_path: str | os.PathLike[str] | None, hf_model: Any = None
+    name_or_path: str | os.PathLike[str] | None,
+    hf_model: Any = None,
+    spec: ArchitectureSpec | None = None,
 ) -> ResolvedCheckpoint:
     """Resolve a model reference.
 
@@ -115,6 +118,7 @@ def resolve_checkpoint(
         name_or_path: An alias (``gpt2-small``), a local folder with ``config.json`` + weights, a
             ``.gguf`` file, or an HF hub id (needs the hub or its local cache).
         hf_model: An in-memory transformers model to convert instead of reading files.
+        spec: The spec to load with (default: the one the HF config resolves to).
 
     Returns:
         The resolved checkpoint.
@@ -125,14 +129,12 @@ def resolve_checkpoint(
         CheckpointNotFoundError: If nothing local matches and the hub cannot provide it (an
             ``OSError``); the message lists the ways to load offline.
     """
-    from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
-
     registry = get_registry()
     if hf_model is not None:
         source: Any = StateDictSource(hf_model)
         config = hf_model.config
         return ResolvedCheckpoint(
-            spec_for_hf_config(config),
+            spec or spec_for_hf_config(config),
             config,
             source,
             f"hf_model ({type(hf_model).__name__})",
@@ -145,8 +147,6 @@ def resolve_checkpoint(
     if path is None:
         path = _hub_snapshot(typed, _resolve_alias(typed, registry.aliases))
     if path.suffix == ".gguf" and path.is_file():
-        from tlcore.loading.gguf import convert_gguf_to_safetensors
-
         path = convert_gguf_to_safetensors(path)
     if not (path / "config.json").exists():
         raise CheckpointMismatchError(
@@ -158,7 +158,7 @@ def resolve_checkpoint(
         (path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
     )
     return ResolvedCheckpoint(
-        spec_for_hf_config(config),
+        spec or spec_for_hf_config(config),
         config,
         source,
         str(path),
@@ -181,8 +181,6 @@ def _local_path(typed: str, aliases: dict[str, Any]) -> Path | None:
     Tried in order: ``typed`` as a path, what a plugin locates for it, then the same for each
     alias it resolves through.
     """
-    from tlcore.plugins.manager import get_manager
-
     manager = get_manager()
     name, seen = typed, set()
     while True:

@@ -14,17 +14,90 @@ into ``[n_heads, d_head]``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from tlcore.config import HookedTransformerConfig
 from tlcore.errors import CheckpointMismatchError, SpecError
-from tlcore.registry import get_registry
 from tlcore.spec.expressions import evaluate
 from tlcore.spec.schema import ArchitectureSpec, WeightRule, WeightSource
+from tlcore.utils.frozen_map import FrozenMap
+
+# TransformerLens always has these biases; a checkpoint without them means zeros.
+ZERO_DEFAULT_PARAMS = frozenset(
+    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U", "b_gate"}
+)
+
+WeightOpFn = Callable[..., list[torch.Tensor]]
+"""``fn(tensors, cfg, **params) -> tensors``: a weight op."""
+
+
+@dataclass(frozen=True)
+class WeightMap:
+    """A spec's weight rules with everything needed to run them, fixed at resolution.
+
+    Attributes:
+        spec: The spec (its ``weights`` rules; its name and file for error messages).
+        ops: The weight ops by name (the ones registered when the plan was resolved).
+        cfg: The config fields op parameters and ``{h:FIELD}`` templates read (a frozen copy).
+        hf: The HF config dict (op parameters may be ``{hf: ...}`` expressions).
+        checkpoint_layers: Layers the checkpoint holds (more than ``cfg.n_layers`` when only the
+            first layers are loaded: the rest are read past, never loaded).
+    """
+
+    spec: ArchitectureSpec
+    ops: Mapping[str, WeightOpFn]
+    cfg: Mapping[str, Any]
+    hf: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_layers: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        spec: ArchitectureSpec,
+        ops: Mapping[str, WeightOpFn],
+        cfg: Any,
+        hf: Mapping[str, Any],
+        checkpoint_layers: int | None = None,
+    ) -> WeightMap:
+        """Freeze what the rules need: the ops they name and the config's plain fields.
+
+        Args:
+            ops: Every registered op (the rules' ops are taken from it).
+            cfg: The resolved ``HookedTransformerConfig``.
+            hf: The HF config dict.
+            checkpoint_layers: See the class attributes (default: ``cfg.n_layers``).
+
+        Returns:
+            The weight map.
+        """
+        fields = {
+            k: getattr(cfg, k)
+            for k in cfg.__dataclass_fields__
+            if k not in ("traits", "hf_config", "extra")
+        }
+        return cls(
+            spec,
+            FrozenMap(dict(ops)),
+            FrozenMap(fields),
+            FrozenMap(dict(hf)),
+            checkpoint_layers or cfg.n_layers,
+        )
+
+    @property
+    def n_layers(self) -> int:
+        """Layers of the model being filled."""
+        return int(self.cfg["n_layers"])
+
+
+class _Fields:
+    """Attribute access to the frozen config fields (what ops and templates read)."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.__dict__.update(fields)
+
 
 # Non-persistent HF buffers that some checkpoints still carry; they hold no weights.
 IGNORED_KEY_SUFFIXES = (
@@ -87,25 +160,25 @@ def _fill(template: str, layer: int | None, expert: int | None = None) -> str:
     return out
 
 
-def _parse_op(op: Any) -> tuple[str, dict[str, Any]]:
+def _parse_op(op: Any) -> tuple[str, dict[str, Any] | list[Any]]:
+    """``name`` → no parameters; ``{name: {p: v}}`` → keywords; ``{name: v}`` → one positional."""
     if isinstance(op, str):
         return op, {}
     if isinstance(op, dict) and len(op) == 1:
         ((name, params),) = op.items()
-        return name, dict(params or {})
-    raise SpecError(f"weight op {op!r}: expected a name or a one-key mapping {{name: {{params}}}}")
+        if params is None:
+            return name, {}
+        return name, dict(params) if isinstance(params, dict) else [params]
+    raise SpecError(f"weight op {op!r}: expected a name or a one-key mapping {{name: params}}")
 
 
-def run_ops(
-    ops: list[Any], tensors: list[torch.Tensor], cfg: HookedTransformerConfig, hf: dict[str, Any]
-) -> list[torch.Tensor]:
+def run_ops(ops: list[Any], tensors: list[torch.Tensor], weights: WeightMap) -> list[torch.Tensor]:
     """Run a rule's op list.
 
     Args:
         ops: The ops (names or ``{name: params}``).
         tensors: Source tensors, in ``from`` order.
-        cfg: Model config (op parameters may reference its fields).
-        hf: HF config dict (for expressions in op parameters).
+        weights: The weight map (its ops, config fields and HF config).
 
     Returns:
         The resulting tensors.
@@ -113,19 +186,26 @@ def run_ops(
     Raises:
         SpecError: For an unknown op.
     """
-    registry = get_registry()
-    cfg_fields = {
-        k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k not in ("traits", "hf_config")
-    }
+    cfg = _Fields(weights.cfg)
     for op in ops:
         name, params = _parse_op(op)
-        if name not in registry.weight_ops:
-            raise SpecError(
-                f"unknown weight op '{name}' (known: {', '.join(sorted(registry.weight_ops))})"
-            )
-        params = evaluate(params, hf, cfg_fields, f"op {name}")
-        tensors = registry.weight_ops[name].fn(tensors, cfg, **params)
+        if name not in weights.ops:
+            raise SpecError(f"unknown weight op '{name}' (known: {', '.join(sorted(weights.ops))})")
+        params = evaluate(params, weights.hf, weights.cfg, f"op {name}")
+        if isinstance(params, dict):
+            tensors = weights.ops[name](tensors, cfg, **params)
+        else:
+            tensors = weights.ops[name](tensors, cfg, *params)
     return tensors
+
+
+def _optional(rule: WeightRule) -> bool:
+    """A rule may find no source: declared ``optional``, or it fills only zero-default biases.
+
+    A checkpoint without those biases means zeros; a misspelt bias key still fails, because the
+    checkpoint's real key is then unexpected.
+    """
+    return rule.optional or all(t.rpartition(".")[2] in ZERO_DEFAULT_PARAMS for t in rule.to)
 
 
 def _layers_of(rule: WeightRule, n_layers: int) -> list[int | None]:
@@ -163,48 +243,35 @@ def _source_keys(
 
 
 def iter_mapped_tensors(
-    spec: ArchitectureSpec,
-    cfg: HookedTransformerConfig,
+    weights: WeightMap,
     keys: set[str],
     read: Callable[[str], torch.Tensor],
     targets: dict[str, tuple[int, ...]],
     report: MappingReport,
-    hf: dict[str, Any] | None = None,
-    skip_layers_from: int | None = None,
     on_group_done: Callable[[list[tuple[str, torch.Tensor]]], None] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(canonical name, tensor)`` for every target the weight map fills.
 
+    Only shapes are looked at, never values, so the map runs "dry" on meta tensors too.
+
     Args:
-        spec: The spec.
-        cfg: The model config.
+        weights: The weight map.
         keys: All checkpoint keys.
         read: Reads one checkpoint tensor.
         targets: The model's parameter names and shapes (what must be filled).
         report: Collects problems.
-        hf: HF config dict (for op parameter expressions).
-        skip_layers_from: Ignore checkpoint layers at or above this index (``first_n_layers``).
         on_group_done: Called with the ``(key, tensor)`` sources of each rule application once its
             targets have been consumed (the loader frees sources it copied).
 
     Yields:
         Canonical names and tensors, one at a time.
     """
-    hf = hf or {}
+    cfg = _Fields(weights.cfg)
     used: set[str] = set()
-    n_experts = int(cfg.num_experts or 0)
-    n_layers_ckpt = (
-        cfg.n_layers
-        if skip_layers_from is None
-        else int(
-            getattr(cfg.hf_config, "num_hidden_layers", 0)
-            or hf.get("num_hidden_layers")
-            or hf.get("n_layer")
-            or hf.get("num_layers")
-            or cfg.n_layers
-        )
-    )
-    for n, rule in enumerate(spec.weights):
+    n_experts = int(weights.cfg.get("num_experts") or 0)
+    n_layers_ckpt = weights.checkpoint_layers or weights.n_layers
+    skip_layers_from = weights.n_layers if n_layers_ckpt > weights.n_layers else None
+    for n, rule in enumerate(weights.spec.weights):
         for layer in _layers_of(rule, n_layers_ckpt):
             names = _expand_targets(rule, layer, n_experts)
             beyond = (
@@ -223,7 +290,7 @@ def iter_mapped_tensors(
                     chosen = source
                     break
             if chosen is None:
-                if not rule.optional and not beyond:
+                if not _optional(rule) and not beyond:
                     report.missing.extend(present)
                 continue
             if beyond:
@@ -245,7 +312,7 @@ def iter_mapped_tensors(
                 used.update(source_keys)
                 inputs = [read(k) for k in source_keys]
                 try:
-                    outputs = run_ops(chosen.ops, inputs, cfg, hf)
+                    outputs = run_ops(chosen.ops, inputs, weights)
                 except Exception as exc:  # noqa: BLE001 - torch and einops raise many types
                     report.errors.append(f"{where}: ops failed: {type(exc).__name__}: {exc}")
                     continue

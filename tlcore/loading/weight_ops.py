@@ -1,8 +1,13 @@
 """Built-in weight transforms, referenced by name in specs' ``ops:`` lists.
 
 Each op maps a list of tensors to a list of tensors: ``fn(tensors, cfg, **params)``. Parameters may
-be expressions (``{cfg: n_heads}``); a string axis size in ``rearrange``/``reshape`` names a config
-field.
+be expressions (``{cfg: n_heads}``); a string axis size names a config field. An op with one
+parameter may take it positionally: ``{in_heads: n_heads}``.
+
+The named head ops turn HF's ``nn.Linear`` layouts into TransformerLens's per-head shapes, the
+pattern every attention rule needs: :func:`in_heads` (``q_proj``/``k_proj``/``v_proj`` weights),
+:func:`out_heads` (``o_proj``) and :func:`split_heads` (their biases). Conv1D checkpoints (GPT-2)
+``transpose`` first. Ops only reshape and permute, so a weight map also runs on meta tensors.
 """
 
 from __future__ import annotations
@@ -22,10 +27,6 @@ def _size(value: Any, cfg: Any) -> Any:
 def transpose(tensors: Tensors, cfg: Any) -> Tensors:
     """Swap the last two dimensions (HF ``nn.Linear``'s ``[out, in]`` ↔ TL's ``[in, out]``).
 
-    Args:
-        tensors: Inputs.
-        cfg: Model config.
-
     Returns:
         Transposed tensors.
     """
@@ -36,8 +37,6 @@ def rearrange(tensors: Tensors, cfg: Any, pattern: str, **axes: Any) -> Tensors:
     """``einops.rearrange`` each tensor; axis sizes may name config fields.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         pattern: The einops pattern.
         **axes: Axis sizes (ints or config field names).
 
@@ -48,12 +47,86 @@ def rearrange(tensors: Tensors, cfg: Any, pattern: str, **axes: Any) -> Tensors:
     return [einops.rearrange(t, pattern, **sizes) for t in tensors]
 
 
+def in_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
+    """``[(h d), d_model] -> [h, d_model, d]``: a projection into heads (``W_Q``, ``W_K``, ``W_V``).
+
+    Args:
+        tensors: ``nn.Linear`` weights ``[heads * d_head, d_model]``.
+        heads: The head count (an int or a config field: ``n_heads``, ``n_key_value_heads``).
+
+    Returns:
+        ``[heads, d_model, d_head]`` tensors.
+
+    Example:
+        >>> in_heads([torch.zeros(6, 5)], None, 2)[0].shape
+        torch.Size([2, 5, 3])
+    """
+    return rearrange(tensors, cfg, "(h d) m -> h m d", h=heads)
+
+
+def out_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
+    """``[d_model, (h d)] -> [h, d, d_model]``: the projection out of heads (``W_O``).
+
+    Args:
+        tensors: ``nn.Linear`` weights ``[d_model, heads * d_head]``.
+        heads: The head count (an int or a config field).
+
+    Returns:
+        ``[heads, d_head, d_model]`` tensors.
+
+    Example:
+        >>> out_heads([torch.zeros(5, 6)], None, 2)[0].shape
+        torch.Size([2, 3, 5])
+    """
+    return rearrange(tensors, cfg, "m (h d) -> h d m", h=heads)
+
+
+def split_heads(tensors: Tensors, cfg: Any, heads: Any) -> Tensors:
+    """``[(h d)] -> [h, d]``: a per-head bias (``b_Q``, ``b_K``, ``b_V``).
+
+    Args:
+        tensors: Biases ``[heads * d_head]``.
+        heads: The head count (an int or a config field).
+
+    Returns:
+        ``[heads, d_head]`` tensors.
+    """
+    return rearrange(tensors, cfg, "(h d) -> h d", h=heads)
+
+
+def grouped_qkv(tensors: Tensors, cfg: Any) -> Tensors:
+    """A fused QKV grouped per key/value head, ``[q × n_heads/n_kv | k | v]`` rows of ``d_head``.
+
+    Falcon's ``query_key_value`` and GPT-BigCode's ``c_attn`` store one such group per key/value
+    head: new-architecture Falcon (``num_kv_heads`` groups), multi-query (one group holding every
+    query head) and per-head (one group per head) are the same layout.
+
+    Args:
+        tensors: ``nn.Linear`` weights ``[(n_kv (g + 2) d_head), d_model]`` or biases.
+        cfg: Model config (``n_heads``, ``n_key_value_heads``, ``d_head``).
+
+    Returns:
+        Three tensors per input: ``W_Q [n_heads, d_model, d_head]``, ``W_K`` and ``W_V``
+        ``[n_kv, d_model, d_head]`` (biases: ``[heads, d_head]``).
+
+    Example:
+        >>> cfg = type("cfg", (), {"n_heads": 4, "n_key_value_heads": 2, "d_head": 3})
+        >>> [tuple(t.shape) for t in grouped_qkv([torch.zeros(24, 5)], cfg)]
+        [(4, 5, 3), (2, 5, 3), (2, 5, 3)]
+    """
+    n_kv, d_head = cfg.n_key_value_heads, cfg.d_head
+    out = []
+    for t in tensors:
+        groups = einops.rearrange(t, "(k g d) ... -> g k ... d", k=n_kv, d=d_head)
+        parts = torch.split(groups, [cfg.n_heads // n_kv, 1, 1], dim=0)
+        out += [einops.rearrange(p, "g k ... -> (k g) ...") for p in parts]
+    return out
+
+
 def reshape(tensors: Tensors, cfg: Any, shape: list[Any]) -> Tensors:
     """Reshape each tensor (entries may name config fields; one may be -1).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         shape: Target shape.
 
     Returns:
@@ -66,8 +139,6 @@ def split(tensors: Tensors, cfg: Any, sizes: list[Any], dim: int = 0) -> Tensors
     """Split each tensor into pieces of the given sizes (fused QKV in contiguous blocks).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         sizes: Piece sizes (ints or config field names).
         dim: Dimension to split.
 
@@ -82,8 +153,6 @@ def chunk(tensors: Tensors, cfg: Any, n: int, dim: int = 0) -> Tensors:
     """Split each tensor into ``n`` equal chunks.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         n: Number of chunks.
         dim: Dimension.
 
@@ -97,8 +166,6 @@ def unbind(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
     """Unbind each tensor along ``dim`` (fused experts → one tensor per expert).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: Dimension.
 
     Returns:
@@ -111,8 +178,6 @@ def deinterleave(tensors: Tensors, cfg: Any, dim: int = -1) -> Tensors:
     """Split even and odd indices of ``dim`` (GPT-OSS fused gate/up: gate = 0::2, up = 1::2).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: Dimension.
 
     Returns:
@@ -129,8 +194,6 @@ def narrow(tensors: Tensors, cfg: Any, start: int, length: Any = None, dim: int 
     """Keep ``length`` entries of ``dim`` from ``start`` (OPT's position table offset of 2).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         start: First index kept.
         length: Entries kept (int or config field name); default: to the end.
         dim: Dimension.
@@ -149,8 +212,6 @@ def concat(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
     """Concatenate all tensors into one.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: Dimension.
 
     Returns:
@@ -163,8 +224,6 @@ def stack(tensors: Tensors, cfg: Any, dim: int = 0) -> Tensors:
     """Stack all tensors into one (per-head norm weights → ``[n_heads, d_head]``).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         dim: New dimension.
 
     Returns:
@@ -177,8 +236,6 @@ def select(tensors: Tensors, cfg: Any, indices: list[int]) -> Tensors:
     """Keep and reorder tensors of the list (CodeGen's q, v, k block order).
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         indices: Positions to keep, in order.
 
     Returns:
@@ -195,7 +252,6 @@ def matmul(tensors: Tensors, cfg: Any, transpose: list[bool] | None = None) -> T
 
     Args:
         tensors: 2-D inputs.
-        cfg: Model config.
         transpose: Per input, whether to transpose it first (default: none).
 
     Returns:
@@ -224,8 +280,6 @@ def scale(tensors: Tensors, cfg: Any, value: float) -> Tensors:
     """Multiply by a constant.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         value: Factor.
 
     Returns:
@@ -238,8 +292,6 @@ def add(tensors: Tensors, cfg: Any, value: float) -> Tensors:
     """Add a constant.
 
     Args:
-        tensors: Inputs.
-        cfg: Model config.
         value: Addend.
 
     Returns:
@@ -251,6 +303,10 @@ def add(tensors: Tensors, cfg: Any, value: float) -> Tensors:
 BUILTIN_WEIGHT_OPS: dict[str, Any] = {
     "transpose": transpose,
     "rearrange": rearrange,
+    "in_heads": in_heads,
+    "out_heads": out_heads,
+    "split_heads": split_heads,
+    "grouped_qkv": grouped_qkv,
     "reshape": reshape,
     "split": split,
     "chunk": chunk,

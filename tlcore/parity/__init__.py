@@ -19,15 +19,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "ParityResult": "compare",
+    "ParityResult": "result",
     "compare_model": "compare",
     "compare_spec": "compare",
-    "parity_tokens": "compare",
-    "probe_layer": "compare",
-    "resolving_to": "compare",
+    "parity_tokens": "result",
+    "probe_layer": "probes",
     "PretrainedParity": "pretrained",
     "compare_pretrained": "pretrained",
-    "Report": "runner",
+    "Report": "report",
     "cases": "runner",
     "check_snapshots": "runner",
     "run_parity": "runner",
@@ -36,30 +35,26 @@ _LAZY = {
     "SnapshotResult": "snapshots",
     "default_snapshot_dir": "snapshots",
     "read_manifest": "snapshots",
-    "model_table": "table",
-    "write_model_table": "table",
+    "model_table": "runner",
+    "write_model_table": "table_page",
 }
 
 if TYPE_CHECKING:
-    from tlcore.parity.compare import (
-        ParityResult,
-        compare_model,
-        compare_spec,
-        parity_tokens,
-        probe_layer,
-        resolving_to,
-    )
+    from tlcore.parity.compare import compare_model, compare_spec
     from tlcore.parity.pretrained import PretrainedParity, compare_pretrained
+    from tlcore.parity.probes import probe_layer
+    from tlcore.parity.report import Report
+    from tlcore.parity.result import ParityResult, parity_tokens
     from tlcore.parity.runner import (
-        Report,
         cases,
         check_snapshots,
+        model_table,
         run_parity,
         update_snapshots,
         verify,
     )
     from tlcore.parity.snapshots import SnapshotResult, default_snapshot_dir, read_manifest
-    from tlcore.parity.table import model_table, write_model_table
+    from tlcore.parity.table_page import write_model_table
 
 
 def __getattr__(name: str) -> Any:
@@ -85,7 +80,6 @@ __all__ = [
     "parity_tokens",
     "probe_layer",
     "read_manifest",
-    "resolving_to",
     "run_parity",
     "update_snapshots",
     "verify",

@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if not args.json:
             print_report(report, out)
         if args.table:
-            from tlcore.parity.table import write_model_table
+            from tlcore.parity.table_page import write_model_table
 
             rows = [c.table_row for c in report.cases if c.table_row is not None]
             paths = write_model_table(rows, args.table_dir)

@@ -15,6 +15,10 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
+from tlcore.loading.resolve import resolve_checkpoint
+from tlcore.model import HookedTransformer
+from tlcore.parity.result import parity_tokens
+
 DEFAULT_PROMPTS = (
     "The capital of France is",
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
@@ -111,8 +115,6 @@ def checkpoint_folder(name_or_path: str | Path) -> tuple[Path, Any]:
     Returns:
         ``(folder, spec)``.
     """
-    from tlcore.loading.resolve import resolve_checkpoint
-
     resolved = resolve_checkpoint(str(name_or_path))
     return Path(resolved.where), resolved.spec
 
@@ -149,9 +151,6 @@ def compare_pretrained(
     Returns:
         The comparison.
     """
-    from tlcore.model import HookedTransformer
-    from tlcore.parity.compare import parity_tokens
-
     start = time.perf_counter()
     folder, spec = checkpoint_folder(name_or_path)
     model = HookedTransformer.from_pretrained_no_processing(

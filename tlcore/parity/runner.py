@@ -11,15 +11,17 @@ import logging
 import math
 import multiprocessing
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from tlcore.parity.compare import CaseRun, ParityResult, run_case
+from tlcore.parity.compare import CaseRun, run_case
+from tlcore.parity.report import Case, CaseReport, Report, SnapshotMode
+from tlcore.parity.result import ParityResult
 from tlcore.parity.snapshots import (
     SnapshotResult,
     compare_with_snapshot,
@@ -31,103 +33,13 @@ from tlcore.parity.snapshots import (
     store_snapshot,
     write_manifest,
 )
+from tlcore.parity.table import inspect_model, table_row
+from tlcore.plugins.manager import get_manager
+from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
+from tlcore.testing.tiny import DEFAULT_SEED
 
 logger = logging.getLogger(__name__)
-
-SnapshotMode = Literal["check", "update"]
-
-
-@dataclass
-class Case:
-    """One spec (registered or given as an object) and one of its test variants."""
-
-    spec: ArchitectureSpec
-    variant: str | None
-    source: str
-
-    @property
-    def name(self) -> str:
-        """``spec`` or ``spec/variant``."""
-        return f"{self.spec.name}/{self.variant}" if self.variant else self.spec.name
-
-
-@dataclass
-class CaseReport:
-    """Everything the tool found about one case."""
-
-    case: Case
-    parity: ParityResult
-    snapshot: SnapshotResult | None = None
-    table_row: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether every requested check passed."""
-        parity_ok = self.parity.ok and self.parity.error is None
-        return parity_ok and (self.snapshot is None or self.snapshot.ok)
-
-
-@dataclass
-class Report:
-    """The outcome of a parity run."""
-
-    cases: list[CaseReport]
-    other_snapshots: list[SnapshotResult] = field(default_factory=list)
-    """Manifest entries without a case: orphans (fail) and entries of absent plugins (skipped)."""
-    seconds: float = 0.0
-    hf: bool = True
-    snapshots: SnapshotMode | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether everything passed."""
-        return all(c.ok for c in self.cases) and all(s.ok for s in self.other_snapshots)
-
-    @property
-    def failures(self) -> list[str]:
-        """One line per failure."""
-        out: list[str] = [
-            f"{c.case.name}: {c.parity.message}"
-            for c in self.cases
-            if not (c.parity.ok and c.parity.error is None)
-        ]
-        out += [
-            f"{c.case.name}: snapshot {c.snapshot.status}: {c.snapshot.message}"
-            for c in self.cases
-            if c.snapshot is not None and not c.snapshot.ok
-        ]
-        out += [
-            f"{s.name}: snapshot {s.status}: {s.message}" for s in self.other_snapshots if not s.ok
-        ]
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict.
-
-        Returns:
-            ``ok``, ``seconds``, one entry per case (parity and snapshot), other snapshots.
-        """
-        return {
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "hf": self.hf,
-            "snapshots": self.snapshots,
-            "cases": [
-                {
-                    "name": c.case.name,
-                    "spec": c.case.spec.name,
-                    "variant": c.case.variant,
-                    "ok": c.ok,
-                    "parity": c.parity.as_dict() if self.hf else None,
-                    "error": c.parity.error,
-                    "snapshot": c.snapshot.as_dict() if c.snapshot else None,
-                }
-                for c in self.cases
-            ],
-            "other_snapshots": [s.as_dict() for s in self.other_snapshots],
-            "failures": self.failures,
-        }
 
 
 def cases(
@@ -149,8 +61,6 @@ def cases(
         >>> [c.name for c in cases(["gpt2"])]
         ['gpt2', 'gpt2/inverse_layer_scale']
     """
-    from tlcore.registry import get_registry
-
     registry = get_registry()
     chosen = registry.spec_names() if specs is None else list(specs)
     out: list[Case] = []
@@ -174,16 +84,18 @@ class _Job:
     table: bool
 
 
-def _run_job(job: _Job) -> CaseRun:
-    """Run one case, turning any exception into an ``error`` result (one case must not stop all)."""
-    inspect = None
-    if job.table:
-        from tlcore.parity.table import inspect_model
+CaseRunner = Callable[..., CaseRun]
+"""``runner(spec, variant, *, hf, processed, seed, tokens, inspect) -> CaseRun``, as
+:func:`~tlcore.parity.compare.run_case` (a test session's shared
+:class:`~tlcore.testing.cases.ParityCases` passes its ``run``)."""
 
-        inspect = inspect_model
+
+def _run_job(job: _Job, runner: CaseRunner = run_case) -> CaseRun:
+    """Run one case, turning any exception into an ``error`` result (one case must not stop all)."""
+    inspect = inspect_model if job.table else None
     start = time.perf_counter()
     try:
-        return run_case(
+        return runner(
             job.spec,
             job.variant,
             hf=job.hf,
@@ -219,7 +131,7 @@ def _run_jobs(jobs: Sequence[_Job], workers: int) -> list[CaseRun]:
         return [_run_job(job) for job in jobs]
     # spawn, not fork: forking a process that already ran torch threads can deadlock. Workers load
     # plugins from entry points; spec objects travel with the job, so in-process registrations
-    # (``add_plugin`` in a test) reach them through ``resolving_to``.
+    # (``add_plugin`` in a test) reach them as ``from_pretrained(..., spec=...)``.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         return list(pool.map(_run_job, jobs))
@@ -235,6 +147,7 @@ def verify(
     table: bool = False,
     workers: int = 1,
     snapshot_dir: str | Path | None = None,
+    runner: CaseRunner | None = None,
 ) -> Report:
     """The parity tool's single pass: every case once, all requested outputs from it.
 
@@ -248,13 +161,17 @@ def verify(
         table: Collect model-table facts (:mod:`tlcore.parity.table`).
         workers: Processes (1: in this process).
         snapshot_dir: Snapshot folder (default ``specs/snapshots``).
+        runner: Runs one case instead of :func:`~tlcore.parity.compare.run_case` (in this
+            process: ``workers`` must be 1), e.g. a test session's shared comparisons.
 
     Returns:
         The report.
 
     Raises:
-        ValueError: For ``snapshots="update"`` without ``hf``.
+        ValueError: For ``snapshots="update"`` without ``hf``, or a ``runner`` with workers.
     """
+    if runner is not None and workers > 1:
+        raise ValueError("a custom runner runs in this process: use workers=1")
     if snapshots == "update" and not hf:
         raise ValueError("updating snapshots needs the HF comparison (hf=True)")
     start = time.perf_counter()
@@ -272,7 +189,7 @@ def verify(
                 # Re-run exactly what was stored: its tokens and its weight seed.
                 tokens, seed = snap.tokens, snap.entry.get("seed")
         jobs.append(_Job(case.spec, case.variant, hf, processed, tokens, seed, table))
-    runs = _run_jobs(jobs, workers)
+    runs = [_run_job(job, runner) for job in jobs] if runner else _run_jobs(jobs, workers)
     reports = []
     for case, run in zip(todo, runs):
         snap_result = None
@@ -297,8 +214,6 @@ def verify(
                 and run.logits is not None
                 and run.tokens is not None
             ):
-                from tlcore.testing.tiny import DEFAULT_SEED
-
                 snap_result = store_snapshot(
                     manifest,
                     case.spec.name,
@@ -322,14 +237,10 @@ def verify(
                 )
         row = None
         if table:
-            from tlcore.parity.table import table_row
-
             row = table_row(case, run, snap_result)
         reports.append(CaseReport(case, run.result, snap_result, row))
     others: list[SnapshotResult] = []
     if snapshots and specs is None and manifest is not None:
-        from tlcore.plugins.manager import get_manager
-
         live = {snapshot_key(c.spec.name, c.variant) for c in todo}
         loaded = {name for name, record in get_manager().records.items() if record.state == "ok"}
         orphans, skipped = orphan_entries(manifest, live, loaded)
@@ -410,3 +321,21 @@ def update_snapshots(
         specs, variants, hf=True, snapshots="update", workers=workers, snapshot_dir=snapshot_dir
     )
     return [c.snapshot for c in report.cases if c.snapshot is not None] + report.other_snapshots
+
+
+def model_table(
+    specs: Any = None, variants: bool = True, processed: bool = True, workers: int = 1
+) -> list[dict[str, Any]]:
+    """Build the model table: one row per spec and test variant, with HF parity.
+
+    Args:
+        specs: Spec names or objects (default: every registered spec).
+        variants: Include test variants.
+        processed: Include the processed-model comparison in the parity columns.
+        workers: Processes.
+
+    Returns:
+        Rows (see :func:`table_row`).
+    """
+    report = verify(specs, variants, hf=True, processed=processed, table=True, workers=workers)
+    return [c.table_row for c in report.cases if c.table_row is not None]

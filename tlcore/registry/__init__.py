@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import tlcore.plugins.manager as _plugins
 from tlcore.registry.registry import Registry, Source, TraitKind, WeightOp
 
 
@@ -15,9 +16,9 @@ def get_registry() -> Registry:
         >>> "gpt2" in get_registry().spec_names()
         True
     """
-    from tlcore.plugins.manager import get_manager
-
-    return get_manager().registry
+    # The manager fills the registry; it imports tlcore.registry.registry, so it is bound as a
+    # module here and its get_manager looked up at call time, whichever of the two loads first.
+    return _plugins.get_manager().registry
 
 
 def register_spec(spec: Any, *, override: bool = False, replace_builtin: bool = False) -> list[str]:
@@ -49,9 +50,9 @@ def register_spec(spec: Any, *, override: bool = False, replace_builtin: bool = 
         ...
         tlcore.errors.PluginError: architecture 'gpt2' from plugin 'tlcore.register_spec' ...
     """
-    from tlcore.plugins.manager import get_manager
-
-    return get_manager().register_spec(spec, override=override, replace_builtin=replace_builtin)
+    return _plugins.get_manager().register_spec(
+        spec, override=override, replace_builtin=replace_builtin
+    )
 
 
 __all__ = ["Registry", "Source", "TraitKind", "WeightOp", "get_registry", "register_spec"]

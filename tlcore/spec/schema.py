@@ -71,7 +71,9 @@ class WeightRule(BaseModel):
     ``alt`` lists other sources tried in order when the keys of the first are absent (on-disk
     layouts, tied weights saved once). A rule applies to a layer only where the model has its
     targets (dense layers of a MoE model have no experts). ``optional: true`` skips the rule when no
-    source is present.
+    source is present; a rule filling only biases TransformerLens always has (``b_Q``, ``b_O``,
+    ``b_in``, ``b_out``, ``b_U``...) is optional without saying so: a checkpoint without them means
+    zeros, and a misspelt key still fails (the checkpoint's real key is then unexpected).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -109,6 +111,10 @@ class ParitySettings(BaseModel):
     """Per test variant override of ``attn_implementation``."""
     note: str = ""
     """Why a setting differs from the default (shown in the parity table)."""
+    hf_module: str | None = None
+    """A module to import before the reference is built: it registers an HF architecture that
+    transformers does not ship (a plugin's own reference model) with ``AutoConfig`` and
+    ``AutoModelForCausalLM``."""
 
     def attn_for(self, variant: str | None) -> str:
         """The HF attention implementation for a variant.

@@ -45,7 +45,8 @@ class Trait(BaseModel):
     linear_io: ClassVar[bool] = False
     """The component reads the residual stream only through linear maps with biases (``W_Q``...,
     ``W_in``/``W_gate``, a router) and writes to it only through ``W_O``/``W_out`` with biases, so
-    TransformerLens's weight processing (folding norms in, centring writers) is exact for it."""
+    TransformerLens's weight processing (folding norms in, centring writers) is exact for it. Its
+    module declares those maps (``residual_readers``/``residual_writers``)."""
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:
         """Record what this trait implies in the TransformerLens-named config fields.
@@ -54,12 +55,20 @@ class Trait(BaseModel):
             cfg: The config fields being resolved; mutate in place.
         """
 
+    def processing_refusals(self) -> dict[str, str]:
+        """The weight-processing steps this trait makes inexact, and why.
+
+        Returns:
+            ``{flag: reason}`` for flags of :data:`tlcore.processing_plan.FLAGS` (``fold_ln``,
+            ``center_writing_weights``, ...); the plan skips each one with the reason.
+        """
+        return {}
+
     def layer_value(self, value: Any, layer: int) -> Any:
         """Pick a per-layer entry when ``value`` is a list, else return it unchanged.
 
         Args:
             value: A scalar or a list with one entry per layer.
-            layer: The block index.
 
         Returns:
             The entry for ``layer``.

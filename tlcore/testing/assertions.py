@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlcore.parity.compare import ParityResult, compare_spec
+from tlcore.parity.compare import compare_spec
+from tlcore.parity.result import ParityResult
 from tlcore.spec.schema import ArchitectureSpec
 
 

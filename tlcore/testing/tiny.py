@@ -7,12 +7,15 @@ centring and attention patterns are all exercised.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
 
 DEFAULT_SEED = 1234
@@ -22,7 +25,6 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
     """Build the HF config of a spec's ``test_config`` (plus a named variant and overrides).
 
     Args:
-        spec: The spec.
         variant: A key of ``spec.test_variants``.
         **overrides: Extra HF config fields.
 
@@ -34,15 +36,19 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
     """
     from transformers import AutoConfig
 
-    fields = dict(spec.test_config)
+    if spec.parity.hf_module:  # a plugin's own HF reference registers itself on import
+        importlib.import_module(spec.parity.hf_module)
+    # Deep copies: transformers normalises nested fields such as rope_parameters in place, which
+    # would otherwise edit the registered spec (and change its content hash) behind its back.
+    fields = copy.deepcopy(dict(spec.test_config))
     if variant is not None:
         if variant not in spec.test_variants:
             raise KeyError(
                 f"spec '{spec.name}' has no test variant '{variant}' "
                 f"(variants: {sorted(spec.test_variants)})"
             )
-        fields.update(spec.test_variants[variant])
-    fields.update(overrides)
+        fields.update(copy.deepcopy(spec.test_variants[variant]))
+    fields.update(copy.deepcopy(overrides))
     model_type = spec.hf.model_types[0]
     config = AutoConfig.for_model(model_type, **fields)
     if spec.hf.architectures:
@@ -55,7 +61,6 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
 
     Args:
         model: A transformers model.
-        seed: The seed.
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -89,7 +94,6 @@ def build_tiny_hf_model(
     """Build and seed-fill the HF model of a spec's test config (fp32).
 
     Args:
-        spec: The spec.
         variant: Test variant name.
         seed: Fill seed.
         attn_implementation: HF attention implementation (``eager`` for exact parity).
@@ -123,7 +127,6 @@ def save_tiny_checkpoint(
     """Write a tiny seeded checkpoint with ``save_pretrained`` (safetensors).
 
     Args:
-        spec: The spec.
         directory: Output folder.
         variant: Test variant name.
         seed: Fill seed.
@@ -148,8 +151,6 @@ def spec_cases(names: list[str]) -> list[tuple[str, str | None]]:
     Returns:
         The pairs, base first, variants sorted.
     """
-    from tlcore.registry import get_registry
-
     registry = get_registry()
     return [
         (name, variant)

@@ -14,7 +14,7 @@ Examples:
 
 from typing import Any
 
-from tlcore.factored_matrix import FactoredMatrix, composition_scores, get_corner, transpose
+from tlcore.factored_matrix import FactoredMatrix
 from tlcore.utils.act_names import get_act_name
 from tlcore.utils.activations import (
     ACTIVATION_FN_DICT,
@@ -32,6 +32,7 @@ from tlcore.utils.attrs import (
     override_or_use_default_value,
     set_nested_attr,
 )
+from tlcore.utils.factored import composition_scores, get_corner, transpose
 from tlcore.utils.environment import (
     is_library_available,
     print_gpu_mem,

@@ -71,8 +71,6 @@ def make_squared_relu_mlp(trait: SquaredReLUMLPTrait, cfg: Any, layer: int) -> S
 
     Args:
         trait: The resolved trait.
-        cfg: The model config.
-        layer: The block index.
 
     Returns:
         The MLP module.

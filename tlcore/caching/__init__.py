@@ -1,0 +1,1 @@
+"""The layers `tlcore.cache.ActivationCache` is assembled from (storage, wiring, analysis)."""

@@ -1,0 +1,109 @@
+"""The ``attention`` trait: what a spec says about attention (the module is in ``attention.py``).
+
+Biases per projection, the score scale, soft-cap, sinks, qk-norm, sliding windows, ``clip_qkv``;
+``apply_to_cfg`` records TransformerLens's config fields and ``processing_refusals`` names the
+weight-processing steps a setting makes inexact.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tlcore.spec.traits import Trait
+
+
+class QKVOFlags(BaseModel):
+    """Per-projection flags (``true`` sets all four)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    q: bool = False
+    k: bool = False
+    v: bool = False
+    o: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"q": value, "k": value, "v": value, "o": value}
+        return value
+
+
+class AttentionTrait(Trait):
+    """Attention parameters."""
+
+    slot = "attention"
+    linear_io = True
+    kind: Literal["attention"] = "attention"
+    bias: QKVOFlags = Field(default_factory=QKVOFlags)
+    """Which projections have biases in the checkpoint (the others are zero parameters)."""
+    scale: float | None = None
+    """Score scale; default ``1/sqrt(d_head)``."""
+    scale_by_inverse_layer: bool = False
+    """Also divide scores by ``layer + 1`` (GPT-2 ``scale_attn_by_inverse_layer_idx``)."""
+    softcap: float | None = None
+    """Logit soft-cap ``c * tanh(s / c)`` on the scaled scores (Gemma 2)."""
+    sinks: bool = False
+    """A learned per-head logit appended before the softmax and dropped after (GPT-OSS)."""
+    qk_norm: Any = Field(default=None, json_schema_extra={"trait_slot": "norm"})
+    qk_norm_scope: Literal["per_head", "per_head_distinct", "full_width"] = "per_head"
+    sliding_window: int | None = None
+    window_layers: list[bool] | None = None
+    """Which layers use the window (default: all, when ``sliding_window`` is set)."""
+    clip_qkv: float | None = None
+    causal: bool = True
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window of a layer.
+
+        Returns:
+            The window size or None.
+        """
+        if self.sliding_window is None:
+            return None
+        if self.window_layers is not None and not self.window_layers[layer]:
+            return None
+        return self.sliding_window
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        if self.scale is not None:
+            cfg.setdefault("attn_scale", 1.0 / self.scale)
+            cfg.setdefault("use_attn_scale", self.scale != 1.0)
+        cfg.setdefault("scale_attn_by_inverse_layer_idx", self.scale_by_inverse_layer)
+        if self.softcap is not None:
+            cfg.setdefault("attn_scores_soft_cap", self.softcap)
+        cfg.setdefault("use_qk_norm", self.qk_norm is not None)
+        if self.sliding_window is not None:
+            cfg.setdefault("window_size", self.sliding_window)
+            cfg.setdefault("use_local_attn", True)
+            n = len(self.window_layers) if self.window_layers else cfg.get("n_layers", 0)
+            cfg.setdefault(
+                "attn_types", ["local" if self.window(i) else "global" for i in range(n)]
+            )
+
+    def processing_refusals(self) -> dict[str, str]:  # noqa: D102
+        refusals: dict[str, str] = {}
+        if self.sinks:
+            refusals["fold_value_biases"] = (
+                "attention sinks take part of each pattern row's mass, so rows sum to less "
+                "than 1 and b_V's contribution is not a constant"
+            )
+        elif self.clip_qkv is not None:
+            refusals["fold_value_biases"] = (
+                "clip_qkv clamps the values after b_V is added, so b_V cannot move past it"
+            )
+        if self.qk_norm is not None:
+            refusals["refactor_factored_attn_matrices"] = (
+                "qk-norm normalises queries and keys separately, so only W_Q W_K^T is kept"
+            )
+        elif self.clip_qkv is not None:
+            refusals["refactor_factored_attn_matrices"] = (
+                "clip_qkv clamps queries, keys and values separately"
+            )
+        elif self.sinks:
+            refusals["refactor_factored_attn_matrices"] = (
+                "attention sinks: pattern rows do not sum to 1, so b_V cannot be folded"
+            )
+        return refusals
