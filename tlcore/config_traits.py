@@ -8,16 +8,19 @@ Field → trait:
 
 - ``normalization_type`` → ``norm`` (LN, LNPre, RMS, RMSPre, None); ``final_rms`` → an RMS
   ``final_norm`` under LN/LNPre blocks.
-- ``positional_embedding_type`` → ``positional`` (standard, shortformer, rotary, alibi);
+- ``positional_embedding_type`` → ``positional`` (standard, shortformer, rotary, alibi, and
+  tlcore's ``"none"``: no positional information, no ``pos_embed`` weights);
   ``rotary_dim``, ``rotary_base``, ``rotary_adjacent_pairs`` and ``use_NTK_by_parts_rope`` with its
   four numbers (HF's ``llama3`` rope type) → the rotary parameters; ``rotary_base_local`` → the
   theta of the ``attn_types == "local"`` layers.
 - ``attention_dir`` → ``attention.causal``; ``use_attn_scale``, ``attn_scale``,
   ``scale_attn_by_inverse_layer_idx``, ``attn_scores_soft_cap``, ``use_local_attn`` with
   ``window_size``/``attn_types``, ``use_qk_norm`` → the other ``attention`` parameters.
-- ``gated_mlp``, ``num_experts``/``experts_per_token``, ``act_fn`` → ``mlp`` (plain, gated, moe).
-- ``parallel_attn_mlp``, ``use_normalization_before_and_after`` → ``block`` (pre_norm,
-  parallel, sandwich).
+- ``gated_mlp``, ``num_experts``/``experts_per_token``, ``act_fn`` → ``mlp`` (plain, gated, moe);
+  ``act_fn="solu_ln"`` → a plain MLP with SoLU and an ``act_norm`` LayerNorm (``hook_mid``,
+  ``mlp.ln``); ``act_fn="xielu"`` → the MLP owns a trainable xIELU (``mlp.act_fn``).
+- ``attn_only``, ``parallel_attn_mlp``, ``use_normalization_before_and_after`` → ``block``
+  (attn_only, parallel, sandwich, else pre_norm).
 - ``post_embedding_ln`` → a LayerNorm inside ``embedding``; ``output_logits_soft_cap`` →
   ``unembed``.
 
@@ -49,9 +52,6 @@ _NORMS: dict[str | None, dict[str, Any]] = {
 }
 
 NEEDS_NEW_TRAIT: dict[str, str] = {
-    "attn_only": "attention-only blocks (no MLP, no ln2)",
-    "act_fn=solu_ln": "an MLP with a LayerNorm after its activation (hook_mid, mlp.ln)",
-    "act_fn=xielu": "an activation with trainable parameters (alpha_p, alpha_n)",
     "positional_embedding_type=relative_positional_bias": "T5's bucketed relative position bias",
     "load_in_4bit": "4-bit quantised weights",
     "n_devices": "splitting blocks over several devices",
@@ -69,9 +69,6 @@ def unsupported_fields(cfg: Any) -> list[str]:
         The keys, in :data:`NEEDS_NEW_TRAIT`'s order.
     """
     used = {
-        "attn_only": cfg.attn_only,
-        "act_fn=solu_ln": cfg.act_fn == "solu_ln" and not cfg.attn_only,
-        "act_fn=xielu": cfg.act_fn == "xielu" and not cfg.attn_only,
         "positional_embedding_type=relative_positional_bias": (
             cfg.positional_embedding_type == "relative_positional_bias"
         ),
@@ -136,6 +133,8 @@ def _embedding(cfg: Any) -> dict[str, Any]:
 
 def _positional(cfg: Any) -> dict[str, Any]:
     kind = cfg.positional_embedding_type
+    if kind == "none":  # tlcore's addition: no positional information at all
+        return {"kind": "none"}
     if kind == "standard":
         return {"kind": "learned_absolute"}
     if kind == "shortformer":
@@ -145,7 +144,7 @@ def _positional(cfg: Any) -> dict[str, Any]:
     if kind != "rotary":
         raise InvalidConfigError(
             f"positional_embedding_type {kind!r}: expected 'standard', 'shortformer', 'rotary', "
-            f"'alibi' or 'relative_positional_bias'"
+            f"'alibi', 'relative_positional_bias' or 'none'"
         )
     dim = cfg.rotary_dim or cfg.d_head
     rotary: dict[str, Any] = {
@@ -222,7 +221,18 @@ def _attention(cfg: Any) -> dict[str, Any]:
 def _mlp(cfg: Any) -> dict[str, Any]:
     if cfg.num_experts:  # TransformerLens's experts are gated MLPs, softmax → top-k → renormalise
         return {"kind": "moe", "n_experts": cfg.num_experts, "top_k": cfg.experts_per_token or 1}
-    return {"kind": "gated" if cfg.gated_mlp else "plain"}
+    mlp: dict[str, Any] = {"kind": "gated" if cfg.gated_mlp else "plain"}
+    if cfg.act_fn == "solu_ln" and not cfg.gated_mlp:
+        # SoLU, then a LayerNorm over d_mlp (LNPre unless the blocks use LN), as TransformerLens.
+        with_affine = cfg.normalization_type == "LN"
+        mlp["act"] = "solu"
+        mlp["act_norm"] = {
+            "kind": "layernorm",
+            "eps": cfg.eps,
+            "weight": with_affine,
+            "bias": with_affine,
+        }
+    return mlp
 
 
 def _unembed(cfg: Any) -> dict[str, Any]:
@@ -233,6 +243,8 @@ def _unembed(cfg: Any) -> dict[str, Any]:
 
 
 def _block(cfg: Any) -> dict[str, Any]:
+    if cfg.attn_only:  # TransformerLens: no MLP, no ln2, whatever the other layout fields say
+        return {"kind": "attn_only"}
     if cfg.parallel_attn_mlp:
         return {"kind": "parallel", "norms": 2}
     if cfg.use_normalization_before_and_after:

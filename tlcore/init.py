@@ -151,8 +151,10 @@ def init_weights(model: nn.Module, cfg: HookedTransformerConfig, seed: int | Non
             if name in weights or param.is_meta:
                 continue
             owner_name, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(owner_name)
+            if getattr(owner, "keeps_own_init", False):  # xIELU's alphas, as TransformerLens
+                continue
             if leaf == "w":  # norm weights: the identity (0 for 1+w norms)
-                owner = model.get_submodule(owner_name)
                 param.fill_(0.0 if getattr(owner, "offset", False) else 1.0)
             else:  # biases, attention sinks
                 param.zero_()

@@ -22,7 +22,6 @@ from torch import nn
 
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
-from tlcore.components.norms import Norm
 from tlcore.config import HookedTransformerConfig
 from tlcore.config_checks import spec_errors_named
 from tlcore.config_fields import tokenizer_for_config

@@ -6,7 +6,8 @@ Writes ``tests/data/transformer_lens_2/``:
   hand-written configs and for pretrained architectures (``convert_hf_model_config`` on default HF
   configs, no download), with dtype/device written as strings;
 - ``models.json`` + ``models.safetensors``: for hand-written configs with a seed, every parameter of
-  TransformerLens's freshly initialised ``HookedTransformer`` and its logits on a fixed batch;
+  TransformerLens's freshly initialised ``HookedTransformer``, its logits on a fixed batch, the
+  names and shapes of ``run_with_cache``'s activations and the names of its hook points;
 - ``api.json``: public names and signatures of ``transformer_lens.utils``, ``evals``, ``train``,
   ``past_key_value_caching`` and the top-level package;
 
@@ -147,7 +148,29 @@ MODELS["init_gqa_gated"] = {
     "seed": 22,
 }
 
-# Configs TransformerLens accepts whose models tlcore cannot build yet (they must round-trip).
+# Builder variants (issue 12): attention-only blocks, SoLU with its LayerNorm (LN and LNPre),
+# trainable xIELU, parameter-free RMS norms; their hook names and shapes are recorded too.
+MODELS["attn_only_built"] = {**BASE, "attn_only": True, "d_mlp": None, "seed": 30}
+MODELS["attn_only_rotary_rmspre"] = {
+    **BASE,
+    "attn_only": True,
+    "normalization_type": "RMSPre",
+    "positional_embedding_type": "rotary",
+    "rotary_dim": 4,
+    "seed": 31,
+}
+MODELS["solu_ln_built"] = {**BASE, "act_fn": "solu_ln", "seed": 32}
+MODELS["solu_ln_pre_final_rms"] = {
+    **BASE,
+    "act_fn": "solu_ln",
+    "normalization_type": "LNPre",
+    "final_rms": True,
+    "seed": 33,
+}
+MODELS["xielu"] = {**BASE, "act_fn": "xielu", "normalization_type": "RMS", "seed": 34}
+MODELS["rms_pre_silu"] = {**BASE, "act_fn": "silu", "normalization_type": "RMSPre", "seed": 35}
+
+# Configs TransformerLens accepts (some also built above; all must round-trip).
 CONFIG_ONLY: dict[str, dict[str, Any]] = {
     "attn_only": {**BASE, "attn_only": True, "seed": 0},
     "solu_ln": {**BASE, "act_fn": "solu_ln", "final_rms": True},
@@ -368,9 +391,14 @@ def main() -> None:
         model = HookedTransformer(HookedTransformerConfig(**kwargs))
         model.eval()
         with torch.no_grad():
-            logits = model(TOKENS)
+            logits, cache = model.run_with_cache(TOKENS)
         params = [n for n, _ in model.named_parameters()]
-        meta["models"][name] = {"kwargs": kwargs, "parameters": params}
+        meta["models"][name] = {
+            "kwargs": kwargs,
+            "parameters": params,
+            "cache": {k: list(v.shape) for k, v in cache.items()},
+            "hook_points": sorted(model.hook_dict),
+        }
         for n, p in model.named_parameters():
             tensors[f"{name}/{n}"] = p.detach().contiguous()
         tensors[f"{name}/logits"] = logits.contiguous()

@@ -48,14 +48,13 @@ def test_llama_like_fields() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("attn_only", True, "attn_only"),
         ("normalization_type", "BatchNorm", "normalization_type"),
         ("positional_embedding_type", "relative_positional_bias", "positional_embedding_type"),
     ],
 )
 def test_unsupported_fields_are_refused(field: str, value: object, message: str) -> None:
     # Invalid values fail when the config is made; valid TransformerLens fields that need a trait
-    # tlcore lacks (attn_only, T5's relative bias) fail when the model is built.
+    # tlcore lacks (T5's relative bias) fail when the model is built.
     with pytest.raises((SpecError, InvalidConfigError, UnsupportedConfigError), match=message):
         HookedTransformer(HookedTransformerConfig(**BASE, act_fn="relu", **{field: value}))
 

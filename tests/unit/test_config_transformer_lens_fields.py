@@ -132,9 +132,6 @@ def test_unwrap_and_is_layer_norm_activation() -> None:
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"attn_only": True}, "attn_only"),
-        ({"act_fn": "solu_ln"}, "act_fn=solu_ln"),
-        ({"act_fn": "xielu"}, "act_fn=xielu"),
         ({"positional_embedding_type": "relative_positional_bias"}, "relative_positional_bias"),
         ({"load_in_4bit": True}, "load_in_4bit"),
     ],

@@ -32,13 +32,13 @@ from tlcore.utils.attrs import (
     override_or_use_default_value,
     set_nested_attr,
 )
-from tlcore.utils.factored import composition_scores, get_corner, transpose
 from tlcore.utils.environment import (
     is_library_available,
     print_gpu_mem,
     select_compatible_kwargs,
     warn_if_mps,
 )
+from tlcore.utils.factored import composition_scores, get_corner, transpose
 from tlcore.utils.hub import clear_huggingface_cache, download_file_from_hf, get_dataset
 from tlcore.utils.initialization import (
     calc_fan_in_and_fan_out,

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from torch import nn
 
 from tlcore.components import activations as _act
+from tlcore.components.activations import XIELU
 
 __all__ = [
     "ACTIVATION_FN_DICT",
@@ -72,57 +72,6 @@ def xielu(input: Float[torch.Tensor, "batch pos d_mlp"]) -> Float[torch.Tensor, 
         alpha_p * input * input + beta * input,
         (torch.expm1(torch.min(input, eps)) - input) * alpha_n + beta * input,
     )
-
-
-class XIELU(nn.Module):
-    """Trainable xIELU, parameterised as HF's ``XIELUActivation`` (Apertus).
-
-    ``alpha_p`` and ``alpha_n`` are stored through the inverse softplus
-    (``α_p = softplus(alpha_p)``, ``α_n = β + softplus(alpha_n)``); ``beta`` and ``eps`` are
-    buffers.
-
-    Args:
-        alpha_p_init: Initial α_p.
-        alpha_n_init: Initial α_n (must exceed ``beta_init``).
-        beta_init: β.
-        eps: ε, the cap on the negative branch's exponent.
-    """
-
-    def __init__(
-        self,
-        alpha_p_init: float = 0.8,
-        alpha_n_init: float = 0.8,
-        beta_init: float = 0.5,
-        eps: float = -1e-6,
-    ) -> None:
-        super().__init__()
-        self.alpha_p = nn.Parameter(
-            torch.log(torch.expm1(torch.tensor(alpha_p_init, dtype=torch.float32)))
-        )
-        self.alpha_n = nn.Parameter(
-            torch.log(torch.expm1(torch.tensor(alpha_n_init - beta_init, dtype=torch.float32)))
-        )
-        self.beta: torch.Tensor
-        self.eps: torch.Tensor
-        self.register_buffer("beta", torch.tensor(beta_init, dtype=torch.float32))
-        self.register_buffer("eps", torch.tensor(eps, dtype=torch.float32))
-
-    def forward(
-        self, input: Float[torch.Tensor, "batch pos d_mlp"]
-    ) -> Float[torch.Tensor, "batch pos d_mlp"]:
-        """Apply xIELU with the current parameters.
-
-        Example:
-            >>> torch.allclose(XIELU()(torch.linspace(-3, 3, 7)), xielu(torch.linspace(-3, 3, 7)))
-            True
-        """
-        alpha_p = F.softplus(self.alpha_p)
-        alpha_n = self.beta + F.softplus(self.alpha_n)
-        return torch.where(
-            input > 0,
-            alpha_p * input * input + self.beta * input,
-            (torch.expm1(torch.min(input, self.eps)) - input) * alpha_n + self.beta * input,
-        )
 
 
 ACTIVATION_FN_DICT: dict[str, Callable[..., torch.Tensor]] = {
