@@ -31,6 +31,7 @@ from tlcore.kv_cache import HookedTransformerKeyValueCache
 from tlcore.model_flags import FlagsMixin
 from tlcore.model_generate import GenerateMixin
 from tlcore.model_loading import LoadingMixin
+from tlcore.model_state import StateDictMixin
 from tlcore.model_tokens import TokenizerMixin
 from tlcore.model_weights import WeightsMixin
 from tlcore.plan import ModelPlan, plan_for_config
@@ -57,7 +58,13 @@ class Output(NamedTuple):
 
 
 class HookedTransformer(
-    TokenizerMixin, GenerateMixin, WeightsMixin, LoadingMixin, FlagsMixin, HookedRootModule
+    TokenizerMixin,
+    GenerateMixin,
+    WeightsMixin,
+    LoadingMixin,
+    StateDictMixin,
+    FlagsMixin,
+    HookedRootModule,
 ):
     """A decoder-only transformer with a hook point at every TransformerLens activation name.
 

@@ -113,3 +113,17 @@ def test_grokking(tmp_path: Path) -> None:
     at_memorised = history["test"][history["step"].index(memorised)]
     assert at_memorised > 1.0 and result["final_test_loss"] < 0.01  # the sharp drop
     assert result["top5_fourier_share"] > 0.5  # a few frequencies carry the embedding
+
+
+@pytest.mark.slow
+def test_no_position(tmp_path: Path) -> None:
+    module = tutorial("no_position")
+    result = module.main(tmp_path)
+    assert_images(result)
+    assert result["w_pos_is_zero"]  # trained with no positional embeddings at all
+    assert result["final_accuracy"] > 0.95  # it predicts the previous token anyway
+    # Uniform causal attention puts 1/(i+1) on the previous token at query i.
+    uniform = sum(1 / (i + 1) for i in range(1, module.N_CTX)) / (module.N_CTX - 1)
+    assert max(result["previous_token_attention"][1]) > 2 * uniform  # layer 1 looks back one
+    # Position cannot be read from the embedding; after layer 0's attention it can.
+    assert result["position_r2_embed"] < 0.1 < 0.5 < result["position_r2_after_layer0"]
