@@ -40,8 +40,8 @@ from typing import Any
 
 from tlcore.builtin.traits import builtin_trait_model
 from tlcore.errors import InvalidConfigError, UnsupportedConfigError
-from tlcore.spec.loader import resolve_trait
-from tlcore.spec.traits import SLOT_KINDS_FROM
+from tlcore.spec.trait_resolution import resolve_trait
+from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 
 _NORMS: dict[str | None, dict[str, Any]] = {
     "LN": {"kind": "layernorm"},
@@ -282,6 +282,28 @@ def traits_from_fields(cfg: Any, strict: bool = True) -> dict[str, Any]:
     }
 
 
+def loaded_trait_model(slot: str, kind: str) -> type[Trait] | None:
+    """The trait class of ``slot``/``kind`` among those loaded (built-ins and loaded plugins').
+
+    A config dict names its kinds; resolving them needs their classes, not the plugin registry
+    (which would load every plugin): a plugin's kinds are known once the plugin is imported.
+
+    Returns:
+        The class, or None.
+    """
+    found = builtin_trait_model(slot, kind)
+    if found is not None:
+        return found
+    pending = list(Trait.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        field = cls.model_fields.get("kind")
+        if cls.slot == slot and field is not None and field.default == kind:
+            return cls
+    return None
+
+
 def traits_from_dicts(traits: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve traits written as dicts (by :meth:`HookedTransformerConfig.to_dict`) back to traits.
 
@@ -292,20 +314,19 @@ def traits_from_dicts(traits: Mapping[str, Any]) -> dict[str, Any]:
         Slot → trait.
 
     Raises:
-        InvalidConfigError: For a dict whose ``kind`` no registered trait has.
+        InvalidConfigError: For a dict whose ``kind`` no loaded trait has (a plugin's kinds are
+            known once ``tlcore.registry.get_registry()`` has loaded the plugins).
     """
-    from tlcore.registry import get_registry  # dicts may name a plugin's kinds
-
-    registry = get_registry()
     out: dict[str, Any] = {}
     for slot, value in traits.items():
         if not isinstance(value, Mapping):
             out[slot] = value
             continue
         kinds_slot = SLOT_KINDS_FROM.get(slot, slot)
-        if registry.trait_model(kinds_slot, str(value.get("kind"))) is None:
+        if loaded_trait_model(kinds_slot, str(value.get("kind"))) is None:
             raise InvalidConfigError(
-                f"traits.{slot}: no registered trait kind {value.get('kind')!r}"
+                f"traits.{slot}: no loaded trait kind {value.get('kind')!r} (a plugin's kinds are "
+                "known once tlcore.registry.get_registry() has loaded it)"
             )
-        out[slot] = resolve_trait(value, kinds_slot, registry.trait_model, {}, {}, f"traits.{slot}")
+        out[slot] = resolve_trait(value, kinds_slot, loaded_trait_model, {}, {}, f"traits.{slot}")
     return out

@@ -142,7 +142,7 @@ def convert_hf_model_config(model_name: str, **kwargs: Any) -> dict[str, Any]:
     Returns:
         The fields (``HookedTransformerConfig.to_dict()``).
     """
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
 
     name = _checkpoint_name(model_name)
     spec, hf_config = _hf_config(name, **kwargs)
@@ -191,7 +191,7 @@ def get_pretrained_model_config(
     Returns:
         The config.
     """
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
 
     official = _checkpoint_name(model_name)
     if official.startswith(NEED_REMOTE_CODE_MODELS) and not kwargs.get("trust_remote_code"):
