@@ -146,6 +146,10 @@ class HookedTransformerConfig:
             from tlcore.config_traits import traits_from_dicts
 
             self.traits = traits_from_dicts(self.traits)
+        if self.rotary_dim is None and isinstance(
+            getattr(self.traits.get("positional"), "dim", None), int
+        ):
+            self.rotary_dim = self.traits["positional"].dim  # type: ignore[attr-defined]
 
     @classmethod
     def unwrap(cls, config: dict[str, Any] | HookedTransformerConfig) -> HookedTransformerConfig:

@@ -218,8 +218,6 @@ def derive_fields(cfg: Any, *, hand_written: bool) -> None:
         cfg.initializer_range = 0.8 / math.sqrt(cfg.d_model) if cfg.init_mode == "gpt2" else 1.0
     if cfg.d_vocab_out == -1:
         cfg.d_vocab_out = cfg.d_vocab
-    if cfg.positional_embedding_type == "rotary" and cfg.rotary_dim is None:
-        cfg.rotary_dim = cfg.d_head
     if (cfg.num_experts is None) != (cfg.experts_per_token is None):
         raise InvalidConfigError("num_experts and experts_per_token are set together or not at all")
     cfg.n_params = count_hidden_params(cfg)

@@ -134,6 +134,7 @@ def init_weights(model: nn.Module, cfg: HookedTransformerConfig, seed: int | Non
     if seed is not None:
         torch.manual_seed(seed)
     fill = weight_initializer(cfg)
+    draws_w_pos = bool(getattr(cfg.trait("positional"), "transformer_lens_draws_w_pos", False))
     with torch.no_grad():
         weights = set()
         for name, param in weights_in_transformer_lens_order(model):
@@ -143,7 +144,7 @@ def init_weights(model: nn.Module, cfg: HookedTransformerConfig, seed: int | Non
             fresh = torch.empty(param.shape, dtype=param.dtype, device=param.device)
             fill(name, fresh)
             param.copy_(fresh)
-            if name == "embed.W_E" and cfg.positional_embedding_type == "alibi":
+            if name == "embed.W_E" and draws_w_pos:
                 # TransformerLens 2.x gives ALiBi models an unused pos_embed.W_pos and draws it
                 # next; draw (and drop) it too, so the later weights match for the same seed.
                 fill("pos_embed.W_pos", torch.empty(cfg.n_ctx, cfg.d_model, dtype=param.dtype))

@@ -213,8 +213,11 @@ def get_pretrained_model_config(
         overrides["n_ctx"] = n_ctx
     cfg = resolve_config(spec, hf_config, **overrides)
     if fold_ln:
-        if cfg.positional_embedding_type == "shortformer":
-            logger.warning("fold_ln=True cannot apply to a shortformer model; not folding")
+        from tlcore.processing_plan import processing_plan
+
+        applies, reason = processing_plan(cfg)["fold_ln"]
+        if not applies:
+            logger.warning("fold_ln=True cannot apply (%s); not folding", reason)
         elif cfg.normalization_type in ("LN", "LNPre"):
             cfg.normalization_type = "LNPre"
         elif cfg.normalization_type in ("RMS", "RMSPre"):

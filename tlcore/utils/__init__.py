@@ -39,7 +39,12 @@ from tlcore.utils.environment import (
     warn_if_mps,
 )
 from tlcore.utils.factored import composition_scores, get_corner, transpose
-from tlcore.utils.hub import clear_huggingface_cache, download_file_from_hf, get_dataset
+from tlcore.utils.hub import (
+    clear_huggingface_cache,
+    download_file_from_hf,
+    get_dataset,
+    get_tokenizer_with_bos,
+)
 from tlcore.utils.initialization import (
     calc_fan_in_and_fan_out,
     init_kaiming_normal_,
@@ -63,7 +68,6 @@ from tlcore.utils.tokenize import (
     get_device,
     get_input_with_manually_prepended_bos,
     get_offset_position_ids,
-    get_tokenizer_with_bos,
     get_tokens_with_bos_removed,
     keep_single_column,
     remove_batch_dim,

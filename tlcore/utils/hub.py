@@ -142,3 +142,34 @@ def get_dataset(dataset_name: str, **kwargs: Any) -> Any:
         f"Dataset {dataset_name} not supported: use one of {sorted(DATASET_ALIASES)} or a local "
         f"path (a save_to_disk folder or a {'/'.join(_FILE_BUILDERS)} file)"
     )
+
+
+def get_tokenizer_with_bos(tokenizer: Any) -> Any:
+    """The same tokenizer set to add BOS itself (``add_bos_token=True``), reloaded if needed.
+
+    TransformerLens tokenises with such a tokenizer; tlcore's own methods prepend BOS as an id
+    and never need it (see :mod:`tlcore.model_tokens`), but code written for TransformerLens may.
+
+    Args:
+        tokenizer: A transformers tokenizer (reloaded from its ``name_or_path`` when it does not
+            add BOS already).
+
+    Returns:
+        A tokenizer that adds BOS.
+    """
+    import os
+    from copy import deepcopy
+
+    from transformers import AutoTokenizer
+
+    init_kwargs = deepcopy(tokenizer.init_kwargs)
+    name_or_path = init_kwargs.pop("name_or_path", tokenizer.name_or_path)
+    add_bos_token = init_kwargs.pop("add_bos_token", None)
+    if add_bos_token is None:
+        add_bos_token = getattr(tokenizer, "add_bos_token", False)
+    if add_bos_token:
+        return tokenizer
+    token = os.environ.get("HF_TOKEN") or None
+    return AutoTokenizer.from_pretrained(
+        name_or_path, add_bos_token=True, token=token, **init_kwargs
+    )

@@ -24,7 +24,6 @@ __all__ = [
     "get_device",
     "get_input_with_manually_prepended_bos",
     "get_offset_position_ids",
-    "get_tokenizer_with_bos",
     "get_tokens_with_bos_removed",
     "keep_single_column",
     "remove_batch_dim",
@@ -379,34 +378,3 @@ def tokenize_and_concatenate(
     ]
     tokens = np.concatenate(parts) if parts else np.zeros((0, max_length), dtype=np.int64)
     return TokenizedDataset(torch.from_numpy(tokens))
-
-
-def get_tokenizer_with_bos(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """The same tokenizer set to add BOS itself (``add_bos_token=True``), reloaded if needed.
-
-    TransformerLens tokenises with such a tokenizer; tlcore's own methods prepend BOS as an id
-    and never need it (see :mod:`tlcore.model_tokens`), but code written for TransformerLens may.
-
-    Args:
-        tokenizer: A transformers tokenizer (reloaded from its ``name_or_path`` when it does not
-            add BOS already).
-
-    Returns:
-        A tokenizer that adds BOS.
-    """
-    import os
-    from copy import deepcopy
-
-    from transformers import AutoTokenizer
-
-    init_kwargs = deepcopy(tokenizer.init_kwargs)
-    name_or_path = init_kwargs.pop("name_or_path", tokenizer.name_or_path)
-    add_bos_token = init_kwargs.pop("add_bos_token", None)
-    if add_bos_token is None:
-        add_bos_token = getattr(tokenizer, "add_bos_token", False)
-    if add_bos_token:
-        return tokenizer
-    token = os.environ.get("HF_TOKEN") or None
-    return AutoTokenizer.from_pretrained(
-        name_or_path, add_bos_token=True, token=token, **init_kwargs
-    )
