@@ -340,6 +340,14 @@ class HookedTransformer(
         self.cfg.device = "cpu"
         return super().cpu()
 
+    def mps(self) -> HookedTransformer:
+        """Move to Apple's MPS device (TransformerLens's ``mps``).
+
+        Returns:
+            The model.
+        """
+        return self.to("mps")
+
     def to(self, *args: Any, **kwargs: Any) -> HookedTransformer:  # type: ignore[override]
         """Move/cast like ``nn.Module.to``, keeping ``cfg.device``/``cfg.dtype`` in step.
 

@@ -7,6 +7,7 @@ up to it, not on their order.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tlcore import HookedTransformer, HookedTransformerConfig
@@ -38,3 +39,16 @@ def test_standard_positions_do_see_order() -> None:
         a = model(torch.tensor([[3, 1, 4, 1, 5, 9]]))[0, -1]
         b = model(torch.tensor([[1, 4, 3, 5, 1, 9]]))[0, -1]
     assert not torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"attn_only": True}, {"act_fn": "solu_ln"}, {"act_fn": "xielu"},
+     {"act_fn": "relu", "positional_embedding_type": "none"}],
+)  # fmt: skip
+def test_variants_round_trip_through_to_dict(fields: dict) -> None:
+    cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=4, d_head=4, d_vocab=10, **fields)
+    again = HookedTransformerConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.traits == cfg.traits
+    built = HookedTransformer(again)
+    assert hasattr(built.blocks[0], "mlp") != bool(fields.get("attn_only"))

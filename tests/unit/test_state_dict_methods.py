@@ -83,3 +83,28 @@ def test_n_params_total_counts_every_parameter() -> None:
     # Counted from TransformerLens's own parameter list of the same config.
     expected = sum(TENSORS[f"gpt2_like/{p}"].numel() for p in META["gpt2_like"]["parameters"])
     assert model.n_params_total == expected
+
+
+def test_all_composition_scores_as_transformer_lens() -> None:
+    model = HookedTransformer(HookedTransformerConfig(**META["gpt2_like"]["kwargs"]))
+    scores = model.all_composition_scores("Q")
+    assert scores.shape == (2, 2, 2, 2)
+    assert not scores[1, :, 0].any() and not scores[0, :, 0].any()  # only earlier → later
+    # Q-composition of L0H1 into L1H0: |W_QK^T W_OV| / (|W_QK| |W_OV|) (Frobenius norms).
+    ov = (model.W_V[0, 1] @ model.W_O[0, 1]).double()
+    qk = (model.W_Q[1, 0] @ model.W_K[1, 0].T).double()
+    expected = (ov @ qk).norm() / (ov.norm() * qk.norm())
+    torch.testing.assert_close(scores[0, 1, 1, 0].double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_cache_all_and_cache_some() -> None:
+    model = HookedTransformer(HookedTransformerConfig(**META["gpt2_like"]["kwargs"]))
+    everything: dict = {}
+    model.cache_all(everything)
+    some = model.cache_some({}, lambda name: name.endswith("hook_resid_post"))
+    with torch.no_grad():
+        model(TENSORS["tokens"])
+    model.reset_hooks()
+    _, cache = model.run_with_cache(TENSORS["tokens"])
+    assert set(everything) == set(cache.keys())
+    assert set(some) == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
