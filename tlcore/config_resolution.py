@@ -12,11 +12,19 @@ from typing import Any
 from tlcore.config import HookedTransformerConfig
 from tlcore.errors import InvalidConfigError, SpecError
 from tlcore.guard import RecordingMapping, check_config_guard
+from tlcore.loading.text_tower import text_config_of
 from tlcore.registry import get_registry
 from tlcore.spec.expressions import evaluate
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.trait_resolution import TraitLookup, resolve_trait
 from tlcore.spec.traits import SLOT_KINDS_FROM, SLOTS, Trait
+
+
+def _architectures(hf_config: Any) -> list[str]:
+    if isinstance(hf_config, dict):
+        return list(hf_config.get("architectures") or [])
+    return list(getattr(hf_config, "architectures", None) or [])
+
 
 _CFG_FIELDS = {f.name for f in dataclasses.fields(HookedTransformerConfig)}
 
@@ -46,6 +54,8 @@ def resolve_config(
         UnsupportedConfigError: If the guard finds an unhandled non-default HF field.
     """
     lookup = trait_model if trait_model is not None else get_registry().trait_model
+    wrapper_architectures = _architectures(hf_config)
+    hf_config = text_config_of(hf_config, spec.text_tower)  # a multimodal wrapper's language model
     hf_dict = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
     hf = RecordingMapping(hf_dict)
     where = spec.source_file or f"<spec {spec.name}>"
@@ -68,7 +78,8 @@ def resolve_config(
             traits[slot].apply_to_cfg(values)
     unknown = set(values) - _CFG_FIELDS
     extra = {k: values.pop(k) for k in unknown}
-    values.setdefault("original_architecture", (hf_dict.get("architectures") or [None])[0])
+    architectures = hf_dict.get("architectures") or wrapper_architectures
+    values.setdefault("original_architecture", (architectures or [None])[0])
     values["spec_name"] = spec.name
     values["spec_source"], values["spec_file"] = spec.source, spec.source_file
     values.update(overrides)

@@ -67,7 +67,7 @@ BROKEN: dict[str, tuple[str, str | None, str]] = {
         SPEC_PLUGIN,
         "name: {module}_arch\nextends: llama\nhf: {{model_types: [{module}]}}\n"
         "traits:\n  mlp: {{kind: quantum_mlp}}\n",
-        "unknown mlp kind 'quantum_mlp' (known: gated, moe, plain",
+        "unknown mlp kind 'quantum_mlp' (known: gated, ",  # then every other registered kind
     ),
 }
 

@@ -19,6 +19,7 @@ NO_BOS_BY_DEFAULT = {
     "bloom",
     "qwen2",
     "qwen2_moe",
+    "qwen2_vl_text",
     "qwen3",
     "qwen3_moe",
     "phi",

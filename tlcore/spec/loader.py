@@ -80,8 +80,8 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
     ``config``, ``test_config`` and ``test_variants`` merge key by key; a trait slot without
     ``kind`` (or with the parent's kind) updates the parent's parameters, one with another kind
     replaces it; weight rules replace the parent's rule with the same targets, new ones are
-    appended, and ``drop_weights`` removes parent rules by target; guard lists are united; ``hf`` is
-    the child's own.
+    appended, and ``drop_weights`` removes parent rules by target; guard lists and ``ignore_keys``
+    are united; ``hf`` is the child's own.
 
     Args:
         parent: The fully merged parent document.
@@ -122,6 +122,9 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
         else:
             guard[key] = sorted(set(guard.get(key, [])) | set(values))
     out["guard"] = guard
+    ignored = set(out.get("ignore_keys", [])) | set(child.get("ignore_keys", []))
+    if ignored:
+        out["ignore_keys"] = sorted(ignored)
     for key in ("name", "description", "source_file", "extends"):
         if key in child:
             out[key] = child[key]
