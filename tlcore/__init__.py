@@ -25,6 +25,7 @@ _LAZY = {
     "HookedRootModule": "tlcore.hooks",
     "FactoredMatrix": "tlcore.factored_matrix",
     "HookedTransformerKeyValueCache": "tlcore.kv_cache",
+    "HookedTransformerKeyValueCacheEntry": "tlcore.kv_cache",
     "get_registry": "tlcore.registry",
     "register_spec": "tlcore.registry",
     "hookimpl": "tlcore.plugins.hookspecs",
@@ -39,12 +40,25 @@ _SUBMODULES = {
     "evals",
     "errors",
     "loading",
+    "train",
+    "loading_from_pretrained",
+    "past_key_value_caching",
+    "compat",
+}
+# TransformerLens's pre-2.0 names, which its top-level package still exports.
+_OLD_NAMES = {
+    "EasyTransformer": "HookedTransformer",
+    "EasyTransformerConfig": "HookedTransformerConfig",
+    "EasyTransformerKeyValueCache": "HookedTransformerKeyValueCache",
+    "EasyTransformerKeyValueCacheEntry": "HookedTransformerKeyValueCacheEntry",
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_LAZY, *_OLD_NAMES, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _OLD_NAMES:
+        name = _OLD_NAMES[name]
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES:

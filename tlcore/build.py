@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from tlcore.components.block import runs_mlp
 from tlcore.components.positions import PositionalEncoding
 from tlcore.plan import ModelPlan
 from tlcore.spec.traits import Trait
@@ -51,10 +52,11 @@ def build_modules(plan: ModelPlan) -> BuiltModules:
 
     positional = make("positional", cfg)
     assert isinstance(positional, PositionalEncoding), "positional components subclass it"
+    has_mlp = runs_mlp(cfg.trait("block"))  # attn_only: no MLP
     blocks = []
     for layer in range(cfg.n_layers):
         attn = make("attention", cfg, layer, positional, norm_factory)
-        mlp = make("mlp", cfg, layer)
+        mlp = make("mlp", cfg, layer) if has_mlp else None
         blocks.append(make("block", cfg, layer, attn, mlp, make_norm))
     return BuiltModules(
         embed=make("embedding", cfg, norm_factory),

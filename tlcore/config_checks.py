@@ -42,7 +42,7 @@ vocabulary, a 128M-token context)."""
 MAX_PARAMETERS = 10**13
 """Largest parameter count a config may describe (ten trillion)."""
 
-_REQUIRED_SIZES = ("d_model", "n_layers", "n_ctx", "d_head", "n_heads", "d_vocab")
+_REQUIRED_SIZES = ("d_model", "n_layers", "n_ctx", "d_head", "n_heads")
 _OPTIONAL_SIZES = (
     "d_mlp",
     "n_key_value_heads",
@@ -139,8 +139,9 @@ def check_config_values(cfg: Any, where: str = "") -> None:
         value = getattr(cfg, name, None)
         if value is not None:
             check_size(name, value, where)
-    if cfg.d_vocab_out != -1:
-        check_size("d_vocab_out", cfg.d_vocab_out, where)
+    for name in ("d_vocab", "d_vocab_out"):  # -1: unset until a tokenizer gives it (TL's rule)
+        if getattr(cfg, name) != -1:
+            check_size(name, getattr(cfg, name), where)
     for name in _POSITIVE_FLOATS:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value > 0):

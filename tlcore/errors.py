@@ -119,3 +119,11 @@ class InputRangeError(InputValidationError, IndexError):
 
     A token id outside the vocabulary, a sequence longer than ``n_ctx`` for learned positions.
     """
+
+
+class ExportError(TlcoreError, ValueError):
+    """A model cannot be written back as an HF checkpoint exactly; the message says why.
+
+    A config written by hand (no weight map), a model cut to its first layers, a weight op with no
+    exact reverse, a parameter the checkpoint has no place for (:mod:`tlcore.export`).
+    """

@@ -133,6 +133,35 @@ class HookedRootModule(HookRegistry):
                 hook_point.add_hook(fn, dir="bwd")
         return cache
 
+    def cache_all(
+        self,
+        cache: dict[str, torch.Tensor] | None,
+        incl_bwd: bool = False,
+        device: DeviceType = None,
+        remove_batch_dim: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """TransformerLens's deprecated ``cache_all``: :meth:`add_caching_hooks` for every hook.
+
+        Returns:
+            The dict the hooks fill.
+        """
+        return self.add_caching_hooks(None, incl_bwd, device, remove_batch_dim, cache)
+
+    def cache_some(
+        self,
+        cache: dict[str, torch.Tensor] | None,
+        names: NamesFilter,
+        incl_bwd: bool = False,
+        device: DeviceType = None,
+        remove_batch_dim: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """TransformerLens's deprecated ``cache_some``: :meth:`add_caching_hooks` for ``names``.
+
+        Returns:
+            The dict the hooks fill.
+        """
+        return self.add_caching_hooks(names, incl_bwd, device, remove_batch_dim, cache)
+
     @overload
     def run_with_cache(
         self,

@@ -22,15 +22,16 @@ from torch import nn
 
 from tlcore.build import build_modules
 from tlcore.components.context import ForwardContext
-from tlcore.components.norms import Norm
 from tlcore.config import HookedTransformerConfig
 from tlcore.config_checks import spec_errors_named
+from tlcore.config_fields import tokenizer_for_config
 from tlcore.errors import InputValidationError
 from tlcore.hooks import HookedRootModule, HookPoint
 from tlcore.kv_cache import HookedTransformerKeyValueCache
 from tlcore.model_flags import FlagsMixin
 from tlcore.model_generate import GenerateMixin
 from tlcore.model_loading import LoadingMixin
+from tlcore.model_state import StateDictMixin
 from tlcore.model_tokens import TokenizerMixin
 from tlcore.model_weights import WeightsMixin
 from tlcore.plan import ModelPlan, plan_for_config
@@ -57,7 +58,13 @@ class Output(NamedTuple):
 
 
 class HookedTransformer(
-    TokenizerMixin, GenerateMixin, WeightsMixin, LoadingMixin, FlagsMixin, HookedRootModule
+    TokenizerMixin,
+    GenerateMixin,
+    WeightsMixin,
+    LoadingMixin,
+    StateDictMixin,
+    FlagsMixin,
+    HookedRootModule,
 ):
     """A decoder-only transformer with a hook point at every TransformerLens activation name.
 
@@ -68,7 +75,8 @@ class HookedTransformer(
         tokenizer: A transformers tokenizer, or None.
         move_to_device: Move the model to ``cfg.device`` after building.
         default_padding_side: ``"right"`` or ``"left"``.
-        init_weights: Randomly initialise parameters (set False when weights are loaded next).
+        init_weights: Randomly initialise parameters (set False when weights are loaded next;
+            ``cfg.init_weights=False`` also skips it, as in TransformerLens).
     """
 
     def __init__(
@@ -85,6 +93,7 @@ class HookedTransformer(
         self.cfg = cfg = plan.cfg
         if default_padding_side is not None:
             cfg.default_padding_side = default_padding_side
+        tokenizer = tokenizer_for_config(cfg, tokenizer)  # loads tokenizer_name; fills d_vocab=-1
         with spec_errors_named(cfg):  # a component's error names the spec file
             modules = build_modules(plan)
         self.embed = modules.embed
@@ -98,7 +107,7 @@ class HookedTransformer(
         self.tokenizer = None
         if tokenizer is not None:
             self.set_tokenizer(tokenizer, default_padding_side=cfg.default_padding_side)  # type: ignore[arg-type]
-        if init_weights:
+        if init_weights and cfg.init_weights:
             self.init_weights()
         if move_to_device and cfg.device is not None and not self._on_meta():
             self.to(cfg.device)
@@ -109,26 +118,15 @@ class HookedTransformer(
 
     # -- construction --------------------------------------------------------------------------
     def init_weights(self, seed: int | None = None) -> None:
-        """Randomly initialise: weights ~ N(0, 0.02), norm weights 1 (0 for 1+w norms), biases 0.
+        """Randomly initialise as TransformerLens does, by ``cfg.init_mode`` (:mod:`tlcore.init`).
 
         Args:
-            seed: Optional seed (default: ``cfg.seed``).
+            seed: Seed torch's global generator with this (default: ``cfg.seed``; None draws
+                from it as it is, as TransformerLens does).
         """
-        generator = torch.Generator().manual_seed(
-            seed if seed is not None else (self.cfg.seed or 0)
-        )
-        with torch.no_grad():
-            for name, param in self.named_parameters():
-                if param.is_meta:
-                    continue
-                owner_name, _, leaf = name.rpartition(".")
-                owner = self.get_submodule(owner_name)
-                if isinstance(owner, Norm):  # the identity affine (0 for 1+w norms)
-                    owner.reset_affine_()
-                elif param.dim() == 1 or leaf.lstrip("_").startswith("b"):  # biases, sinks
-                    param.zero_()
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+        from tlcore.init import init_weights
+
+        init_weights(self, self.cfg, seed)
         self.optimize_layout_()
 
     def optimize_layout_(self) -> HookedTransformer:
@@ -367,6 +365,14 @@ class HookedTransformer(
         """
         self.cfg.device = "cpu"
         return super().cpu()
+
+    def mps(self) -> HookedTransformer:
+        """Move to Apple's MPS device (TransformerLens's ``mps``).
+
+        Returns:
+            The model.
+        """
+        return self.to("mps")
 
     def to(self, *args: Any, **kwargs: Any) -> HookedTransformer:  # type: ignore[override]
         """Move/cast like ``nn.Module.to``, keeping ``cfg.device``/``cfg.dtype`` in step.

@@ -129,6 +129,34 @@ class WeightsMixin:
         """``W_V @ W_O`` per layer and head, factored: ``[n_layers, n_heads, d_model, d_model]``."""
         return FactoredMatrix(self.W_V, self.W_O)
 
+    def all_composition_scores(
+        self, mode: str
+    ) -> Float[torch.Tensor, "n_layers n_heads n_layers n_heads"]:
+        """Composition scores of every head pair (Elhage et al. 2021), as TransformerLens.
+
+        ``[L1, H1, L2, H2]``: how much head L1.H1's output (its OV circuit) feeds head L2.H2's
+        query side (``"Q"``: its QK matrix), key side (``"K"``: QK transposed) or values
+        (``"V"``: its OV matrix); zero unless ``L1 < L2``.
+
+        Args:
+            mode: ``"Q"``, ``"K"`` or ``"V"``.
+
+        Returns:
+            The scores.
+
+        Raises:
+            ValueError: For another mode.
+        """
+        from tlcore.utils.factored import composition_scores
+
+        right = {"Q": lambda: self.QK, "K": lambda: self.QK.T, "V": lambda: self.OV}.get(mode)
+        if right is None:
+            raise ValueError(f"mode must be one of ['Q', 'K', 'V'] not {mode}")
+        scores = composition_scores(self.OV, right(), broadcast_dims=True)
+        layers = torch.arange(self.cfg.n_layers, device=scores.device)
+        mask = layers[:, None, None, None] < layers[None, None, :, None]
+        return torch.where(mask, scores, torch.zeros_like(scores))
+
     def all_head_labels(self) -> list[str]:
         """Labels ``L{layer}H{head}`` for every head.
 

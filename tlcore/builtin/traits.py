@@ -40,6 +40,7 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("norm", norms.RMSNormTrait, norms.make_rmsnorm),
     ("norm", norms.NoNormTrait, norms.make_no_norm),
     ("block", block.PreNormTrait, block.make_pre_norm_block),
+    ("block", block.AttnOnlyTrait, block.make_attn_only_block),
     ("block", block.ParallelTrait, block.make_parallel_block),
     ("block", block.PostNormTrait, block.make_post_norm_block),
     ("block", block.SandwichTrait, block.make_sandwich_block),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -22,6 +22,10 @@ class AlibiTrait(Trait):
     """Dtype the bias ``slope * position`` is computed in before its cast to the score dtype: Falcon
     rounds the slopes to bfloat16 and multiplies there whatever the model dtype (inexact for 16+
     heads, whose slopes are not powers of two, and at long positions)."""
+
+    transformer_lens_draws_w_pos: ClassVar[bool] = True
+    """TransformerLens 2.x creates (and initialises, after ``W_E``) a ``W_pos`` ALiBi never uses;
+    ``init_weights`` draws one too, so the weights after it match TransformerLens's for a seed."""
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("positional_embedding_type", "alibi")

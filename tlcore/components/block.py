@@ -1,6 +1,7 @@
 """Transformer blocks: how attention, MLP, norms and the residual stream are wired.
 
-Layouts (the ``block`` slot): ``pre_norm`` (GPT-2, Llama), ``parallel`` (GPT-J and Phi with one
+Layouts (the ``block`` slot): ``pre_norm`` (GPT-2, Llama), ``attn_only`` (TransformerLens's
+``attn_only=True``: no MLP, no ``ln2``, no ``hook_resid_mid``), ``parallel`` (GPT-J and Phi with one
 norm, NeoX with two), ``post_norm`` (original Transformer / OPT-350m / BERT), ``sandwich`` (Gemma
 2/3: pre- and post-norm around each branch) and ``post_only`` (OLMo-2). Each is a small subclass
 whose ``forward`` reads top to bottom, and whose trait declares the same wiring as data
@@ -70,6 +71,18 @@ class PreNormTrait(ScaledBlockTrait):
                 Branch("mlp", "hook_resid_mid", norm="ln2", to_resid=self._scale()),
             )
         )
+
+
+class AttnOnlyTrait(ScaledBlockTrait):
+    """``x + attn(ln1 x)``: attention only. The builder builds no MLP for a layout without one."""
+
+    kind: Literal["attn_only"] = "attn_only"
+
+    def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
+        cfg.setdefault("attn_only", True)
+
+    def wiring(self) -> BlockWiring:  # noqa: D102
+        return BlockWiring((Branch("attn", "hook_resid_pre", norm="ln1", to_resid=self._scale()),))
 
 
 class ParallelTrait(ScaledBlockTrait):
@@ -149,7 +162,7 @@ class TransformerBlock(nn.Module):
         trait: The layout.
         cfg: The model config (the hook flags ``use_attn_in`` ... are read at each forward).
         attn: The attention module.
-        mlp: The MLP (or MoE) module.
+        mlp: The MLP (or MoE) module; None for a layout without an ``mlp`` branch.
         make_norm: Builds a fresh block norm (None when the norm kind is ``none``).
     """
 
@@ -159,7 +172,7 @@ class TransformerBlock(nn.Module):
         cfg: Any,
         layer: int,
         attn: nn.Module,
-        mlp: nn.Module,
+        mlp: nn.Module | None,
         make_norm: Callable[[], nn.Module | None],
     ) -> None:
         super().__init__()
@@ -169,7 +182,8 @@ class TransformerBlock(nn.Module):
         for name in self.wiring.norm_names:
             setattr(self, name, make_norm())
         self.attn = attn
-        self.mlp = mlp
+        if mlp is not None:
+            self.mlp = mlp
         self.hook_resid_pre = HookPoint()
         self.hook_attn_in = HookPoint()
         self.hook_q_input = HookPoint()
@@ -178,8 +192,9 @@ class TransformerBlock(nn.Module):
         self.hook_attn_out = HookPoint()
         if self.wiring.has_resid_mid:
             self.hook_resid_mid = HookPoint()
-        self.hook_mlp_in = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        if self.wiring.branch("mlp") is not None:
+            self.hook_mlp_in = HookPoint()
+            self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -231,6 +246,16 @@ class PreNormBlock(TransformerBlock):
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, "ln2"))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
+
+
+class AttnOnlyBlock(TransformerBlock):
+    """Attention only: ``resid_post = resid_pre + attn_out``."""
+
+    def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
+        """Map ``resid_pre`` to ``resid_post``."""
+        resid_pre = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        return self.hook_resid_post(self._add(resid_pre, attn_out))
 
 
 class ParallelBlock(TransformerBlock):
@@ -287,6 +312,23 @@ class PostOnlyBlock(TransformerBlock):
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
 
 
+def runs_mlp(trait: Trait) -> bool:
+    """Whether a block layout has an ``mlp`` branch (layouts that declare no wiring are assumed to).
+
+    Args:
+        trait: The ``block`` trait.
+
+    Returns:
+        False for ``attn_only``: the builder then builds no MLP.
+    """
+    if not isinstance(trait, BlockTrait):
+        return True
+    try:
+        return trait.wiring().branch("mlp") is not None
+    except NotImplementedError:
+        return True
+
+
 def _per_head(x: Resid, n: int) -> Float[torch.Tensor, "batch pos head_index d_model"]:
     return x[:, :, None, :].expand(-1, -1, n, -1).clone()
 
@@ -297,7 +339,7 @@ def _factory(cls: type[TransformerBlock]) -> Callable[..., TransformerBlock]:
         cfg: Any,
         layer: int,
         attn: nn.Module,
-        mlp: nn.Module,
+        mlp: nn.Module | None,
         make_norm: Callable[[], nn.Module | None],
     ) -> TransformerBlock:
         return cls(trait, cfg, layer, attn, mlp, make_norm)
@@ -307,6 +349,7 @@ def _factory(cls: type[TransformerBlock]) -> Callable[..., TransformerBlock]:
 
 
 make_pre_norm_block = _factory(PreNormBlock)
+make_attn_only_block = _factory(AttnOnlyBlock)
 make_parallel_block = _factory(ParallelBlock)
 make_post_norm_block = _factory(PostNormBlock)
 make_sandwich_block = _factory(SandwichBlock)

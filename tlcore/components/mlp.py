@@ -2,7 +2,9 @@
 
 TransformerLens's hooks: ``hook_pre`` (the activation's input: ``W_in x`` for plain, ``W_gate x``
 for gated), ``hook_pre_linear`` (gated only: ``W_in x``) and ``hook_post`` (the activation's
-output).
+output). A plain MLP with ``act_norm`` (TransformerLens's ``act_fn="solu_ln"``) normalises the
+activation: ``hook_mid`` holds ``act(pre)``, its LayerNorm is ``mlp.ln``, and ``hook_post`` the
+normalised output. A trainable activation (``xielu``) is a module, ``mlp.act_fn``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 
-from tlcore.components.activations import get_activation
+from tlcore.components.activations import make_activation
 from tlcore.components.layout import LinearLayout
+from tlcore.components.norms import LayerNormTrait, make_layernorm
 from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
 from tlcore.errors import SpecError
 from tlcore.hook_points import HookPoint
@@ -23,13 +26,19 @@ from tlcore.spec.traits import Trait
 
 
 class PlainMLPTrait(Trait):
-    """A two-layer MLP; ``act`` defaults to the config's ``act_fn``."""
+    """A two-layer MLP; ``act`` defaults to the config's ``act_fn``.
+
+    ``act_norm``: a LayerNorm over ``d_mlp`` after the activation (SoLU's, TransformerLens's
+    ``act_fn="solu_ln"``; without weight and bias for its LNPre models), exposing ``hook_mid``
+    (before it) and ``mlp.ln``.
+    """
 
     slot = "mlp"
     linear_io = True
     kind: Literal["plain"] = "plain"
     act: str | None = None
     bias: bool = True
+    act_norm: LayerNormTrait | None = None
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         if self.act is not None:
@@ -65,15 +74,25 @@ class MLP(LinearLayout, ResidualIO):
     hf_names = ("mlp", "feed_forward", "block_sparse_moe")
     hf_output_names = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
 
-    def __init__(self, d_model: int, d_mlp: int, act: str, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_mlp: int,
+        act: str,
+        dtype: torch.dtype,
+        act_norm: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        self.act_fn = get_activation(act)
+        self.act_fn = make_activation(act)
         self.W_in = nn.Parameter(torch.empty(d_model, d_mlp, dtype=dtype))
         self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=dtype))
         self.W_out = nn.Parameter(torch.empty(d_mlp, d_model, dtype=dtype))
         self.b_out = nn.Parameter(torch.zeros(d_model, dtype=dtype))
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
+        self.ln = act_norm
+        if act_norm is not None:
+            self.hook_mid = HookPoint()
 
     linear_layouts = {"W_in": "matrix", "W_gate": "matrix", "W_out": "matrix"}
 
@@ -104,7 +123,10 @@ class MLP(LinearLayout, ResidualIO):
             MLP output.
         """
         pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
-        post = self.hook_post(self.act_fn(pre))
+        if self.ln is not None:
+            post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
+        else:
+            post = self.hook_post(self.act_fn(pre))
         return F.linear(post, self.W_out.T, self.b_out)
 
 
@@ -157,7 +179,10 @@ def make_plain_mlp(trait: PlainMLPTrait, cfg: Any, layer: int) -> MLP:
     Returns:
         The module.
     """
-    return MLP(cfg.d_model, cfg.d_mlp, _act(trait, cfg), cfg.dtype)
+    act_norm = None
+    if trait.act_norm is not None:
+        act_norm = make_layernorm(trait.act_norm, cfg.d_mlp, cfg.dtype)
+    return MLP(cfg.d_model, cfg.d_mlp, _act(trait, cfg), cfg.dtype, act_norm)
 
 
 def make_gated_mlp(trait: GatedMLPTrait, cfg: Any, layer: int) -> GatedMLP:

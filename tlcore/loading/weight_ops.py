@@ -320,3 +320,9 @@ BUILTIN_WEIGHT_OPS: dict[str, Any] = {
     "scale": scale,
     "add": add,
 }
+
+ELEMENT_MOVING_OPS: frozenset[Any] = frozenset(
+    fn for name, fn in BUILTIN_WEIGHT_OPS.items() if name not in ("matmul", "scale", "add")
+)
+"""Ops that only move (and may drop) elements: a weight map of them runs in reverse on index
+tensors (:mod:`tlcore.export`). A plugin's op joins them with ``fn.moves_elements_only = True``."""
