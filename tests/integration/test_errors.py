@@ -31,13 +31,14 @@ def test_unknown_architecture_lists_supported_and_how_to_add(
     folder, _ = tiny_checkpoint("gpt2")
     ckpt = copy_checkpoint(folder, tmp_path)
     config = json.loads((ckpt / "config.json").read_text())
-    config["model_type"] = "bert"
-    config["architectures"] = ["BertForMaskedLM"]
+    # XGLM: a causal LM transformers knows and no tlcore spec covers.
+    config["model_type"] = "xglm"
+    config["architectures"] = ["XGLMForCausalLM"]
     (ckpt / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnknownArchitectureError) as info:
         HookedTransformer.from_pretrained_no_processing(str(ckpt))
     message = str(info.value)
-    assert "model_type 'bert'" in message and "gpt2" in message and "spec" in message
+    assert "model_type 'xglm'" in message and "gpt2" in message and "spec" in message
 
 
 def test_missing_unexpected_and_misshaped_keys_reported_together(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 import torch
@@ -124,10 +124,10 @@ def test_each_setter_patches_the_named_slice(setup):
     assert moved >= 6  # the indices chosen make a difference, so a wrong slice would show
 
 
+@pytest.mark.parametrize("setup", ["llama"], indirect=True)  # the grouped-query model
 def test_grouped_kv_patches_index_kv_heads(setup):
     model, clean, corrupted, clean_cache, metric, _, _ = setup
-    if model.cfg.n_key_value_heads == model.cfg.n_heads:
-        pytest.skip("MHA")
+    assert model.cfg.n_key_value_heads < model.cfg.n_heads
     result = patching.get_act_patch_attn_head_v_all_pos(model, corrupted, clean_cache, metric)
     assert result.shape == (model.cfg.n_layers, 2)
     # kv head 1 is shared by query heads 2 and 3: patching it equals patching their ungrouped v.
@@ -191,16 +191,15 @@ def test_index_validation(setup):
         patching.layer_pos_patch_setter(torch.zeros(1, 2), (0, 1, 2), torch.zeros(1, 2))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pandas") is not None, reason="pandas installed")
-def test_index_df_without_pandas_is_a_clear_error(setup):
+def test_index_df_without_pandas_is_a_clear_error(setup, monkeypatch):
     model, clean, _, clean_cache, metric, _, _ = setup
+    monkeypatch.setitem(sys.modules, "pandas", None)  # what `import pandas` meets without it
     with pytest.raises(ImportError, match="pip install pandas"):
         patching.get_act_patch_resid_pre(model, clean, clean_cache, metric, return_index_df=True)
     with pytest.raises(ImportError, match="pip install pandas"):
         patching.make_df_from_ranges([2, 3], ["layer", "pos"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas not installed")
 def test_index_df_with_pandas(setup):
     model, _, corrupted, clean_cache, metric, _, _ = setup
     full, df = patching.get_act_patch_resid_pre(
