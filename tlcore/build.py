@@ -1,8 +1,10 @@
 """The generic builder: one pass from a model plan to modules. No per-architecture code.
 
 Each slot's trait kind names a component factory in the plan; the builder only wires them:
-embedding, positional component, one block per layer (attention + MLP + norms, in the block trait's
-layout), final norm, unembedding. Components that own norms (qk-norms, an embedding norm) get a
+embedding, positional component, one block per layer (a sequence mixer + MLP + norms, in the block
+trait's layout), final norm, unembedding. Each layer's sequence mixer is the ``mixer`` trait's where
+it holds that layer (:meth:`~tlcore.components.mixer.MixerTrait.holds`), else attention; a spec
+without an ``mlp`` trait builds blocks without an MLP. Components that own norms (qk-norms, an embedding norm) get a
 ``norm_factory`` from the builder instead of looking norm kinds up themselves.
 """
 
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from tlcore.components.mixer import MixerTrait
 from tlcore.components.positions import PositionalEncoding
+from tlcore.errors import SpecError
 from tlcore.plan import ModelPlan
 from tlcore.spec.traits import Trait
 
@@ -51,11 +55,17 @@ def build_modules(plan: ModelPlan) -> BuiltModules:
 
     positional = make("positional", cfg)
     assert isinstance(positional, PositionalEncoding), "positional components subclass it"
+    mixer = cfg.traits.get("mixer")
     blocks = []
     for layer in range(cfg.n_layers):
-        attn = make("attention", cfg, layer, positional, norm_factory)
-        mlp = make("mlp", cfg, layer)
-        blocks.append(make("block", cfg, layer, attn, mlp, make_norm))
+        if isinstance(mixer, MixerTrait) and mixer.holds(layer):
+            seq_mixer = make("mixer", cfg, layer)
+        elif "attention" in cfg.traits:
+            seq_mixer = make("attention", cfg, layer, positional, norm_factory)
+        else:
+            raise SpecError(f"layer {layer} holds no mixer and the spec has no attention")
+        mlp = make("mlp", cfg, layer) if "mlp" in cfg.traits else None
+        blocks.append(make("block", cfg, layer, seq_mixer, mlp, make_norm))
     return BuiltModules(
         embed=make("embedding", cfg, norm_factory),
         pos_embed=positional,

@@ -20,13 +20,13 @@ START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
 
 def _traits(row: dict) -> str:
     traits = row["traits"]
-    order = ["positional", "norm", "block", "attention", "mlp"]
+    order = ["positional", "norm", "block", "attention", "mixer", "mlp"]
     return ", ".join(f"{traits[slot]}" for slot in order if slot in traits)
 
 
 def readme_table(rows: list[dict]) -> str:
     lines = [
-        "| architecture | HF model types | traits (positions, norm, block, attention, mlp) |",
+        "| architecture | HF model types | traits (positions, norm, block, attention, mixer, mlp) |",
         "|---|---|---|",
     ]
     for row in rows:

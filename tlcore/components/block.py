@@ -23,7 +23,9 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.context import ForwardContext
+from tlcore.components.mixer import SequenceMixer
 from tlcore.components.wiring import BlockWiring, Branch, ResidMap, Scale
+from tlcore.errors import SpecError
 from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
@@ -146,8 +148,9 @@ class TransformerBlock(nn.Module):
     Args:
         trait: The layout.
         cfg: The model config (the hook flags ``use_attn_in`` ... are read at each forward).
-        attn: The attention module.
-        mlp: The MLP (or MoE) module.
+        attn: The layer's sequence mixer: attention, or a
+            :class:`~tlcore.components.mixer.SequenceMixer` (held as ``block.<its branch>``).
+        mlp: The MLP (or MoE) module, or None for a layer without one (pre-norm layouts only).
         make_norm: Builds a fresh block norm (None when the norm kind is ``none``).
     """
 
@@ -157,28 +160,52 @@ class TransformerBlock(nn.Module):
         cfg: Any,
         layer: int,
         attn: nn.Module,
-        mlp: nn.Module,
+        mlp: nn.Module | None,
         make_norm: Callable[[], nn.Module | None],
     ) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
-        self.wiring = trait.wiring()
+        # Attention reads query/key/value inputs (with TransformerLens's input hooks); any other
+        # sequence mixer reads the normalised residual and sits under its own name.
+        self._mixes_qkv = not isinstance(attn, SequenceMixer)
+        mixer = "attn" if self._mixes_qkv else attn.branch
+        if mlp is None and not self.allows_no_mlp:
+            raise SpecError(f"block layout {type(self).__name__} needs an MLP in every layer")
+        self.wiring = trait.wiring().for_layer(mixer, mlp is not None)
         self.residual_multiplier = float(getattr(trait, "residual_multiplier", 1.0))
         for name in self.wiring.norm_names:
             setattr(self, name, make_norm())
-        self.attn = attn
+        setattr(self, mixer, attn)
         self.mlp = mlp
         self.hook_resid_pre = HookPoint()
-        self.hook_attn_in = HookPoint()
-        self.hook_q_input = HookPoint()
-        self.hook_k_input = HookPoint()
-        self.hook_v_input = HookPoint()
-        self.hook_attn_out = HookPoint()
+        if self._mixes_qkv:
+            self.hook_attn_in = HookPoint()
+            self.hook_q_input = HookPoint()
+            self.hook_k_input = HookPoint()
+            self.hook_v_input = HookPoint()
+        self._mixer_name = mixer
+        setattr(self, f"hook_{mixer}_out", HookPoint())
         if self.wiring.has_resid_mid:
             self.hook_resid_mid = HookPoint()
-        self.hook_mlp_in = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        if mlp is not None:
+            self.hook_mlp_in = HookPoint()
+            self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+
+    allows_no_mlp = False
+    """Whether the layout's forward handles a layer without an MLP branch."""
+
+    def _mixer_out(self, x: Resid) -> Resid:
+        """The output hook of the layer's sequence mixer (``hook_attn_out`` for attention)."""
+        hook: HookPoint = getattr(self, f"hook_{self._mixer_name}_out")
+        return hook(x)
+
+    def _mix(self, resid: Resid, ctx: ForwardContext, norm: str | None) -> Resid:
+        """Run the layer's sequence mixer on ``resid`` (normalised by ``norm`` unless None)."""
+        if self._mixes_qkv:
+            return self._attention(resid, ctx, norm)
+        mixer = getattr(self, self._mixer_name)
+        return mixer(self._norm(norm, resid) if norm is not None else resid, ctx)
 
     def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
         norm = getattr(self, name, None)
@@ -214,18 +241,23 @@ class TransformerBlock(nn.Module):
         return self.attn(q_in, k_in, v_in, ctx)
 
     def _mlp(self, x: Resid, norm: str | None) -> Resid:
+        assert self.mlp is not None, "only called for layers with an MLP"
         if self.cfg.use_hook_mlp_in:
             x = self.hook_mlp_in(x.clone())
         return self.mlp(self._norm(norm, x) if norm is not None else x)
 
 
 class PreNormBlock(TransformerBlock):
-    """Pre-norm sequential block."""
+    """Pre-norm sequential block (a layer without an MLP is ``x + mixer(ln1 x)``)."""
+
+    allows_no_mlp = True
 
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        attn_out = self._mixer_out(self._mix(resid_pre, ctx, "ln1"))
+        if self.mlp is None:  # norm, mixer, residual add (Mamba)
+            return self.hook_resid_post(self._add(resid_pre, attn_out))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, "ln2"))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
@@ -237,7 +269,7 @@ class ParallelBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        attn_out = self._mixer_out(self._mix(resid_pre, ctx, "ln1"))
         mlp_out = self.hook_mlp_out(self._mlp(resid_pre, self._mlp_norm))
         return self.hook_resid_post(self._add(self._add(resid_pre, attn_out), mlp_out))
 
@@ -253,7 +285,7 @@ class PostNormBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, None))
+        attn_out = self._mixer_out(self._mix(resid_pre, ctx, None))
         resid_mid = self.hook_resid_mid(self._norm("ln1", self._add(resid_pre, attn_out)))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, None))
         return self.hook_resid_post(self._norm("ln2", self._add(resid_mid, mlp_out)))
@@ -265,9 +297,7 @@ class SandwichBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(
-            self._norm("ln1_post", self._attention(resid_pre, ctx, "ln1"))
-        )
+        attn_out = self._mixer_out(self._norm("ln1_post", self._mix(resid_pre, ctx, "ln1")))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, "ln2")))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
@@ -279,7 +309,7 @@ class PostOnlyBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._norm("ln1_post", self._attention(resid_pre, ctx, None)))
+        attn_out = self._mixer_out(self._norm("ln1_post", self._mix(resid_pre, ctx, None)))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, None)))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
@@ -295,7 +325,7 @@ def _factory(cls: type[TransformerBlock]) -> Callable[..., TransformerBlock]:
         cfg: Any,
         layer: int,
         attn: nn.Module,
-        mlp: nn.Module,
+        mlp: nn.Module | None,
         make_norm: Callable[[], nn.Module | None],
     ) -> TransformerBlock:
         return cls(trait, cfg, layer, attn, mlp, make_norm)

@@ -1,7 +1,7 @@
 """Trait base class: a trait is a typed, validated block of a spec (``{kind: ..., params...}``).
 
 Traits sit in *slots* (``embedding``, ``positional``, ``norm``, ``final_norm``, ``block``,
-``attention``, ``mlp``, ``unembed``). A trait kind is registered with the slot it fills, the
+``attention``, ``mixer``, ``mlp``, ``unembed``). A trait kind is registered with the slot it fills, the
 pydantic model of its parameters and the component that implements it, so a plugin adds a kind
 without touching tlcore.
 """
@@ -19,12 +19,20 @@ SLOTS: tuple[str, ...] = (
     "final_norm",
     "block",
     "attention",
+    "mixer",
     "mlp",
     "unembed",
 )
-"""The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``."""
+"""The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``.
 
-OPTIONAL_SLOTS: frozenset[str] = frozenset({"final_norm"})
+``mixer`` holds a sequence mixer other than attention (a state-space or linear-attention kind)
+for the layers it names; the other layers hold ``attention``. A spec fills at least one of the
+two. Without ``mlp`` the blocks have no MLP branch (Mamba: norm, mixer, residual add)."""
+
+OPTIONAL_SLOTS: frozenset[str] = frozenset({"final_norm", "attention", "mixer", "mlp"})
+
+MIXER_SLOTS: tuple[str, ...] = ("attention", "mixer")
+"""The slots of which a spec must fill at least one (every block holds a sequence mixer)."""
 
 # Slots whose kinds are looked up in another slot's table (``final_norm`` takes any ``norm`` kind).
 SLOT_KINDS_FROM: dict[str, str] = {"final_norm": "norm"}
