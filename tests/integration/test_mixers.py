@@ -1,0 +1,108 @@
+"""Sequence mixers other than attention (the ``mixer`` slot): state-space and linear attention.
+
+Each spec's tiny checkpoint goes through tlcore's real loader; HF's own torch path is the reference
+for logits, greedy generation with the recurrent state cached, and the hooks' values (recomputed
+here from HF's submodules and the checkpoint's tensors, not from tlcore's code).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tlcore.model import HookedTransformer
+from tlcore.parity.probes import capture
+from tlcore.registry import get_registry
+from tlcore.testing.tiny import save_tiny_checkpoint
+
+VOCAB = 512
+SSM_SPECS = ["mamba", "falcon_mamba"]
+
+
+@pytest.fixture(scope="module", params=SSM_SPECS)
+def pair(request, tmp_path_factory):
+    folder, hf = save_tiny_checkpoint(
+        get_registry().get_spec(request.param), tmp_path_factory.mktemp(request.param)
+    )
+    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+    hf.generation_config.eos_token_id = None
+    return model, hf
+
+
+def tokens(batch=2, pos=9, seed=0):
+    return torch.randint(3, VOCAB, (batch, pos), generator=torch.Generator().manual_seed(seed))
+
+
+def greedy(model, toks, n=6, **kwargs):
+    return model.generate(toks, n, do_sample=False, stop_at_eos=False, verbose=False, **kwargs)
+
+
+def test_blocks_are_norm_mixer_residual(pair):
+    model, _ = pair
+    block = model.blocks[0]
+    names = {n for n in model.hook_dict if n.startswith("blocks.0.")}
+    assert "blocks.0.hook_mixer_out" in names and "blocks.0.mixer.hook_ssm_state" in names
+    assert not [n for n in names if "attn" in n or "mlp" in n or "resid_mid" in n]
+    assert block.mlp is None and [b.name for b in block.wiring.branches] == ["mixer"]
+    toks = tokens()
+    _, cache = model.run_with_cache(toks)
+    for layer in range(model.cfg.n_layers):
+        pre, out = cache[f"blocks.{layer}.hook_resid_pre"], cache[f"blocks.{layer}.hook_mixer_out"]
+        assert torch.allclose(pre + out, cache[f"blocks.{layer}.hook_resid_post"], atol=1e-5)
+
+
+def test_greedy_generation_with_cached_state_equals_hf(pair):
+    model, hf = pair
+    toks = tokens()
+    ours = greedy(model, toks)
+    theirs = hf.generate(toks, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours, greedy(model, toks, use_past_kv_cache=False))
+
+
+def test_hooks_hold_hf_intermediates(pair):
+    model, hf = pair
+    toks = tokens()
+    mixer = hf.backbone.layers[1].mixer
+    with capture({"in": (mixer.in_proj, "output"), "post": (mixer.out_proj, "input")}) as hf_vals:
+        with torch.no_grad():
+            hf(toks)
+    _, cache = model.run_with_cache(toks, names_filter=lambda n: n.startswith("blocks.1.mixer"))
+    d_inner = mixer.intermediate_size
+    assert torch.allclose(cache["blocks.1.mixer.hook_in"], hf_vals["in"][..., :d_inner], atol=1e-5)
+    assert torch.allclose(cache["blocks.1.mixer.hook_gate"], hf_vals["in"][..., d_inner:], atol=1e-5)
+    assert torch.allclose(cache["blocks.1.mixer.hook_post"], hf_vals["post"], rtol=1e-5, atol=1e-4)
+    # hook_conv: HF's depthwise convolution (padding k-1, first pos outputs) and activation.
+    conv = mixer.conv1d(hf_vals["in"][..., :d_inner].transpose(1, 2))[..., : toks.shape[1]]
+    assert torch.allclose(cache["blocks.1.mixer.hook_conv"], F.silu(conv).transpose(1, 2), atol=1e-5)
+    # The last cached state times C is the scan output without the skip: y - D x.
+    state, C = cache["blocks.1.mixer.hook_ssm_state"], cache["blocks.1.mixer.hook_C"]
+    x, y = cache["blocks.1.mixer.hook_conv"], cache["blocks.1.mixer.hook_y"]
+    assert state.shape == (*toks.shape, d_inner, mixer.ssm_state_size)
+    assert torch.allclose((state @ C[..., None])[..., 0], y - x * mixer.D, rtol=1e-5, atol=1e-3)
+
+
+def test_editing_the_state_hook_changes_that_output(pair):
+    model, _ = pair
+    toks = tokens()
+    clean = model(toks)
+
+    def zero_last(state, hook):
+        state[:, -1] = 0
+        return state
+
+    patched = model.run_with_hooks(toks, fwd_hooks=[("blocks.0.mixer.hook_ssm_state", zero_last)])
+    assert torch.allclose(patched[:, :-1], clean[:, :-1], atol=1e-5)
+    assert not torch.allclose(patched[:, -1], clean[:, -1], atol=1e-3)
+
+
+def test_padding_positions_are_zeroed_like_hf(pair):
+    model, hf = pair
+    toks = tokens()
+    mask = torch.ones_like(toks)
+    mask[0, :3] = 0
+    with torch.no_grad():
+        theirs = hf(toks, attention_mask=mask).logits
+    ours = model(toks, attention_mask=mask)
+    assert torch.allclose(ours[mask.bool()], theirs[mask.bool()], atol=1e-4)
