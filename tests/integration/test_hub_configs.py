@@ -76,17 +76,18 @@ def test_refused_for_the_documented_reason(entry: dict[str, Any]):
 
 def _dims_from_hf(config: Any) -> dict[str, int]:
     """The dimensions HF's own config object reports (attribute_map resolves GPT-2-style names)."""
-    heads = config.num_attention_heads
+    dims = {
+        "d_model": config.hidden_size,
+        "n_layers": config.num_hidden_layers,
+        "d_vocab": config.vocab_size,
+    }
+    heads = getattr(config, "num_attention_heads", None)
+    if heads is None:  # no attention (Mamba, Mamba-2): no heads to compare
+        return dims
     kv = getattr(config, "num_key_value_heads", None) or heads
     if getattr(config, "model_type", "") == "falcon" and not config.new_decoder_architecture:
         kv = 1 if config.multi_query else heads
-    return {
-        "d_model": config.hidden_size,
-        "n_layers": config.num_hidden_layers,
-        "n_heads": heads,
-        "n_key_value_heads": kv,
-        "d_vocab": config.vocab_size,
-    }
+    return {**dims, "n_heads": heads, "n_key_value_heads": kv}
 
 
 @pytest.mark.parametrize("entry", ACCEPTED, ids=_id)

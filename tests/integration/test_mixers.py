@@ -17,17 +17,30 @@ from tlcore.registry import get_registry
 from tlcore.testing.tiny import save_tiny_checkpoint
 
 VOCAB = 512
-SSM_SPECS = ["mamba", "falcon_mamba"]
+SSM_SPECS = ["mamba", "falcon_mamba", "mamba2"]
 
 
-@pytest.fixture(scope="module", params=SSM_SPECS)
+_LOADED: dict[str, tuple[HookedTransformer, torch.nn.Module]] = {}
+
+
+def load(name, tmp_path_factory):
+    """The tiny checkpoint of a spec through tlcore's loader, and HF's model (once per module)."""
+    if name not in _LOADED:
+        folder, hf = save_tiny_checkpoint(get_registry().get_spec(name), tmp_path_factory.mktemp(name))
+        model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+        hf.generation_config.eos_token_id = None
+        _LOADED[name] = (model, hf)
+    return _LOADED[name]
+
+
+@pytest.fixture(params=SSM_SPECS)
 def pair(request, tmp_path_factory):
-    folder, hf = save_tiny_checkpoint(
-        get_registry().get_spec(request.param), tmp_path_factory.mktemp(request.param)
-    )
-    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-    hf.generation_config.eos_token_id = None
-    return model, hf
+    return load(request.param, tmp_path_factory)
+
+
+@pytest.fixture(params=["mamba", "falcon_mamba"])
+def mamba1(request, tmp_path_factory):
+    return load(request.param, tmp_path_factory)
 
 
 def tokens(batch=2, pos=9, seed=0):
@@ -61,8 +74,8 @@ def test_greedy_generation_with_cached_state_equals_hf(pair):
     assert torch.equal(ours, greedy(model, toks, use_past_kv_cache=False))
 
 
-def test_hooks_hold_hf_intermediates(pair):
-    model, hf = pair
+def test_hooks_hold_hf_intermediates(mamba1):
+    model, hf = mamba1
     toks = tokens()
     mixer = hf.backbone.layers[1].mixer
     with capture({"in": (mixer.in_proj, "output"), "post": (mixer.out_proj, "input")}) as hf_vals:
@@ -97,6 +110,29 @@ def test_editing_the_state_hook_changes_that_output(pair):
     assert not torch.allclose(patched[:, -1], clean[:, -1], atol=1e-3)
 
 
+def test_mamba2_hooks_hold_hf_intermediates(tmp_path_factory):
+    model, hf = load("mamba2", tmp_path_factory)
+    toks = tokens()
+    mixer = hf.backbone.layers[0].mixer
+    with capture({"in": (mixer.in_proj, "output"), "post": (mixer.out_proj, "input")}) as hf_vals:
+        with torch.no_grad():
+            hf(toks)
+    _, cache = model.run_with_cache(toks, names_filter=lambda n: n.startswith("blocks.0.mixer"))
+    d_inner = mixer.intermediate_size
+    assert torch.allclose(cache["blocks.0.mixer.hook_gate"], hf_vals["in"][..., :d_inner], atol=1e-5)
+    assert torch.allclose(cache["blocks.0.mixer.hook_post"], hf_vals["post"], rtol=1e-5, atol=1e-4)
+    # hook_dt: softplus(dt + dt_bias) from HF's in_proj output; the state read through C plus the
+    # skip D x gives hook_y (B and C shared by the heads of a group).
+    dt = torch.nn.functional.softplus(hf_vals["in"][..., -mixer.num_heads :] + mixer.dt_bias)
+    assert torch.allclose(cache["blocks.0.mixer.hook_dt"], dt, atol=1e-5)
+    state, C = cache["blocks.0.mixer.hook_ssm_state"], cache["blocks.0.mixer.hook_C"]
+    x, y = cache["blocks.0.mixer.hook_x"], cache["blocks.0.mixer.hook_y"]
+    assert state.shape == (*toks.shape, mixer.num_heads, mixer.head_dim, mixer.ssm_state_size)
+    C_heads = C.repeat_interleave(mixer.num_heads // mixer.n_groups, dim=2)
+    read = (state @ C_heads[..., None])[..., 0] + x * mixer.D[:, None]
+    assert torch.allclose(read.flatten(-2), y, rtol=1e-5, atol=1e-3)
+
+
 def test_padding_positions_are_zeroed_like_hf(pair):
     model, hf = pair
     toks = tokens()
@@ -109,14 +145,9 @@ def test_padding_positions_are_zeroed_like_hf(pair):
 
 
 # ------------------------------------------------------------------------------ Gated DeltaNet
-@pytest.fixture(scope="module")
+@pytest.fixture
 def next_pair(tmp_path_factory):
-    folder, hf = save_tiny_checkpoint(
-        get_registry().get_spec("qwen3_next"), tmp_path_factory.mktemp("qwen3_next")
-    )
-    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
-    hf.generation_config.eos_token_id = None
-    return model, hf
+    return load("qwen3_next", tmp_path_factory)
 
 
 def test_mixer_chosen_per_layer_from_layer_types(next_pair):
