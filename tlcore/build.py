@@ -4,8 +4,8 @@ Each slot's trait kind names a component factory in the plan; the builder only w
 embedding, positional component, one block per layer (a sequence mixer + MLP + norms, in the block
 trait's layout), final norm, unembedding. Each layer's sequence mixer is the ``mixer`` trait's where
 it holds that layer (:meth:`~tlcore.components.mixer.MixerTrait.holds`), else attention; a spec
-without an ``mlp`` trait builds blocks without an MLP. Components that own norms (qk-norms, an embedding norm) get a
-``norm_factory`` from the builder instead of looking norm kinds up themselves.
+without an ``mlp`` trait builds blocks without an MLP. Components that own norms (qk-norms, an
+embedding norm) get a ``norm_factory`` from the builder instead of looking norm kinds up themselves.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def _traits(row: dict) -> str:
 
 def readme_table(rows: list[dict]) -> str:
     lines = [
-        "| architecture | HF model types | traits (positions, norm, block, attention, mixer, mlp) |",
+        "| architecture | HF model types | traits (positions, norm, block, attention/mixer, mlp) |",
         "|---|---|---|",
     ]
     for row in rows:

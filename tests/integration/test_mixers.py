@@ -26,7 +26,9 @@ _LOADED: dict[str, tuple[HookedTransformer, torch.nn.Module]] = {}
 def load(name, tmp_path_factory):
     """The tiny checkpoint of a spec through tlcore's loader, and HF's model (once per module)."""
     if name not in _LOADED:
-        folder, hf = save_tiny_checkpoint(get_registry().get_spec(name), tmp_path_factory.mktemp(name))
+        folder, hf = save_tiny_checkpoint(
+            get_registry().get_spec(name), tmp_path_factory.mktemp(name)
+        )
         model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
         hf.generation_config.eos_token_id = None
         _LOADED[name] = (model, hf)
@@ -84,11 +86,15 @@ def test_hooks_hold_hf_intermediates(mamba1):
     _, cache = model.run_with_cache(toks, names_filter=lambda n: n.startswith("blocks.1.mixer"))
     d_inner = mixer.intermediate_size
     assert torch.allclose(cache["blocks.1.mixer.hook_in"], hf_vals["in"][..., :d_inner], atol=1e-5)
-    assert torch.allclose(cache["blocks.1.mixer.hook_gate"], hf_vals["in"][..., d_inner:], atol=1e-5)
+    assert torch.allclose(
+        cache["blocks.1.mixer.hook_gate"], hf_vals["in"][..., d_inner:], atol=1e-5
+    )
     assert torch.allclose(cache["blocks.1.mixer.hook_post"], hf_vals["post"], rtol=1e-5, atol=1e-4)
     # hook_conv: HF's depthwise convolution (padding k-1, first pos outputs) and activation.
     conv = mixer.conv1d(hf_vals["in"][..., :d_inner].transpose(1, 2))[..., : toks.shape[1]]
-    assert torch.allclose(cache["blocks.1.mixer.hook_conv"], F.silu(conv).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(
+        cache["blocks.1.mixer.hook_conv"], F.silu(conv).transpose(1, 2), atol=1e-5
+    )
     # The last cached state times C is the scan output without the skip: y - D x.
     state, C = cache["blocks.1.mixer.hook_ssm_state"], cache["blocks.1.mixer.hook_C"]
     x, y = cache["blocks.1.mixer.hook_conv"], cache["blocks.1.mixer.hook_y"]
@@ -119,7 +125,9 @@ def test_mamba2_hooks_hold_hf_intermediates(tmp_path_factory):
             hf(toks)
     _, cache = model.run_with_cache(toks, names_filter=lambda n: n.startswith("blocks.0.mixer"))
     d_inner = mixer.intermediate_size
-    assert torch.allclose(cache["blocks.0.mixer.hook_gate"], hf_vals["in"][..., :d_inner], atol=1e-5)
+    assert torch.allclose(
+        cache["blocks.0.mixer.hook_gate"], hf_vals["in"][..., :d_inner], atol=1e-5
+    )
     assert torch.allclose(cache["blocks.0.mixer.hook_post"], hf_vals["post"], rtol=1e-5, atol=1e-4)
     # hook_dt: softplus(dt + dt_bias) from HF's in_proj output; the state read through C plus the
     # skip D x gives hook_y (B and C shared by the heads of a group).

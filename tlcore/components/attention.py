@@ -2,10 +2,10 @@
 
 Parameters: ``W_Q [head_index, d_model, d_head]``, ``W_K/W_V`` (``_W_K/_W_V [kv_head, ...]`` under
 GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head, d_model]``, biases
-``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none); with an
-output gate (Qwen3-Next) ``W_G [head_index, d_model, d_head]`` and ``b_G``, and ``hook_gate`` holding
-``sigmoid(x W_G + b_G)``, which multiplies each head's output before ``hook_z`` (so ``hook_z`` stays
-the input of ``W_O``).
+``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none); with
+an output gate (Qwen3-Next) ``W_G [head_index, d_model, d_head]`` and ``b_G``, and ``hook_gate``
+holding ``sigmoid(x W_G + b_G)``, which multiplies each head's output before ``hook_z`` (so
+``hook_z`` stays the input of ``W_O``).
 
 The forward uses ``F.scaled_dot_product_attention`` unless something needs the scores themselves: a
 hook (or cache) on ``hook_attn_scores``/``hook_pattern``, a logit soft-cap, or attention sinks.

@@ -168,7 +168,7 @@ class TransformerBlock(nn.Module):
         # Attention reads query/key/value inputs (with TransformerLens's input hooks); any other
         # sequence mixer reads the normalised residual and sits under its own name.
         self._mixes_qkv = not isinstance(attn, SequenceMixer)
-        mixer = "attn" if self._mixes_qkv else attn.branch
+        mixer: str = attn.branch if isinstance(attn, SequenceMixer) else "attn"
         if mlp is None and not self.allows_no_mlp:
             raise SpecError(f"block layout {type(self).__name__} needs an MLP in every layer")
         self.wiring = trait.wiring().for_layer(mixer, mlp is not None)
@@ -183,7 +183,7 @@ class TransformerBlock(nn.Module):
             self.hook_q_input = HookPoint()
             self.hook_k_input = HookPoint()
             self.hook_v_input = HookPoint()
-        self._mixer_name = mixer
+        self._mixer_name: str = mixer
         setattr(self, f"hook_{mixer}_out", HookPoint())
         if self.wiring.has_resid_mid:
             self.hook_resid_mid = HookPoint()
@@ -238,7 +238,8 @@ class TransformerBlock(nn.Module):
             pos = pos[:, :, None, :] if q_in.dim() == 4 else pos
             q_in = q_in + pos
             k_in = k_in + (pos[:, :, :1] if k_in.dim() == 4 and pos.dim() == 4 else pos)
-        return self.attn(q_in, k_in, v_in, ctx)
+        attn = getattr(self, self._mixer_name)  # ``attn``
+        return attn(q_in, k_in, v_in, ctx)
 
     def _mlp(self, x: Resid, norm: str | None) -> Resid:
         assert self.mlp is not None, "only called for layers with an MLP"

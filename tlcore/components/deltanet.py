@@ -3,18 +3,19 @@
 Per layer: ``q, k, v`` (channels ``[q | k | v]``) go through a causal depthwise convolution and
 ``silu``; ``beta = sigmoid(x W_b)`` and the log-decay ``g = -exp(A_log) softplus(x W_a + dt_bias)``
 are per value head. The state ``S`` ``[k_head_dim, v_head_dim]`` of each value head follows the
-gated delta rule ``S_t = exp(g_t) S_{t-1} + k_t (beta_t (v_t - k_t^T exp(g_t) S_{t-1}))^T`` (``q`` and
-``k`` L2-normalised, ``q`` scaled by ``1/sqrt(d_k)``), the output ``o_t = S_t^T q_t`` passes a gated
-RMSNorm (``rms(o) * w * silu(z)``) and ``W_out``. A prompt runs HF's chunked algorithm
-(``torch_chunk_gated_delta_rule``), single cached steps its recurrent form, as HF does.
+gated delta rule ``S_t = exp(g_t) S_{t-1} + k_t (beta_t (v_t - k_t^T exp(g_t) S_{t-1}))^T``
+(``q`` and ``k`` L2-normalised, ``q`` scaled by ``1/sqrt(d_k)``); the output ``o_t = S_t^T q_t``
+passes a gated RMSNorm (``rms(o) * w * silu(z)``) and ``W_out``. A prompt runs HF's chunked
+algorithm (``torch_chunk_gated_delta_rule``), single cached steps its recurrent form, as HF does.
 
 Parameters: ``W_q``/``W_k [d_model, k_heads * d_k]``, ``W_v``/``W_z [d_model, v_heads * d_v]``,
 ``W_b``/``W_a [d_model, v_heads]``, ``conv_W [channels, kernel]``, ``dt_bias``/``A_log [v_heads]``,
 ``norm_w [d_v]``, ``W_out [v_heads * d_v, d_model]``.
 
-Hooks (``blocks.{i}.linear_attn.``): ``hook_q``/``hook_k`` ``[batch, pos, k_head, d_k]`` and ``hook_v``
-``[batch, pos, v_head, d_v]`` (after the convolution); ``hook_z`` (the output gate's input),
-``[batch, pos, v_head, d_v]``; ``hook_beta`` and ``hook_decay`` (``g``) ``[batch, pos, v_head]``;
+Hooks (``blocks.{i}.linear_attn.``): ``hook_q``/``hook_k`` ``[batch, pos, k_head, d_k]`` and
+``hook_v`` ``[batch, pos, v_head, d_v]`` (after the convolution); ``hook_z`` (the output gate's
+input), ``[batch, pos, v_head, d_v]``; ``hook_beta`` and ``hook_decay`` (``g``)
+``[batch, pos, v_head]``;
 ``hook_ssm_state`` ``[batch, pos, v_head, d_k, d_v]`` (the state after each position; hooking it
 runs the recurrent form, and an edit changes that position's output only); ``hook_y`` (the rule's
 output) and ``hook_post`` (after the gated norm: the input of ``W_out``, heads flattened).
@@ -70,7 +71,8 @@ def _prepare(q, k, v, beta, g):  # type: ignore[no-untyped-def]
         q, k = q.repeat_interleave(group, dim=2), k.repeat_interleave(group, dim=2)
     work = torch.promote_types(v.dtype, torch.float32)  # HF: fp32 (float64 stays float64 here)
     q, k, v, beta, g = (
-        t.transpose(1, 2).to(work, memory_format=torch.contiguous_format) for t in (q, k, v, beta, g)
+        t.transpose(1, 2).to(work, memory_format=torch.contiguous_format)
+        for t in (q, k, v, beta, g)
     )
     q, k = _l2norm(q), _l2norm(k)
     return q * q.shape[-1] ** -0.5, k, v, beta, g
@@ -200,8 +202,15 @@ class GatedDeltaNet(LinearLayout, SequenceMixer):
         self.A_log = nn.Parameter(torch.empty(trait.n_v_heads, dtype=dtype))
         self.norm_w = nn.Parameter(torch.empty(trait.d_v, dtype=dtype))
         self.W_out = nn.Parameter(torch.empty(value_dim, d_model, dtype=dtype))
-        for name in ("q", "k", "v", "z", "beta", "decay", "ssm_state", "y", "post"):
-            setattr(self, f"hook_{name}", HookPoint())
+        self.hook_q = HookPoint()
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_z = HookPoint()
+        self.hook_beta = HookPoint()
+        self.hook_decay = HookPoint()
+        self.hook_ssm_state = HookPoint()
+        self.hook_y = HookPoint()
+        self.hook_post = HookPoint()
 
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         return [Reader(self, f"W_{n}", f"b_{n}", 0) for n in "qkvzba"]

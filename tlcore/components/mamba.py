@@ -6,9 +6,10 @@ scan ``s_t = exp(dt_t A) s_{t-1} + dt_t B_t x_t``, ``y_t = C_t s_t + D x_t``; ou
 ``out_proj(y * silu(z))``. This is HF's torch path (``MambaMixer`` without kernels) step for step.
 
 Parameters: ``W_in``/``W_gate [d_model, d_inner]`` (the two halves of HF's ``in_proj``) with
-``b_in``/``b_gate``, ``conv_W [d_inner, kernel]``, ``conv_b`` (when the checkpoint has one), ``W_x [d_inner, dt_rank + 2 d_state]``
-(HF's ``x_proj``), ``W_dt [dt_rank, d_inner]``, ``b_dt``, ``A_log [d_inner, d_state]``
-(``A = -exp(A_log)``), ``D [d_inner]``, ``W_out [d_inner, d_model]``, ``b_out``.
+``b_in``/``b_gate``, ``conv_W [d_inner, kernel]``, ``conv_b`` (when the checkpoint has one),
+``W_x [d_inner, dt_rank + 2 d_state]`` (HF's ``x_proj``), ``W_dt [dt_rank, d_inner]``, ``b_dt``,
+``A_log [d_inner, d_state]`` (``A = -exp(A_log)``), ``D [d_inner]``, ``W_out [d_inner, d_model]``,
+``b_out``.
 
 Hooks (``blocks.{i}.mixer.``): ``hook_in`` (``x`` before the convolution) and ``hook_gate``
 (``z``), ``[batch, pos, d_inner]``; ``hook_conv`` (after the convolution and activation);
@@ -139,8 +140,15 @@ class MambaMixer(LinearLayout, SequenceMixer):
         self.D = nn.Parameter(torch.empty(d_inner, dtype=dtype))
         self.W_out = nn.Parameter(torch.empty(d_inner, d_model, dtype=dtype))
         self.b_out = nn.Parameter(torch.zeros(d_model, dtype=dtype))
-        for name in ("in", "gate", "conv", "dt", "B", "C", "ssm_state", "y", "post"):
-            setattr(self, f"hook_{name}", HookPoint())
+        self.hook_in = HookPoint()
+        self.hook_gate = HookPoint()
+        self.hook_conv = HookPoint()
+        self.hook_dt = HookPoint()
+        self.hook_B = HookPoint()
+        self.hook_C = HookPoint()
+        self.hook_ssm_state = HookPoint()
+        self.hook_y = HookPoint()
+        self.hook_post = HookPoint()
 
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         return [Reader(self, "W_in", "b_in", 0), Reader(self, "W_gate", "b_gate", 0)]

@@ -1,22 +1,23 @@
 """Mamba-2's multi-head state-space mixer (SSD), in plain torch.
 
-Per layer: ``z, xBC, dt = in_proj(h)``; ``xBC = act(conv(xBC))`` (depthwise, causal) split into ``x``
-(``heads * head_dim``) and ``B``, ``C`` (``groups * d_state``, each group shared by
+Per layer: ``z, xBC, dt = in_proj(h)``; ``xBC = act(conv(xBC))`` (depthwise, causal) split into
+``x`` (``heads * head_dim``) and ``B``, ``C`` (``groups * d_state``, each group shared by
 ``heads / groups`` heads); ``dt = clamp(softplus(dt + dt_bias))`` per head; per head the state
-``s_t = exp(dt_t A) s_{t-1} + dt_t x_t B_t^T`` (``A`` a scalar per head) and ``y_t = s_t C_t + D x_t``;
-then a gated RMSNorm per group (``rms(y * silu(z)) * w``) and ``out_proj``. A prompt runs HF's chunked
-SSD algorithm (``mamba2_chunk_scan``), a single cached step its recurrent update, as HF does.
+``s_t = exp(dt_t A) s_{t-1} + dt_t x_t B_t^T`` (``A`` a scalar per head) and
+``y_t = s_t C_t + D x_t``; then a gated RMSNorm per group (``rms(y * silu(z)) * w``) and
+``out_proj``. A prompt runs HF's chunked SSD algorithm (``mamba2_chunk_scan``), a single cached
+step its recurrent update, as HF does.
 
 Parameters: ``W_gate [d_model, d_inner]``, ``W_in [d_model, d_inner + 2 groups d_state]``,
 ``W_dt [d_model, heads]`` (the three parts of HF's ``in_proj``; ``b_gate``/``b_in``/``b_dt`` with
 ``use_bias``),
-``conv_W [channels, kernel]``, ``conv_b``, ``dt_bias``/``A_log``/``D [heads]``, ``norm_w [d_inner]``,
-``W_out [d_inner, d_model]``, ``b_out``.
+``conv_W [channels, kernel]``, ``conv_b``, ``dt_bias``/``A_log``/``D [heads]``,
+``norm_w [d_inner]``, ``W_out [d_inner, d_model]``, ``b_out``.
 
-Hooks (``blocks.{i}.mixer.``): ``hook_gate`` (``z``) ``[batch, pos, d_inner]``; ``hook_conv`` (``xBC``
-after the convolution and activation); ``hook_x`` ``[batch, pos, head, head_dim]``; ``hook_B``,
-``hook_C`` ``[batch, pos, group, d_state]``; ``hook_dt`` ``[batch, pos, head]``; ``hook_ssm_state``
-``[batch, pos, head, head_dim, d_state]`` (computed only when hooked, by the recurrent form; an edit
+Hooks (``blocks.{i}.mixer.``): ``hook_gate`` (``z``) ``[batch, pos, d_inner]``; ``hook_conv``
+(``xBC`` after the convolution and activation); ``hook_x`` ``[batch, pos, head, head_dim]``;
+``hook_B``, ``hook_C`` ``[batch, pos, group, d_state]``; ``hook_dt`` ``[batch, pos, head]``;
+``hook_ssm_state`` ``[batch, pos, head, head_dim, d_state]`` (computed only when hooked, by the recurrent form; an edit
 changes that position's output only); ``hook_y`` (the scan output with the ``D`` skip) and
 ``hook_post`` (after the gated norm: the input of ``W_out``).
 """
@@ -172,7 +173,9 @@ def recurrent_ssd(
         B_t = B[:, t].repeat_interleave(group, dim=1)[:, :, None, :]
         state = state * dA + ((step * B_t) * x[:, t, ..., None]).to(state)
         C_t = C[:, t].repeat_interleave(group, dim=1).to(state.dtype)
-        out = torch.bmm(state.reshape(batch * heads, head_dim, -1), C_t.reshape(-1, C_t.shape[-1], 1))
+        out = torch.bmm(
+            state.reshape(batch * heads, head_dim, -1), C_t.reshape(-1, C_t.shape[-1], 1)
+        )
         ys.append(out.view(batch, heads, head_dim) + x[:, t] * D[:, None])
         if keep_states:
             states.append(state)
@@ -211,8 +214,15 @@ class Mamba2Mixer(LinearLayout, SequenceMixer):
         self.norm_w = nn.Parameter(torch.empty(d_inner, dtype=dtype))
         self.W_out = nn.Parameter(torch.empty(d_inner, d_model, dtype=dtype))
         self.b_out = nn.Parameter(torch.zeros(d_model, dtype=dtype))
-        for name in ("gate", "conv", "x", "B", "C", "dt", "ssm_state", "y", "post"):
-            setattr(self, f"hook_{name}", HookPoint())
+        self.hook_gate = HookPoint()
+        self.hook_conv = HookPoint()
+        self.hook_x = HookPoint()
+        self.hook_B = HookPoint()
+        self.hook_C = HookPoint()
+        self.hook_dt = HookPoint()
+        self.hook_ssm_state = HookPoint()
+        self.hook_y = HookPoint()
+        self.hook_post = HookPoint()
 
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         return [Reader(self, f"W_{n}", f"b_{n}", 0) for n in ("gate", "in", "dt")]
@@ -246,7 +256,7 @@ class Mamba2Mixer(LinearLayout, SequenceMixer):
         parts = ("gate", "in", "dt")
         weight = torch.cat([getattr(self, f"W_{n}").T for n in parts], dim=0)
         biases = [getattr(self, f"b_{n}", None) for n in parts]
-        bias = None if any(b is None for b in biases) else torch.cat(biases)
+        bias = torch.cat([b for b in biases if b is not None]) if self.trait.bias else None
         widths = [getattr(self, f"W_{n}").shape[-1] for n in parts]
         z, xbc, dt = F.linear(x, weight, bias).split(widths, dim=-1)
         z = self.hook_gate(z)

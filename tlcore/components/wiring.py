@@ -164,7 +164,7 @@ class BlockWiring:
             The layer's wiring (``self`` when nothing changes).
 
         Example:
-            >>> w = BlockWiring((Branch("attn", norm="ln1"), Branch("mlp", "hook_resid_mid", "ln2")))
+            >>> w = BlockWiring((Branch("attn", norm="ln1"), Branch("mlp", "hook_resid_mid")))
             >>> [b.out_hook for b in w.for_layer("mixer", mlp=False).branches]
             ['hook_mixer_out']
         """

@@ -1,9 +1,9 @@
 """Trait base class: a trait is a typed, validated block of a spec (``{kind: ..., params...}``).
 
 Traits sit in *slots* (``embedding``, ``positional``, ``norm``, ``final_norm``, ``block``,
-``attention``, ``mixer``, ``mlp``, ``unembed``). A trait kind is registered with the slot it fills, the
-pydantic model of its parameters and the component that implements it, so a plugin adds a kind
-without touching tlcore.
+``attention``, ``mixer``, ``mlp``, ``unembed``). A trait kind is registered with the slot it
+fills, the pydantic model of its parameters and the component that implements it, so a plugin adds
+a kind without touching tlcore.
 """
 
 from __future__ import annotations
