@@ -17,9 +17,9 @@ Parameters: ``W_gate [d_model, d_inner]``, ``W_in [d_model, d_inner + 2 groups d
 Hooks (``blocks.{i}.mixer.``): ``hook_gate`` (``z``) ``[batch, pos, d_inner]``; ``hook_conv``
 (``xBC`` after the convolution and activation); ``hook_x`` ``[batch, pos, head, head_dim]``;
 ``hook_B``, ``hook_C`` ``[batch, pos, group, d_state]``; ``hook_dt`` ``[batch, pos, head]``;
-``hook_ssm_state`` ``[batch, pos, head, head_dim, d_state]`` (computed only when hooked, by the recurrent form; an edit
-changes that position's output only); ``hook_y`` (the scan output with the ``D`` skip) and
-``hook_post`` (after the gated norm: the input of ``W_out``).
+``hook_ssm_state`` ``[batch, pos, head, head_dim, d_state]`` (computed only when hooked, by the
+recurrent form; an edit changes that position's output only); ``hook_y`` (the scan output with the
+``D`` skip) and ``hook_post`` (after the gated norm: the input of ``W_out``).
 """
 
 from __future__ import annotations
