@@ -36,7 +36,7 @@ typecheck: install
 	$(PYTHON) -m mypy tlcore
 
 pytest: install-test
-	$(PYTHON) -m pytest -q -p no:cacheprovider
+	TLCORE_FORBID_SKIPS=1 $(PYTHON) -m pytest -q -p no:cacheprovider
 
 docs: install
 	$(PYTHON) -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config import HookedTransformerConfig
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import SpecError
 from tlcore.loading.weight_map import WeightMap
 from tlcore.processing_plan import ProcessingPlan, processing_plan

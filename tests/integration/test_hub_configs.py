@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from tlcore import HookedTransformer
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import TlcoreError
 from tlcore.loading.loader import load_checkpoint
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
@@ -85,8 +85,9 @@ def _dims_from_hf(config: Any) -> dict[str, int]:
     if heads is None:  # no attention (Mamba, Mamba-2): no heads to compare
         return dims
     kv = getattr(config, "num_key_value_heads", None) or heads
-    if getattr(config, "model_type", "") == "falcon" and not config.new_decoder_architecture:
-        kv = 1 if config.multi_query else heads
+    if getattr(config, "model_type", "") == "falcon":  # before 5.25 it has no num_key_value_heads
+        new_arch = config.new_decoder_architecture
+        kv = config.num_kv_heads if new_arch else (1 if config.multi_query else heads)
     return {**dims, "n_heads": heads, "n_key_value_heads": kv}
 
 

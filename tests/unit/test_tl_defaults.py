@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import tiny_hf_config
 

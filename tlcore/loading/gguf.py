@@ -136,8 +136,9 @@ class GGUFSource:
             has no HF equivalent here.
 
     Example:
-        >>> source = GGUFSource("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
-        >>> source.get("model.norm.weight").shape  # doctest: +SKIP
+        >>> from tlcore_offline_models import find_smollm2_gguf
+        >>> source = GGUFSource(find_smollm2_gguf())  # SmolLM2-135M-Instruct.Q4_1.gguf
+        >>> source.get("model.norm.weight").shape
         torch.Size([576])
     """
 
@@ -448,9 +449,11 @@ def convert_gguf_to_safetensors(
         UnsupportedConfigError: If the file cannot be read as a supported architecture.
 
     Example:
-        >>> folder = convert_gguf_to_safetensors("SmolLM2.Q4_1.gguf")  # doctest: +SKIP
-        >>> sorted(p.name for p in folder.iterdir())  # doctest: +SKIP
-        ['chat_template.jinja', 'config.json', 'model.safetensors', 'tokenizer.json', ...]
+        >>> from tlcore_offline_models import find_smollm2_gguf
+        >>> folder = convert_gguf_to_safetensors(find_smollm2_gguf())  # cached after the first
+        >>> sorted(p.name for p in folder.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+        ['chat_template.jinja', 'config.json', 'model.safetensors', 'tokenizer.json',
+         'tokenizer_config.json']
     """
     path = Path(path)
     digest = _sha256(path)

@@ -16,7 +16,12 @@ from tlcore.errors import (
     UnknownArchitectureError,
 )
 from tlcore.loading.gguf import convert_gguf_to_safetensors
-from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
+from tlcore.loading.sources import (
+    SafetensorsDirSource,
+    StateDictSource,
+    load_hf_config,
+    standardize_legacy_fields,
+)
 from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
@@ -50,7 +55,7 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
         return config
     from transformers import AutoConfig
 
-    data = dict(config)
+    data = standardize_legacy_fields(dict(config))
     model_type = data.pop("model_type", None)
     if model_type is None:
         raise UnknownArchitectureError(
