@@ -7,14 +7,22 @@ here from HF's submodules and the checkpoint's tensors, not from tlcore's code).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tlcore import hookimpl
+from tlcore.components.mixer import MixerTrait, SequenceMixer
+from tlcore.hook_points import HookPoint
 from tlcore.model import HookedTransformer
 from tlcore.parity.probes import capture
+from tlcore.plan import resolve_plan
 from tlcore.registry import get_registry
-from tlcore.testing.tiny import save_tiny_checkpoint
+from tlcore.testing.tiny import save_tiny_checkpoint, tiny_hf_config
+
+pytest_plugins = ["tlcore.testing.pytest_plugin"]
 
 VOCAB = 512
 SSM_SPECS = ["mamba", "falcon_mamba", "mamba2"]
@@ -210,3 +218,61 @@ def test_output_gate_hook_scales_z(next_pair):
     gate = hf_vals["q"].view(*toks.shape, heads, 2 * d_head)[..., d_head:]
     assert torch.allclose(cache["blocks.1.attn.hook_gate"], torch.sigmoid(gate), atol=1e-5)
     assert torch.allclose(cache["blocks.1.attn.hook_z"].flatten(-2), hf_vals["o"], atol=1e-5)
+
+
+# ------------------------------------------------------------------------- a plugin's mixer kind
+class CausalMeanTrait(MixerTrait):
+    """A test mixer kind: the running mean of ``x W`` over positions (no tlcore edit needed)."""
+
+    kind: Literal["causal_mean"] = "causal_mean"
+
+
+class CausalMean(SequenceMixer):
+    branch = "cummean"
+
+    def __init__(self, trait, cfg, layer):
+        super().__init__(cfg, layer)
+        self.W = torch.nn.Parameter(torch.randn(cfg.d_model, cfg.d_model) / cfg.d_model**0.5)
+        self.hook_mean = HookPoint()
+
+    def forward(self, x, ctx):
+        y = (x @ self.W).cumsum(1) / torch.arange(1, x.shape[1] + 1)[:, None]
+        return self.hook_mean(y)
+
+
+def test_a_plugin_mixer_kind_fills_the_slot_per_layer(tlcore_plugin):
+    class Plugin:
+        @hookimpl
+        def register_traits(self, register) -> None:
+            register.trait(
+                "mixer", CausalMeanTrait, lambda trait, cfg, layer: CausalMean(trait, cfg, layer)
+            )
+
+        @hookimpl
+        def register_specs(self, register) -> None:
+            register.spec(
+                {
+                    "name": "toy_mixer",
+                    "extends": "llama",
+                    "hf": {"model_types": ["toy_mixer_type"], "architectures": []},
+                    "traits": {"mixer": {"kind": "causal_mean", "layers": [False, True]}},
+                }
+            )
+
+    tlcore_plugin(Plugin(), "toy-mixer")
+    spec = get_registry().get_spec("toy_mixer")
+    hf_config = tiny_hf_config(get_registry().get_spec("llama"))
+    model = HookedTransformer(resolve_plan(spec, hf_config))
+    assert [b.wiring.branches[0].name for b in model.blocks] == ["attn", "cummean"]
+    assert "blocks.1.cummean.hook_mean" in model.hook_dict
+    assert "blocks.1.attn.hook_q" not in model.hook_dict
+    toks = tokens(batch=1, pos=6)
+    logits, cache = model.run_with_cache(toks)
+    # The declared wiring serves the cache's analysis: the pieces sum to the final residual.
+    pieces, labels = cache.decompose_resid(return_labels=True)
+    assert "1_cummean_out" in labels
+    assert torch.allclose(pieces.sum(0), cache["blocks.1.hook_resid_post"], atol=1e-4)
+    # Causal: a later token does not change earlier logits.
+    changed = toks.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % VOCAB
+    assert torch.allclose(model(changed)[:, :-1], logits[:, :-1], atol=1e-5)
