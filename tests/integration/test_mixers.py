@@ -276,3 +276,13 @@ def test_a_plugin_mixer_kind_fills_the_slot_per_layer(tlcore_plugin):
     changed = toks.clone()
     changed[0, -1] = (changed[0, -1] + 1) % VOCAB
     assert torch.allclose(model(changed)[:, :-1], logits[:, :-1], atol=1e-5)
+
+
+def test_hybrid_mamba2_attention_generation_equals_hf(tmp_path_factory):
+    # granitemoehybrid: Mamba-2 layers (state cache) and attention layers (KV cache) together.
+    model, hf = load("granitemoehybrid", tmp_path_factory)
+    assert [b.wiring.branches[0].name for b in model.blocks] == ["mixer", "attn", "mixer"]
+    toks = tokens()
+    ours = greedy(model, toks)
+    theirs = hf.generate(toks, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours, theirs)
