@@ -192,6 +192,7 @@ class Mamba2Mixer(LinearLayout, SequenceMixer):
         layer: The layer index.
     """
 
+    hf_names = ("mixer", "mamba")  # Mamba2Model, GraniteMoeHybrid
     hf_output_names = ("out_proj",)
     linear_layouts = {k: "matrix" for k in ("W_gate", "W_in", "W_dt", "W_out")}
 
