@@ -256,9 +256,13 @@ class Mamba2Mixer(LinearLayout, SequenceMixer):
         # One projection for the three parts, as HF's in_proj (the same kernel, bit for bit).
         parts = ("gate", "in", "dt")
         weight = torch.cat([getattr(self, f"W_{n}").T for n in parts], dim=0)
-        biases = [getattr(self, f"b_{n}", None) for n in parts]
-        bias = torch.cat([b for b in biases if b is not None]) if self.trait.bias else None
         widths = [getattr(self, f"W_{n}").shape[-1] for n in parts]
+        biases = [getattr(self, f"b_{n}", None) for n in parts]
+        bias = None  # biases come with use_bias, or from folding a LayerNorm's bias in
+        if any(b is not None for b in biases):
+            bias = torch.cat(
+                [b if b is not None else x.new_zeros(w) for b, w in zip(biases, widths)]
+            )
         z, xbc, dt = F.linear(x, weight, bias).split(widths, dim=-1)
         z = self.hook_gate(z)
         past = load_state(ctx, self.layer)
