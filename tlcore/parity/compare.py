@@ -269,9 +269,13 @@ def run_case(
             processed_model = HookedTransformer.from_pretrained(
                 str(folder), device="cpu", spec=given, dtype=torch.float64
             )
-            with torch.no_grad():
-                ours = processed_model(tokens).log_softmax(-1)
-                ref = hf_model.to(torch.float64)(tokens).logits.log_softmax(-1)
+            hf_dtype = next(hf_model.parameters()).dtype
+            try:
+                with torch.no_grad():
+                    ours = processed_model(tokens).log_softmax(-1)
+                    ref = hf_model.to(torch.float64)(tokens).logits.log_softmax(-1)
+            finally:  # the reference may be shared (a test session's checkpoint): give it back
+                hf_model.to(hf_dtype)
             diff = float((ours - ref).abs().max())
             result.processed_logprobs_max_diff = diff
             if diff > atol and result.ok:
