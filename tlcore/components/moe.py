@@ -120,7 +120,7 @@ class MoE(nn.Module, ResidualIO):
         cfg: The model config (``d_model``, ``d_mlp``, ``act_fn``, ``dtype``).
     """
 
-    hf_names = MLP.hf_names
+    hf_names: tuple[str, ...] = MLP.hf_names
 
     def __init__(self, trait: MoETrait, cfg: Any) -> None:
         super().__init__()
