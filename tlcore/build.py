@@ -1,9 +1,11 @@
 """The generic builder: one pass from a model plan to modules. No per-architecture code.
 
 Each slot's trait kind names a component factory in the plan; the builder only wires them:
-embedding, positional component, one block per layer (attention + MLP + norms, in the block trait's
-layout), final norm, unembedding. Components that own norms (qk-norms, an embedding norm) get a
-``norm_factory`` from the builder instead of looking norm kinds up themselves.
+embedding, positional component, one block per layer (a sequence mixer + MLP + norms, in the block
+trait's layout), final norm, unembedding. Each layer's sequence mixer is the ``mixer`` trait's where
+it holds that layer (:meth:`~tlcore.components.mixer.MixerTrait.holds`), else attention; a spec
+without an ``mlp`` trait builds blocks without an MLP. Components that own norms (qk-norms, an
+embedding norm) get a ``norm_factory`` from the builder instead of looking norm kinds up themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from tlcore.components.block import runs_mlp
+from tlcore.components.mixer import MixerTrait
 from tlcore.components.positions import PositionalEncoding
+from tlcore.errors import SpecError
 from tlcore.plan import ModelPlan
 from tlcore.spec.traits import Trait
 
@@ -52,12 +56,19 @@ def build_modules(plan: ModelPlan) -> BuiltModules:
 
     positional = make("positional", cfg)
     assert isinstance(positional, PositionalEncoding), "positional components subclass it"
-    has_mlp = runs_mlp(cfg.trait("block"))  # attn_only: no MLP
+    mixer = cfg.traits.get("mixer")
+    # A block without an MLP branch: attn_only blocks, or specs without an ``mlp`` slot (Mamba).
+    has_mlp = "mlp" in cfg.traits and runs_mlp(cfg.trait("block"))
     blocks = []
     for layer in range(cfg.n_layers):
-        attn = make("attention", cfg, layer, positional, norm_factory)
+        if isinstance(mixer, MixerTrait) and mixer.holds(layer):
+            seq_mixer = make("mixer", cfg, layer)
+        elif "attention" in cfg.traits:
+            seq_mixer = make("attention", cfg, layer, positional, norm_factory)
+        else:
+            raise SpecError(f"layer {layer} holds no mixer and the spec has no attention")
         mlp = make("mlp", cfg, layer) if has_mlp else None
-        blocks.append(make("block", cfg, layer, attn, mlp, make_norm))
+        blocks.append(make("block", cfg, layer, seq_mixer, mlp, make_norm))
     return BuiltModules(
         embed=make("embedding", cfg, norm_factory),
         pos_embed=positional,

@@ -1,6 +1,8 @@
 """Key/value cache for generation, with TransformerLens's class and method names.
 
 Keys are stored after rotary rotation (as HF does), so a cached step rotates only the new keys.
+A layer whose sequence mixer is recurrent (Mamba, Gated DeltaNet) keeps its state after the cached
+positions in its entry's ``state`` instead (convolution inputs, the recurrent state).
 
 Each layer's keys and values live in one buffer ``[batch, capacity, kv_head, d_head]`` that new
 positions are written into in place; ``past_keys``/``past_values`` are views of its filled part.
@@ -39,6 +41,8 @@ class HookedTransformerKeyValueCacheEntry:
         self._length = past_keys.shape[1]
         self.frozen = frozen
         self.capacity_hint = capacity
+        self.state: dict[str, torch.Tensor] = {}
+        """A recurrent mixer's state after the cached positions (empty for attention layers)."""
 
     @property
     def past_keys(self) -> Float[torch.Tensor, "batch pos kv_head d_head"]:

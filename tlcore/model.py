@@ -236,7 +236,7 @@ class HookedTransformer(
             key_mask = None
         positions = key_positions[:, k_len - q_len :]
         check_positions(self, positions, k_len)  # learned positions stop at n_ctx
-        causal = bool(getattr(self.cfg.trait("attention"), "causal", True))
+        causal = bool(getattr(self.cfg.traits.get("attention"), "causal", True))
         return ForwardContext(
             positions, key_positions, key_mask, past_kv_cache, causal=causal, attention_mask=full
         )

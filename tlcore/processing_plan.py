@@ -10,8 +10,8 @@ each trait declares:
 - the norm traits (:class:`~tlcore.components.norms.NormTrait`): whether they centre (centring is
   exact only when every reader of the residual stream removes the mean) and their parameter-free
   form;
-- ``linear_io`` on the attention, MLP and unembedding traits (their modules declare the linear maps
-  that read and write the residual stream);
+- ``linear_io`` on the attention, mixer, MLP and unembedding traits (their modules declare the
+  linear maps that read and write the residual stream);
 - each trait's :meth:`~tlcore.spec.Trait.processing_refusals` (shortformer positions, rotary
   positions, attention sinks, a final soft-cap...).
 
@@ -40,7 +40,7 @@ FLAGS: tuple[str, ...] = (
 ProcessingPlan = dict[str, tuple[bool, str]]
 """``{flag: (applies, reason)}`` for every flag of :data:`FLAGS`."""
 
-_LINEAR_SLOTS = ("attention", "mlp", "unembed")
+_LINEAR_SLOTS = ("attention", "mixer", "mlp", "unembed")
 
 
 def processing_plan(cfg: Any) -> ProcessingPlan:

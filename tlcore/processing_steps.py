@@ -189,9 +189,10 @@ def center_unembed_(model: Any) -> None:
 def _attentions(model: Any, step: str) -> list[Attention]:
     out = []
     for block in model.blocks:
-        if not isinstance(block.attn, Attention):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, Attention):
             raise UnsupportedConfigError(
-                f"{step}: no rule for attention module {type(block.attn).__name__}"
+                f"{step}: no rule for the sequence mixer {type(attn).__name__} of a block"
             )
         out.append(block.attn)
     return out

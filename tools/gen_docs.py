@@ -52,13 +52,13 @@ def _sae_cell(served: list[tuple[str, str, str]]) -> str:
 
 def _traits(row: dict) -> str:
     traits = row["traits"]
-    order = ["positional", "norm", "block", "attention", "mlp"]
+    order = ["positional", "norm", "block", "attention", "mixer", "mlp"]
     return ", ".join(f"{traits[slot]}" for slot in order if slot in traits)
 
 
 def readme_table(rows: list[dict], saes: dict[str, list[tuple[str, str, str]]]) -> str:
     lines = [
-        "| architecture | HF model types | traits (positions, norm, block, attention, mlp) "
+        "| architecture | HF model types | traits (positions, norm, block, attention/mixer, mlp) "
         "| SAE / transcoder releases |",
         "|---|---|---|---|",
     ]

@@ -81,18 +81,19 @@ def _dims_from_hf(config: Any) -> dict[str, int]:
     For a multimodal wrapper, the language model's: HF's own ``get_text_config()``.
     """
     config = config.get_text_config()
-    heads = config.num_attention_heads
+    dims = {
+        "d_model": config.hidden_size,
+        "n_layers": config.num_hidden_layers,
+        "d_vocab": config.vocab_size,
+    }
+    heads = getattr(config, "num_attention_heads", None)
+    if heads is None:  # no attention (Mamba, Mamba-2): no heads to compare
+        return dims
     kv = getattr(config, "num_key_value_heads", None) or heads
     if getattr(config, "model_type", "") == "falcon":  # before 5.25 it has no num_key_value_heads
         new_arch = config.new_decoder_architecture
         kv = config.num_kv_heads if new_arch else (1 if config.multi_query else heads)
-    return {
-        "d_model": config.hidden_size,
-        "n_layers": config.num_hidden_layers,
-        "n_heads": heads,
-        "n_key_value_heads": kv,
-        "d_vocab": config.vocab_size,
-    }
+    return {**dims, "n_heads": heads, "n_key_value_heads": kv}
 
 
 @pytest.mark.parametrize("entry", ACCEPTED, ids=_id)

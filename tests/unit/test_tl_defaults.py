@@ -23,6 +23,10 @@ NO_BOS_BY_DEFAULT = {
     "qwen3",
     "qwen3_moe",
     "phi",
+    # Families TransformerLens 2.x lacks, by its rules above: Qwen (qwen3_next); Pythia's tokenizer
+    # (the state-spaces Mamba checkpoints).
+    "qwen3_next",
+    "mamba",
 }
 
 

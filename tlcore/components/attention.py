@@ -2,7 +2,10 @@
 
 Parameters: ``W_Q [head_index, d_model, d_head]``, ``W_K/W_V`` (``_W_K/_W_V [kv_head, ...]`` under
 GQA/MQA, with ``W_K``/``W_V`` expanding them on read), ``W_O [head_index, d_head, d_model]``, biases
-``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none).
+``b_Q/b_K/b_V [head, d_head]`` and ``b_O [d_model]`` (zeros where the checkpoint has none); with
+an output gate (Qwen3-Next) ``W_G [head_index, d_model, d_head]`` and ``b_G``, and ``hook_gate``
+holding ``sigmoid(x W_G + b_G)``, which multiplies each head's output before ``hook_z`` (so
+``hook_z`` stays the input of ``W_O``).
 
 The forward uses ``F.scaled_dot_product_attention`` unless the scores themselves change (a logit
 soft-cap, attention sinks). A hook or cache on ``hook_attn_scores``/``hook_pattern`` makes that
@@ -79,6 +82,10 @@ class Attention(LinearLayout, ResidualIO):
         self.b_O = nn.Parameter(torch.zeros(d_model, dtype=dtype))
         if trait.sinks:
             self.sinks = nn.Parameter(torch.zeros(n_heads, dtype=dtype))
+        if trait.output_gate:
+            self.W_G = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=dtype))
+            self.b_G = nn.Parameter(torch.zeros(n_heads, d_head, dtype=dtype))
+            self.hook_gate = HookPoint()
         self.q_norm: nn.Module | None = None
         self.k_norm: nn.Module | None = None
         if trait.qk_norm is not None:
@@ -120,15 +127,18 @@ class Attention(LinearLayout, ResidualIO):
         "W_V": "in_heads",
         "_W_V": "in_heads",
         "W_O": "out_heads",
+        "W_G": "in_heads",
     }
 
     # -- declarations ----------------------------------------------------------------------------
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         kv = "_" if self._grouped else ""
+        gate = [Reader(self, "W_G", "b_G", -2)] if self.trait.output_gate else []
         return [
             Reader(self, "W_Q", "b_Q", -2),
             Reader(self, f"{kv}W_K", f"{kv}b_K", -2),
             Reader(self, f"{kv}W_V", f"{kv}b_V", -2),
+            *gate,
         ]
 
     def residual_writers(self) -> list[Writer]:  # noqa: D102
@@ -229,6 +239,8 @@ class Attention(LinearLayout, ResidualIO):
         if ctx.past_kv_cache is not None:
             k, v = ctx.past_kv_cache[self.layer].append(k, v)
         z = self._attend(q, k, v, ctx, positional)
+        if self.trait.output_gate:
+            z = z * self.hook_gate(torch.sigmoid(self._project(query_input, "G", n_heads)))
         z = self.hook_z(z)
         if cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "b p h d, h d m -> b p h m"))

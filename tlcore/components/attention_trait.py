@@ -56,6 +56,8 @@ class AttentionTrait(Trait):
     """Which layers use the window (default: all, when ``sliding_window`` is set)."""
     clip_qkv: float | None = None
     causal: bool = True
+    output_gate: bool = False
+    """Multiply each head's output by ``sigmoid(x W_G + b_G)`` before ``W_O`` (Qwen3-Next)."""
 
     def window(self, layer: int) -> int | None:
         """The sliding window of a layer.
@@ -87,7 +89,14 @@ class AttentionTrait(Trait):
 
     def processing_refusals(self) -> dict[str, str]:  # noqa: D102
         refusals: dict[str, str] = {}
-        if self.sinks:
+        if self.output_gate:
+            refusals["fold_value_biases"] = (
+                "the output gate scales b_V's contribution per position, so it is not a constant"
+            )
+            refusals["refactor_factored_attn_matrices"] = (
+                "the output gate sits between W_V and W_O, so W_V W_O is not the OV circuit"
+            )
+        elif self.sinks:
             refusals["fold_value_biases"] = (
                 "attention sinks take part of each pattern row's mass, so rows sum to less "
                 "than 1 and b_V's contribution is not a constant"

@@ -24,7 +24,9 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.context import ForwardContext
+from tlcore.components.mixer import SequenceMixer
 from tlcore.components.wiring import BlockWiring, Branch, ResidMap, Scale
+from tlcore.errors import SpecError
 from tlcore.hook_points import HookPoint
 from tlcore.spec.traits import Trait
 
@@ -161,8 +163,9 @@ class TransformerBlock(nn.Module):
     Args:
         trait: The layout.
         cfg: The model config (the hook flags ``use_attn_in`` ... are read at each forward).
-        attn: The attention module.
-        mlp: The MLP (or MoE) module; None for a layout without an ``mlp`` branch.
+        attn: The layer's sequence mixer: attention, or a
+            :class:`~tlcore.components.mixer.SequenceMixer` (held as ``block.<its branch>``).
+        mlp: The MLP (or MoE) module, or None for a layer without one (attn_only, Mamba).
         make_norm: Builds a fresh block norm (None when the norm kind is ``none``).
     """
 
@@ -177,25 +180,47 @@ class TransformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
-        self.wiring = trait.wiring()
+        # Attention reads query/key/value inputs (with TransformerLens's input hooks); any other
+        # sequence mixer reads the normalised residual and sits under its own name.
+        self._mixes_qkv = not isinstance(attn, SequenceMixer)
+        mixer: str = attn.branch if isinstance(attn, SequenceMixer) else "attn"
+        if mlp is None and not self.allows_no_mlp:
+            raise SpecError(f"block layout {type(self).__name__} needs an MLP in every layer")
+        self.wiring = trait.wiring().for_layer(mixer, mlp is not None)
         self.residual_multiplier = float(getattr(trait, "residual_multiplier", 1.0))
         for name in self.wiring.norm_names:
             setattr(self, name, make_norm())
-        self.attn = attn
-        if mlp is not None:
-            self.mlp = mlp
+        setattr(self, mixer, attn)
+        self.mlp = mlp
         self.hook_resid_pre = HookPoint()
-        self.hook_attn_in = HookPoint()
-        self.hook_q_input = HookPoint()
-        self.hook_k_input = HookPoint()
-        self.hook_v_input = HookPoint()
-        self.hook_attn_out = HookPoint()
+        if self._mixes_qkv:
+            self.hook_attn_in = HookPoint()
+            self.hook_q_input = HookPoint()
+            self.hook_k_input = HookPoint()
+            self.hook_v_input = HookPoint()
+        self._mixer_name: str = mixer
+        setattr(self, f"hook_{mixer}_out", HookPoint())
         if self.wiring.has_resid_mid:
             self.hook_resid_mid = HookPoint()
-        if self.wiring.branch("mlp") is not None:
+        if mlp is not None:
             self.hook_mlp_in = HookPoint()
             self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+
+    allows_no_mlp = False
+    """Whether the layout's forward handles a layer without an MLP branch."""
+
+    def _mixer_out(self, x: Resid) -> Resid:
+        """The output hook of the layer's sequence mixer (``hook_attn_out`` for attention)."""
+        hook: HookPoint = getattr(self, f"hook_{self._mixer_name}_out")
+        return hook(x)
+
+    def _mix(self, resid: Resid, ctx: ForwardContext, norm: str | None) -> Resid:
+        """Run the layer's sequence mixer on ``resid`` (normalised by ``norm`` unless None)."""
+        if self._mixes_qkv:
+            return self._attention(resid, ctx, norm)
+        mixer = getattr(self, self._mixer_name)
+        return mixer(self._norm(norm, resid) if norm is not None else resid, ctx)
 
     def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
         norm = getattr(self, name, None)
@@ -228,21 +253,27 @@ class TransformerBlock(nn.Module):
             pos = pos[:, :, None, :] if q_in.dim() == 4 else pos
             q_in = q_in + pos
             k_in = k_in + (pos[:, :, :1] if k_in.dim() == 4 and pos.dim() == 4 else pos)
-        return self.attn(q_in, k_in, v_in, ctx)
+        attn = getattr(self, self._mixer_name)  # ``attn``
+        return attn(q_in, k_in, v_in, ctx)
 
     def _mlp(self, x: Resid, norm: str | None) -> Resid:
+        assert self.mlp is not None, "only called for layers with an MLP"
         if self.cfg.use_hook_mlp_in:
             x = self.hook_mlp_in(x.clone())
         return self.mlp(self._norm(norm, x) if norm is not None else x)
 
 
 class PreNormBlock(TransformerBlock):
-    """Pre-norm sequential block."""
+    """Pre-norm sequential block (a layer without an MLP is ``x + mixer(ln1 x)``)."""
+
+    allows_no_mlp = True
 
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        attn_out = self._mixer_out(self._mix(resid_pre, ctx, "ln1"))
+        if self.mlp is None:  # norm, mixer, residual add (Mamba)
+            return self.hook_resid_post(self._add(resid_pre, attn_out))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, "ln2"))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
@@ -251,10 +282,12 @@ class PreNormBlock(TransformerBlock):
 class AttnOnlyBlock(TransformerBlock):
     """Attention only: ``resid_post = resid_pre + attn_out``."""
 
+    allows_no_mlp = True
+
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        attn_out = self._mixer_out(self._attention(resid_pre, ctx, "ln1"))
         return self.hook_resid_post(self._add(resid_pre, attn_out))
 
 
@@ -264,7 +297,7 @@ class ParallelBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        attn_out = self._mixer_out(self._mix(resid_pre, ctx, "ln1"))
         mlp_out = self.hook_mlp_out(self._mlp(resid_pre, self._mlp_norm))
         return self.hook_resid_post(self._add(self._add(resid_pre, attn_out), mlp_out))
 
@@ -280,7 +313,7 @@ class PostNormBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, None))
+        attn_out = self._mixer_out(self._mix(resid_pre, ctx, None))
         resid_mid = self.hook_resid_mid(self._norm("ln1", self._add(resid_pre, attn_out)))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, None))
         return self.hook_resid_post(self._norm("ln2", self._add(resid_mid, mlp_out)))
@@ -292,9 +325,7 @@ class SandwichBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(
-            self._norm("ln1_post", self._attention(resid_pre, ctx, "ln1"))
-        )
+        attn_out = self._mixer_out(self._norm("ln1_post", self._mix(resid_pre, ctx, "ln1")))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, "ln2")))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))
@@ -306,7 +337,7 @@ class PostOnlyBlock(TransformerBlock):
     def forward(self, resid: Resid, ctx: ForwardContext) -> Resid:
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._norm("ln1_post", self._attention(resid_pre, ctx, None)))
+        attn_out = self._mixer_out(self._norm("ln1_post", self._mix(resid_pre, ctx, None)))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._norm("ln2_post", self._mlp(resid_mid, None)))
         return self.hook_resid_post(self._add(resid_mid, mlp_out))

@@ -207,7 +207,7 @@ class PreNormCrossBlock(TransformerBlock):
                 "a cross-attention block needs the encoder's output", "encoder_hidden_states"
             )
         resid_pre = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self._attention(resid_pre, ctx, "ln1"))
+        attn_out = self._mixer_out(self._attention(resid_pre, ctx, "ln1"))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         cross_in = self.hook_cross_attn_in(resid_mid.clone()) if self.cfg.use_attn_in else resid_mid
         encoder = ctx.encoder_resid
@@ -217,6 +217,7 @@ class PreNormCrossBlock(TransformerBlock):
         mlp_in = resid_mid_cross
         if self.cfg.use_hook_mlp_in:
             mlp_in = self.hook_mlp_in(resid_mid_cross.clone())
+        assert self.mlp is not None, "a decoder block always has its MLP"
         mlp_out = self.hook_mlp_out(self.mlp(self._norm("ln3", mlp_in)))
         return self.hook_resid_post(mlp_in + mlp_out)
 

@@ -48,6 +48,9 @@ class MoETrait(Trait):
     swiglu_alpha: float = 1.702
     shared_expert_size: int | None = None
     shared_expert_gate: bool = False
+    shared_expert_outside: bool = False
+    """HF computes the shared expert outside its routed-experts module (GraniteMoeHybrid's
+    ``shared_mlp``), so that module's output is not this branch's: the parity probes skip it."""
     dense_layers: list[bool] | None = None
     dense_layer_indices: list[int] = []
     sparse_step: int = 1
@@ -117,7 +120,7 @@ class MoE(nn.Module, ResidualIO):
         cfg: The model config (``d_model``, ``d_mlp``, ``act_fn``, ``dtype``).
     """
 
-    hf_names = MLP.hf_names
+    hf_names: tuple[str, ...] = MLP.hf_names
 
     def __init__(self, trait: MoETrait, cfg: Any) -> None:
         super().__init__()
@@ -149,6 +152,8 @@ class MoE(nn.Module, ResidualIO):
         )
         self.hook_expert_weights = HookPoint()
         self.hook_expert_indices = HookPoint()
+        if trait.shared_expert_outside:
+            self.hf_names = ()  # no HF module computes this branch's output
 
     def _mlps(self) -> list[MLP]:
         shared = [self.shared_expert] if self.shared_expert is not None else []

@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import torch
@@ -152,6 +152,30 @@ class BlockWiring:
     def has_resid_mid(self) -> bool:
         """Whether some branch reads ``hook_resid_mid`` (parallel layouts have none)."""
         return any(b.reads == "hook_resid_mid" for b in self.branches)
+
+    def for_layer(self, mixer: str = "attn", mlp: bool = True) -> BlockWiring:
+        """This wiring for a layer whose sequence mixer is ``mixer`` and that may lack an MLP.
+
+        Args:
+            mixer: The block attribute of the layer's mixer (the ``attn`` branch is renamed).
+            mlp: Whether the layer has an MLP (without, the ``mlp`` branch is dropped).
+
+        Returns:
+            The layer's wiring (``self`` when nothing changes).
+
+        Example:
+            >>> w = BlockWiring((Branch("attn", norm="ln1"), Branch("mlp", "hook_resid_mid")))
+            >>> [b.out_hook for b in w.for_layer("mixer", mlp=False).branches]
+            ['hook_mixer_out']
+        """
+        if mixer == "attn" and mlp:
+            return self
+        branches = tuple(
+            replace(b, name=mixer) if b.name == "attn" else b
+            for b in self.branches
+            if mlp or b.name != "mlp"
+        )
+        return replace(self, branches=branches)
 
     def mlp_input_branches(self, name: str = "mlp") -> tuple[Branch, ...]:
         """The branches whose outputs the ``name`` branch reads within the same block.

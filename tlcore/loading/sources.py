@@ -92,8 +92,13 @@ def load_hf_config(folder: Path) -> Any:
         raise UnknownArchitectureError(
             f"{path}: config.json has no 'model_type' string; cannot pick an architecture"
         )
+    from transformers import CONFIG_MAPPING, PretrainedConfig
+
+    # transformers >= 5 writes inf/nan as {"__float__": "Infinity"} (Mamba-2's time_step_limit)
+    # and decodes them when it reads config.json itself; do the same.
+    decode = getattr(PretrainedConfig, "_decode_special_floats", None)
+    data = decode(data) if callable(decode) else data
     check_hf_config_values(data, str(path))
-    from transformers import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
         raise UnknownArchitectureError(

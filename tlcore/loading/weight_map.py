@@ -27,7 +27,7 @@ from tlcore.utils.frozen_map import FrozenMap
 
 # TransformerLens always has these biases; a checkpoint without them means zeros.
 ZERO_DEFAULT_PARAMS = frozenset(
-    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_in", "b_out", "b_U", "b_gate"}
+    {"b_Q", "b_K", "b_V", "b_O", "_b_K", "_b_V", "b_G", "b_in", "b_out", "b_U", "b_gate"}
 )
 
 WeightOpFn = Callable[..., list[torch.Tensor]]

@@ -16,7 +16,7 @@ from tlcore.spec.bounds import read_yaml_file
 from tlcore.spec.expressions import check_expression, is_expression
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.trait_resolution import TraitLookup, format_validation, resolve_trait
-from tlcore.spec.traits import OPTIONAL_SLOTS, SLOT_KINDS_FROM, SLOTS, Trait
+from tlcore.spec.traits import MIXER_SLOTS, OPTIONAL_SLOTS, SLOT_KINDS_FROM, SLOTS, Trait
 
 __all__ = ["TraitLookup", "resolve_trait"]  # their home is tlcore.spec.trait_resolution
 
@@ -162,6 +162,10 @@ def validate_spec(
     for slot in SLOTS:
         if slot not in spec.traits and slot not in OPTIONAL_SLOTS:
             raise SpecError(f"{where}: field 'traits.{slot}': required slot is missing")
+    if not any(slot in spec.traits for slot in MIXER_SLOTS):
+        raise SpecError(
+            f"{where}: field 'traits': no sequence mixer (fill one of {', '.join(MIXER_SLOTS)})"
+        )
     for slot, block in spec.traits.items():
         field = f"traits.{slot}"
         if slot not in SLOTS:

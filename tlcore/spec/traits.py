@@ -1,9 +1,9 @@
 """Trait base class: a trait is a typed, validated block of a spec (``{kind: ..., params...}``).
 
 Traits sit in *slots* (``embedding``, ``positional``, ``norm``, ``final_norm``, ``block``,
-``attention``, ``mlp``, ``unembed``). A trait kind is registered with the slot it fills, the
-pydantic model of its parameters and the component that implements it, so a plugin adds a kind
-without touching tlcore.
+``attention``, ``mixer``, ``mlp``, ``unembed``). A trait kind is registered with the slot it
+fills, the pydantic model of its parameters and the component that implements it, so a plugin adds
+a kind without touching tlcore.
 """
 
 from __future__ import annotations
@@ -19,19 +19,27 @@ SLOTS: tuple[str, ...] = (
     "final_norm",
     "block",
     "attention",
+    "mixer",
     "mlp",
     "unembed",
     "head",
     "decoder_block",
     "cross_attention",
 )
-"""The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``."""
+"""The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``.
+
+``mixer`` holds a sequence mixer other than attention (a state-space or linear-attention kind)
+for the layers it names; the other layers hold ``attention``. A spec fills at least one of the
+two. Without ``mlp`` the blocks have no MLP branch (Mamba: norm, mixer, residual add).
+``head``: an output transform before the unembedding (an encoder's masked-LM head);
+``decoder_block`` and ``cross_attention``: the decoder stack of an encoder-decoder."""
 
 OPTIONAL_SLOTS: frozenset[str] = frozenset(
-    {"final_norm", "head", "decoder_block", "cross_attention"}
+    {"final_norm", "attention", "mixer", "mlp", "head", "decoder_block", "cross_attention"}
 )
-"""``head``: an output transform before the unembedding (an encoder's masked-LM head);
-``decoder_block`` and ``cross_attention``: the decoder stack of an encoder-decoder."""
+
+MIXER_SLOTS: tuple[str, ...] = ("attention", "mixer")
+"""The slots of which a spec must fill at least one (every block holds a sequence mixer)."""
 
 # Slots whose kinds are looked up in another slot's table (``final_norm`` takes any ``norm`` kind).
 SLOT_KINDS_FROM: dict[str, str] = {

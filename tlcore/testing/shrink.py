@@ -22,6 +22,7 @@ TINY_WINDOW = 5
 MAX_LAYERS = 6
 MAX_EXPERTS = 4
 MAX_ROUTED_SCALING = 2.5
+TINY_SSM_WIDTH = 64
 
 # Field names per canonical quantity, as real configs spell them.
 _HIDDEN = ("hidden_size", "n_embd", "n_embed", "d_model")
@@ -71,26 +72,17 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
     out = dict(data)
     hidden_key, heads_key = _first(data, _HIDDEN), _first(data, _HEADS)
     layers_key = _first(data, _LAYERS)
-    if hidden_key is None or heads_key is None or layers_key is None:
-        raise ValueError("config has no recognisable hidden size, head count or layer count")
-    hidden, heads, layers = data[hidden_key], data[heads_key], data[layers_key]
-
-    kv_key = _first(data, _KV_HEADS)
-    kv = data[kv_key] if kv_key is not None else heads
-    if data.get("multi_query") and not data.get("new_decoder_architecture"):
-        kv = 1  # Falcon-7B: one key/value head, implied by multi_query
-    new_kv = 1 if kv == 1 else min(kv, 2)
-    new_heads = new_kv * (1 if kv == heads else 2)
-    if kv_key is not None:
-        out[kv_key] = new_kv
-    out[heads_key] = new_heads
-
-    head_dim = data.get("head_dim") or hidden // heads
-    width_ratio = hidden / (heads * head_dim)
-    new_hidden = int(round(new_heads * head_dim * width_ratio / 16)) * 16 or 16
-    out[hidden_key] = new_hidden
-    if "word_embed_proj_dim" in data:  # OPT-350m projects a narrower embedding in and out
-        out["word_embed_proj_dim"] = max(16, new_hidden * data["word_embed_proj_dim"] // hidden)
+    if hidden_key is None or layers_key is None:
+        raise ValueError("config has no recognisable hidden size or layer count")
+    hidden, layers = data[hidden_key], data[layers_key]
+    if heads_key is None:  # no attention (Mamba): only the width shrinks
+        if not isinstance(data.get("state_size"), int):
+            raise ValueError("config has no recognisable head count")
+        new_hidden, new_heads = TINY_SSM_WIDTH, 1
+        out[hidden_key] = new_hidden
+    else:
+        new_hidden, new_heads = _shrink_heads(out, data, heads_key, hidden)
+    _shrink_mixer_fields(out, data, new_hidden, new_heads)
 
     new_layers = _layers_needed(data, layers)
     out[layers_key] = new_layers
@@ -193,6 +185,43 @@ def _shrink_expert_groups(out: dict[str, Any], data: dict[str, Any], experts_key
         out["topk_group"] = 1 if data["topk_group"] < data[groups_key] else 2
 
 
+def _shrink_heads(
+    out: dict[str, Any], data: dict[str, Any], heads_key: str, hidden: int
+) -> tuple[int, int]:
+    """Fewer attention heads (same grouping and head width); returns ``(new_hidden, new_heads)``."""
+    heads = data[heads_key]
+    kv_key = _first(data, _KV_HEADS)
+    kv = data[kv_key] if kv_key is not None else heads
+    if data.get("multi_query") and not data.get("new_decoder_architecture"):
+        kv = 1  # Falcon-7B: one key/value head, implied by multi_query
+    new_kv = 1 if kv == 1 else min(kv, 2)
+    new_heads = new_kv * (1 if kv == heads else 2)
+    if kv_key is not None:
+        out[kv_key] = new_kv
+    out[heads_key] = new_heads
+    head_dim = data.get("head_dim") or hidden // heads
+    width_ratio = hidden / (heads * head_dim)
+    new_hidden = int(round(new_heads * head_dim * width_ratio / 16)) * 16 or 16
+    out[_first(data, _HIDDEN) or "hidden_size"] = new_hidden
+    if "word_embed_proj_dim" in data:  # OPT-350m projects a narrower embedding in and out
+        out["word_embed_proj_dim"] = max(16, new_hidden * data["word_embed_proj_dim"] // hidden)
+    return new_hidden, new_heads
+
+
+def _shrink_mixer_fields(
+    out: dict[str, Any], data: dict[str, Any], new_hidden: int, new_heads: int
+) -> None:
+    """Sequence-mixer sizes other than attention heads (state-space and linear attention)."""
+    if isinstance(data.get("time_step_rank"), int):  # Mamba's dt rank ("auto": ceil(width / 16))
+        out["time_step_rank"] = math.ceil(new_hidden / 16)
+    if isinstance(data.get("n_groups"), int):  # Mamba-2: B/C groups must divide the heads
+        out["n_groups"] = math.gcd(data["n_groups"], new_heads)
+    k_heads, v_heads = data.get("linear_num_key_heads"), data.get("linear_num_value_heads")
+    if isinstance(k_heads, int) and isinstance(v_heads, int):  # Gated DeltaNet
+        out["linear_num_key_heads"] = min(k_heads, 2)
+        out["linear_num_value_heads"] = out["linear_num_key_heads"] * (v_heads // k_heads)
+
+
 def _layers_needed(data: dict[str, Any], layers: int) -> int:
     """Enough layers to show each kind of layer once (Gemma 3: five sliding, then one global)."""
     kinds = data.get("layer_types")
@@ -203,7 +232,11 @@ def _layers_needed(data: dict[str, Any], layers: int) -> int:
                 seen.append(kind)
                 needed = index + 1
         return min(layers, max(2, needed), MAX_LAYERS)
-    pattern = data.get("sliding_window_pattern") or data.get("_sliding_window_pattern")
+    pattern = (
+        data.get("sliding_window_pattern")
+        or data.get("_sliding_window_pattern")
+        or data.get("full_attention_interval")  # Qwen3-Next: the last of each group is full
+    )
     if isinstance(pattern, int) and pattern > 1:
         return min(layers, pattern, MAX_LAYERS)
     return min(layers, 2)
