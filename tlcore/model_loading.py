@@ -145,6 +145,9 @@ class LoadingMixin:
             model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
         model._process(
             plan.processing,
+            # Parameters over the source's own memory (its private file maps) are rewritten in
+            # place; an hf_model's tensors belong to the caller and are left untouched.
+            in_place=not getattr(resolved.source, "shares_memory", False),
             fold_ln=fold_ln,
             center_writing_weights=center_writing_weights,
             center_unembed=center_unembed,
@@ -220,12 +223,14 @@ class LoadingMixin:
             refactor_factored_attn_matrices=refactor_factored_attn_matrices,
         )
 
-    def _process(self, plan: ProcessingPlan | None, **flags: bool) -> Any:
+    def _process(
+        self, plan: ProcessingPlan | None, in_place: bool = False, **flags: bool
+    ) -> Any:
         """Run the requested steps with ``plan`` (default: the plan of the current config)."""
         if not any(flags.values()):
             return self
         model: Any = self
-        processing.process_weights_(model, plan=plan, **flags)
+        processing.process_weights_(model, plan=plan, in_place=in_place, **flags)
         model.optimize_layout_()
         model.setup()
         return model
