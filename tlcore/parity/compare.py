@@ -22,6 +22,7 @@ from torch import nn
 
 from tlcore.errors import SpecError
 from tlcore.model import HookedTransformer
+from tlcore.parity.half import compare_half
 from tlcore.parity.probes import capture, decoder_layers, norm_output_probe, probe_layer
 from tlcore.parity.result import DEFAULT_ATOL, ParityResult, case_label, parity_tokens
 from tlcore.registry import get_registry
@@ -202,6 +203,7 @@ def run_case(
     attn_implementation: str | None = None,
     inspect: Callable[[Any, torch.Tensor], dict[str, Any]] | None = None,
     checkpoint: tuple[str | Path, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> CaseRun:
     """Build a spec's tiny checkpoint once and derive everything the parity tool needs from it.
 
@@ -219,6 +221,9 @@ def run_case(
             answer is returned in ``extra``.
         checkpoint: ``(folder, hf_model)`` of this case already written with ``seed`` (a test
             session's shared checkpoint); ``workdir`` and ``attn_implementation`` are then unused.
+        dtype: Load tlcore in this dtype. A half dtype compares with HF cast to it, judged
+            against HF's own half-precision error (:mod:`tlcore.parity.half`); the logits
+            returned (for snapshots) are then that dtype's, as float32.
 
     Returns:
         The run (``result.ok`` is true when ``hf`` is false and the model ran).
@@ -247,7 +252,7 @@ def run_case(
         # priorities), which must pick it; any other spec object is handed to the loader.
         given = None if _registered_as_is(spec) else spec
         model = HookedTransformer.from_pretrained_no_processing(
-            str(folder), device="cpu", spec=given
+            str(folder), device="cpu", spec=given, dtype=dtype
         )
         if model.cfg.spec_name != spec.name:
             raise SpecError(
@@ -255,6 +260,11 @@ def run_case(
                 f"resolves to spec '{model.cfg.spec_name}' (check hf.match / hf.priority)"
             )
         tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
+        if dtype != torch.float32:
+            run = _half_case(model, folder, given, hf_model, tokens, dtype, hf, processed, variant)
+            run.result.spec_hash = spec.content_hash()
+            run.result.seconds = time.perf_counter() - start
+            return run
         if hf:
             result, _ = _compare_model(model, hf_model, tokens, atol, spec.name, variant)
         else:
@@ -285,6 +295,38 @@ def run_case(
     result.spec_hash = spec.content_hash()
     result.seconds = time.perf_counter() - start
     return CaseRun(result, tokens, logits, extra)
+
+
+def _half_case(
+    model: Any,
+    folder: Path,
+    given: ArchitectureSpec | None,
+    hf_model: Any,
+    tokens: torch.Tensor,
+    dtype: torch.dtype,
+    hf: bool,
+    processed: bool,
+    variant: str | None,
+) -> CaseRun:
+    spec_name = model.cfg.spec_name
+    if hf:
+        result, logits = compare_half(
+            model,
+            lambda: HookedTransformer.from_pretrained(
+                str(folder), device="cpu", spec=given, dtype=dtype
+            ),
+            hf_model,
+            tokens,
+            dtype,
+            spec_name,
+            variant,
+            processed,
+        )
+    else:
+        with torch.no_grad():
+            logits = model(tokens).float()
+        result = ParityResult(spec_name, variant, True, float("nan"), message="ok")
+    return CaseRun(result, tokens, logits.detach())
 
 
 def compare_spec(
