@@ -241,9 +241,7 @@ class LoadingMixin:
             refactor_factored_attn_matrices=refactor_factored_attn_matrices,
         )
 
-    def _process(
-        self, plan: ProcessingPlan | None, in_place: bool = False, **flags: bool
-    ) -> Any:
+    def _process(self, plan: ProcessingPlan | None, in_place: bool = False, **flags: bool) -> Any:
         """Run the requested steps with ``plan`` (default: the plan of the current config)."""
         if not any(flags.values()):
             return self

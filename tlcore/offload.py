@@ -177,9 +177,7 @@ def _move_context(ctx: ForwardContext, device: torch.device) -> ForwardContext:
     key = ("tlcore.offload", str(device))
     moved = ctx.memo.get(key)
     if moved is None:
-        fields = {
-            f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "memo"
-        }
+        fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "memo"}
         for name, value in fields.items():
             if isinstance(value, torch.Tensor):
                 fields[name] = value.to(device, non_blocking=True)

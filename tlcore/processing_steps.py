@@ -76,7 +76,9 @@ def _fold_into(
     shape = [1] * weight.dim()
     shape[axis] = -1
     compute = compute_dtype(weight.dtype)
-    scale = norm_w.detach().to(weight.device, compute).reshape(shape) if norm_w is not None else None
+    scale = (
+        norm_w.detach().to(weight.device, compute).reshape(shape) if norm_w is not None else None
+    )
     shift = None
     extra: torch.Tensor | None = None
     if norm_b is not None and bool((norm_b != 0).any()):

@@ -26,7 +26,9 @@ DTYPES = [torch.bfloat16, torch.float16]
 def shared_runner(parity_cases) -> Any:
     def runner(spec: Any, variant: str | None = None, **kwargs: Any) -> Any:
         seed = kwargs.get("seed")
-        return run_case(spec, variant, checkpoint=parity_cases.checkpoint(spec, variant, seed), **kwargs)
+        return run_case(
+            spec, variant, checkpoint=parity_cases.checkpoint(spec, variant, seed), **kwargs
+        )
 
     return runner
 

@@ -20,6 +20,7 @@ import torch
 from tlcore.errors import InputValidationError, UnsupportedConfigError
 from tlcore.model import HookedTransformer
 from tlcore.offload import placements, split_device_map
+from tlcore.testing.random_checkpoint import write_random_llama
 
 MAPS = [
     {"blocks": "disk"},
@@ -113,51 +114,6 @@ def test_bad_device_maps_are_refused(llama) -> None:
         HookedTransformer.from_pretrained(folder, device="cpu", n_devices=2, device_map={})
 
 
-def _write_llama(folder: Path) -> float:
-    """A random 12-layer Llama-GQA checkpoint of about 170 MB; returns its size in MB."""
-    from safetensors.torch import save_file
-    from transformers import AutoConfig
-
-    d, layers, mlp, vocab = 512, 12, 1536, 8000
-    AutoConfig.for_model(
-        "llama",
-        hidden_size=d,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        intermediate_size=mlp,
-        vocab_size=vocab,
-        tie_word_embeddings=False,
-    ).save_pretrained(folder)
-    gen = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=gen) * 0.05
-
-    state = {
-        "model.embed_tokens.weight": rand(vocab, d) * 20,
-        "lm_head.weight": rand(vocab, d),
-        "model.norm.weight": torch.ones(d),
-    }
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        state.update(
-            {
-                p + "self_attn.q_proj.weight": rand(d, d),
-                p + "self_attn.k_proj.weight": rand(128, d),
-                p + "self_attn.v_proj.weight": rand(128, d),
-                p + "self_attn.o_proj.weight": rand(d, d),
-                p + "mlp.gate_proj.weight": rand(mlp, d),
-                p + "mlp.up_proj.weight": rand(mlp, d),
-                p + "mlp.down_proj.weight": rand(d, mlp),
-                p + "input_layernorm.weight": torch.ones(d),
-                p + "post_attention_layernorm.weight": torch.ones(d),
-            }
-        )
-    save_file(state, folder / "model.safetensors")
-    return (folder / "model.safetensors").stat().st_size / 2**20
-
-
 # A fresh process: the peak RSS it reports is the disk-offloaded load and forward alone.
 _MEASURE = textwrap.dedent(
     """
@@ -196,7 +152,7 @@ _MEASURE = textwrap.dedent(
 
 def test_disk_offload_runs_in_a_fraction_of_the_weights(tmp_path: Path) -> None:
     """A ~170 MB checkpoint on "disk": the forward's peak RSS growth stays under 60% of it."""
-    size_mb = _write_llama(tmp_path)
+    size_mb = write_random_llama(tmp_path)
     root = str(Path(__file__).resolve().parents[2])  # this checkout's tlcore
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(

@@ -79,9 +79,7 @@ def _routed(model: Any) -> bool:
     return isinstance(getattr(model.cfg, "traits", {}).get("mlp"), MoETrait)
 
 
-def _judge(
-    diff: torch.Tensor, tol: float, routed: bool, what: str
-) -> tuple[bool, str]:
+def _judge(diff: torch.Tensor, tol: float, routed: bool, what: str) -> tuple[bool, str]:
     """``diff``: per-position max abs differences. Returns ``(ok, why not)``."""
     worst = float(diff.max())
     if routed:

@@ -25,9 +25,9 @@ from tlcore.parity.report import Case, CaseReport, Report, SnapshotMode
 from tlcore.parity.result import ParityResult
 from tlcore.parity.snapshots import (
     SNAPSHOT_RTOL_HALF,
-    default_snapshot_dir,
     SnapshotResult,
     compare_with_snapshot,
+    default_snapshot_dir,
     load_snapshot,
     orphan_entries,
     read_manifest,

@@ -1,4 +1,4 @@
-"""gpu_check.py's sections for issue 14's second phase: bf16 parity, sync-free input checks, offload.
+"""gpu_check.py's issue-14 phase-2 sections: bf16 parity, sync-free input checks, offload.
 
 Each section takes the HF model and tlcore's model that gpu_check built (bf16, on the GPU, same
 weights) and returns a JSON-able dict; :func:`rows` turns them into table rows.
@@ -118,6 +118,7 @@ def rows(name: str, entry: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} | blocks on {home}, streamed (1x128 forward) | | "
                 f"{row['forward_s'] * 1e3:.0f} ms | {row['vs_resident']:.2f}x resident | "
-                f"max diff {row['max_abs_diff']:.3g}, +{row['forward_extra_gpu_mb'] or 0:,.0f} MB GPU |"
+                f"max diff {row['max_abs_diff']:.3g}, "
+                f"+{row['forward_extra_gpu_mb'] or 0:,.0f} MB GPU |"
             )
     return lines

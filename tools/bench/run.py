@@ -62,7 +62,11 @@ OFFLOAD_MB = 2048  # the larger-than-memory row's checkpoint
 
 
 def launch(
-    python: str, pythonpath: str | None, *args: str, timeout: float = 1800, script: str = "worker.py"
+    python: str,
+    pythonpath: str | None,
+    *args: str,
+    timeout: float = 1800,
+    script: str = "worker.py",
 ) -> dict | None:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -150,7 +154,14 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
         for key in [k for k in order if k in ("tlcore", "before")]:
             python, path = impls[key]
             record["half"][key] = launch(
-                python, path, "half", name, "bfloat16", str(args.repeats), threads, script="scale.py"
+                python,
+                path,
+                "half",
+                name,
+                "bfloat16",
+                str(args.repeats),
+                threads,
+                script="scale.py",
             )
         if round_index == 0 and not args.no_offload and name == args.models[0]:
             record["offload"] = launch(

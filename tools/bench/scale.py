@@ -118,7 +118,9 @@ def logits_task(folder: str, disk: bool) -> dict[str, Any]:
     model = HookedTransformer.from_pretrained_no_processing(
         folder, device="cpu", device_map=device_map
     )
-    tokens = torch.randint(0, model.cfg.d_vocab, (2, 64), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (2, 64), generator=torch.Generator().manual_seed(0)
+    )
     with torch.inference_mode():
         logits = model(tokens)
     seconds = time.perf_counter() - start
