@@ -117,7 +117,8 @@ def placements(
 
     Returns:
         ``{part name: Placement}`` for ``embed``, ``pos_embed``, each ``blocks.i``, ``ln_final``
-        and ``unembed`` (those the model has).
+        and ``unembed`` (those the model has). ``pos_embed`` (``n_ctx`` rows, read outside its
+        own forward) is never offloaded: it lives where it runs.
 
     Raises:
         InputValidationError: For a key naming no part, or a bad value.
@@ -138,6 +139,8 @@ def placements(
         keys = [k for k in values if part == k or part.startswith(k + ".")]
         home = values[max(keys, key=len)] if keys else str(device)
         runs = device if home == DISK or (home == "cpu" and device.type != "cpu") else home
+        if part == "pos_embed" and home != runs:
+            home = str(runs)  # small, and read outside its forward: it lives where it runs
         out[part] = Placement(home, torch.device(runs))
     return out
 
@@ -191,18 +194,13 @@ class _Stream:
 
     def __init__(self, module: nn.Module, placement: Placement) -> None:
         self.placement = placement
-        self.home = {
-            (m, name): p.data
-            for m in module.modules()
-            for name, p in m._parameters.items()
-            if p is not None
-        }
+        self.home = [(p, p.data) for p in module.parameters()]
 
     def before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         device = self.placement.compute
         if self.placement.streamed and device.type != "cpu":
-            for (owner, name), data in self.home.items():
-                owner._parameters[name].data = data.to(device, non_blocking=True)
+            for param, data in self.home:
+                param.data = data.to(device, non_blocking=True)
         args = tuple(_move(a, device) for a in args)
         kwargs = {k: _move(v, device) for k, v in kwargs.items()}
         return args, kwargs
@@ -210,8 +208,8 @@ class _Stream:
     def after(self, module: nn.Module, args: Any, output: Any) -> None:
         if not self.placement.streamed:
             return
-        for (owner, name), data in self.home.items():
-            owner._parameters[name].data = data
+        for param, data in self.home:
+            param.data = data
             if self.placement.home == DISK and _LIBC is not None:
                 _page_out(data)
 
@@ -245,7 +243,7 @@ def place_(
         module.register_forward_pre_hook(stream.before, with_kwargs=True)
         module.register_forward_hook(stream.after)
         if placement.home == DISK and _LIBC is not None:
-            for data in stream.home.values():
+            for _, data in stream.home:
                 _page_out(data)
     for name, buf in model.named_buffers(recurse=False):  # model-level buffers: first device
         model._buffers[name] = buf.to(plan[next(iter(plan))].compute)

@@ -88,8 +88,8 @@ def _extent(t: torch.Tensor) -> tuple[int, int]:
     if t.numel() == 0:
         return 0, 0
     span = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True)) + 1
-    start = t.storage_offset() * t.element_size()
-    return start, start + span * t.element_size()
+    start = int(t.storage_offset()) * t.element_size()
+    return start, start + int(span) * t.element_size()
 
 
 def exclusive_parameters(model: nn.Module) -> frozenset[int]:

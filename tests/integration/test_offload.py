@@ -100,6 +100,9 @@ def test_placements_stream_cpu_and_disk_parts_to_the_accelerator(llama) -> None:
     assert plan["blocks.0"].home == "cpu" and plan["blocks.0"].compute == torch.device("cuda")
     assert plan["blocks.0"].streamed and plan["blocks.1"].home == "disk"
     assert plan["embed"].home == "cuda" and not plan["embed"].streamed
+    # Positions are read outside pos_embed's forward: never streamed.
+    plan = placements(model, {"pos_embed": "disk", "embed": "disk"}, torch.device("cuda"))
+    assert not plan["pos_embed"].streamed and plan["embed"].streamed
 
 
 def test_bad_device_maps_are_refused(llama) -> None:

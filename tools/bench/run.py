@@ -59,6 +59,7 @@ LOAD_IMPL = {"hf": "hf", "before": "tlcore", "tlcore": "tlcore", "tl43": "tl43"}
 
 
 OFFLOAD_MB = 2048  # the larger-than-memory row's checkpoint
+TASKS = ("speed", "load", "harvest", "half", "offload")
 
 
 def launch(
@@ -125,7 +126,7 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
         started = time.perf_counter()
         record: dict[str, Any] = {"speed": {}, "load": {}, "harvest": {}, "half": {}}
         order = list(impls) if round_index % 2 == 0 else list(reversed(impls))
-        for key in order:
+        for key in order if "speed" in args.tasks else []:
             python, path = impls[key]
             record["speed"][key] = launch(
                 python,
@@ -136,7 +137,7 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 str(args.repeats),
                 threads,
             )
-        for key in ["hf", *order]:
+        for key in ["hf", *order] if "load" in args.tasks else []:
             impl = LOAD_IMPL.get(key)
             if impl is None:
                 continue
@@ -146,12 +147,15 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 record["load"][key + "_processed"] = launch(
                     python, path, "load", "tlcore_processed", name, threads
                 )
-        record["harvest"]["tlcore"] = launch(sys.executable, str(REPO), "harvest", name, threads)
-        if not args.no_ray and round_index == 0:
+        if "harvest" in args.tasks:
+            record["harvest"]["tlcore"] = launch(
+                sys.executable, str(REPO), "harvest", name, threads
+            )
+        if "harvest" in args.tasks and not args.no_ray and round_index == 0:
             record["harvest"]["tlcore_ray"] = launch(
                 sys.executable, str(REPO), "harvest", name, threads, "ray"
             )
-        for key in [k for k in order if k in ("tlcore", "before")]:
+        for key in [k for k in order if k in ("tlcore", "before") and "half" in args.tasks]:
             python, path = impls[key]
             record["half"][key] = launch(
                 python,
@@ -163,7 +167,7 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 threads,
                 script="scale.py",
             )
-        if round_index == 0 and not args.no_offload and name == args.models[0]:
+        if round_index == 0 and "offload" in args.tasks and name == args.models[0]:
             record["offload"] = launch(
                 sys.executable, str(REPO), "offload", str(OFFLOAD_MB), threads, script="scale.py"
             )
@@ -302,7 +306,12 @@ def main() -> int:
     parser.add_argument("--tl43", default=None, help="Python with transformer-lens 4.3")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray harvest row")
     parser.add_argument(
-        "--no-offload", action="store_true", help="skip the 2 GB larger-than-memory row"
+        "--tasks",
+        nargs="*",
+        default=list(TASKS),
+        choices=TASKS,
+        help="which measurements to run (default: all; 'offload' is the 2 GB larger-than-memory "
+        "row)",
     )
     parser.add_argument("--out", default="bench_results/latest.json")
     parser.add_argument(
