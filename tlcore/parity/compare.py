@@ -22,7 +22,7 @@ from torch import nn
 
 from tlcore.errors import SpecError
 from tlcore.model import HookedTransformer
-from tlcore.parity.half import compare_half
+from tlcore.parity.half import half_result
 from tlcore.parity.probes import capture, decoder_layers, norm_output_probe, probe_layer
 from tlcore.parity.result import DEFAULT_ATOL, ParityResult, case_label, parity_tokens
 from tlcore.registry import get_registry
@@ -261,10 +261,21 @@ def run_case(
             )
         tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
         if dtype != torch.float32:
-            run = _half_case(model, folder, given, hf_model, tokens, dtype, hf, processed, variant)
-            run.result.spec_hash = spec.content_hash()
-            run.result.seconds = time.perf_counter() - start
-            return run
+            result, logits = half_result(
+                model,
+                lambda: HookedTransformer.from_pretrained(
+                    str(folder), device="cpu", spec=given, dtype=dtype
+                ),
+                hf_model,
+                tokens,
+                dtype,
+                (spec.name, variant),
+                hf=hf,
+                processed=processed,
+            )
+            result.spec_hash = spec.content_hash()
+            result.seconds = time.perf_counter() - start
+            return CaseRun(result, tokens, logits.detach())
         if hf:
             result, _ = _compare_model(model, hf_model, tokens, atol, spec.name, variant)
         else:
@@ -295,38 +306,6 @@ def run_case(
     result.spec_hash = spec.content_hash()
     result.seconds = time.perf_counter() - start
     return CaseRun(result, tokens, logits, extra)
-
-
-def _half_case(
-    model: Any,
-    folder: Path,
-    given: ArchitectureSpec | None,
-    hf_model: Any,
-    tokens: torch.Tensor,
-    dtype: torch.dtype,
-    hf: bool,
-    processed: bool,
-    variant: str | None,
-) -> CaseRun:
-    spec_name = model.cfg.spec_name
-    if hf:
-        result, logits = compare_half(
-            model,
-            lambda: HookedTransformer.from_pretrained(
-                str(folder), device="cpu", spec=given, dtype=dtype
-            ),
-            hf_model,
-            tokens,
-            dtype,
-            spec_name,
-            variant,
-            processed,
-        )
-    else:
-        with torch.no_grad():
-            logits = model(tokens).float()
-        result = ParityResult(spec_name, variant, True, float("nan"), message="ok")
-    return CaseRun(result, tokens, logits.detach())
 
 
 def compare_spec(

@@ -156,3 +156,36 @@ def compare_half(
             result.first_divergence = f"weight processing ({why})"
             result.message = f"{label}: {dtype_name(dtype)} {result.first_divergence}"
     return result, ours
+
+
+def half_result(
+    model: Any,
+    load_processed: Any,
+    hf_model: torch.nn.Module,
+    tokens: torch.Tensor,
+    dtype: torch.dtype,
+    case: tuple[str, str | None],
+    *,
+    hf: bool,
+    processed: bool,
+) -> tuple[ParityResult, torch.Tensor]:
+    """The parity tool's half-precision case: :func:`compare_half`, or tlcore's logits alone.
+
+    Args:
+        model: tlcore's unprocessed model in ``dtype``.
+        load_processed: ``() -> HookedTransformer``: the processed model in ``dtype``.
+        hf_model: The HF reference in float32.
+        tokens: ``[batch, pos]``.
+        dtype: bfloat16 or float16.
+        case: ``(spec name, variant)``.
+        hf: Compare with HF (otherwise only tlcore's logits, for a snapshot check).
+        processed: Also judge the processed model.
+
+    Returns:
+        ``(result, tlcore's logits as float32)``.
+    """
+    if hf:
+        return compare_half(model, load_processed, hf_model, tokens, dtype, *case, processed)
+    with torch.no_grad():
+        logits = model(tokens).float()
+    return ParityResult(case[0], case[1], True, float("nan"), message="ok"), logits
