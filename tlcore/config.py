@@ -1,4 +1,4 @@
-"""``HookedTransformerConfig``: TransformerLens's config fields, from a spec + an HF config."""
+"""``HookedTransformerConfig``: TransformerLens's config fields (resolution: config_resolution)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,17 @@ import torch
 
 from tlcore.config_checks import check_config_values
 from tlcore.config_traits import traits_from_fields
-from tlcore.errors import InvalidConfigError, SpecError
-from tlcore.guard import RecordingMapping, check_config_guard
-from tlcore.registry import get_registry
-from tlcore.spec.expressions import evaluate
-from tlcore.spec.loader import TraitLookup, resolve_trait
-from tlcore.spec.schema import ArchitectureSpec
-from tlcore.spec.traits import SLOT_KINDS_FROM, SLOTS, Trait
+from tlcore.errors import SpecError
+from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 
 
 @dataclass
 class HookedTransformerConfig:
     """The model config, with TransformerLens's field names.
 
-    Built by :func:`resolve_config` from an architecture spec and an HF config; the resolved traits
-    (``traits``) define behaviour, and the flat fields mirror TransformerLens for user code.
+    Built by :func:`~tlcore.config_resolution.resolve_config` from an architecture spec and an HF
+    config; the resolved traits (``traits``) define behaviour, and the flat fields mirror
+    TransformerLens for user code.
     """
 
     d_model: int
@@ -141,69 +137,3 @@ class HookedTransformerConfig:
                 value = str(value).removeprefix("torch.")
             out[f.name] = value
         return out
-
-
-_CFG_FIELDS = {f.name for f in dataclasses.fields(HookedTransformerConfig)}
-
-
-def resolve_config(
-    spec: ArchitectureSpec,
-    hf_config: Any,
-    *,
-    trait_model: TraitLookup | None = None,
-    check_guard: bool = True,
-    **overrides: Any,
-) -> HookedTransformerConfig:
-    """Resolve a spec against an HF config into a :class:`HookedTransformerConfig`.
-
-    Args:
-        spec: The architecture spec.
-        hf_config: An HF ``PretrainedConfig`` (or a plain dict of its fields).
-        trait_model: ``(slot, kind) -> trait model`` (default: the plugin registry's).
-        check_guard: Refuse HF fields with non-default values that the spec does not handle.
-        **overrides: Config fields to set after resolution (``dtype``, ``n_ctx``, ...).
-
-    Returns:
-        The config.
-
-    Raises:
-        SpecError: If the spec cannot be resolved (missing fields, bad types).
-        UnsupportedConfigError: If the guard finds an unhandled non-default HF field.
-    """
-    lookup = trait_model if trait_model is not None else get_registry().trait_model
-    hf_dict = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
-    hf = RecordingMapping(hf_dict)
-    where = spec.source_file or f"<spec {spec.name}>"
-    values: dict[str, Any] = {}
-    for key, expr in spec.config.items():
-        values[key] = evaluate(expr, hf, values, f"{where}: config.{key}")
-    traits: dict[str, Trait] = {}
-    for slot in SLOTS:
-        if slot in spec.traits:
-            traits[slot] = resolve_trait(
-                spec.traits[slot],
-                SLOT_KINDS_FROM.get(slot, slot),
-                lookup,
-                hf,
-                values,
-                f"{where}: traits.{slot}",
-            )
-    for slot in SLOTS:
-        if slot in traits:
-            traits[slot].apply_to_cfg(values)
-    unknown = set(values) - _CFG_FIELDS
-    extra = {k: values.pop(k) for k in unknown}
-    values.setdefault("original_architecture", (hf_dict.get("architectures") or [None])[0])
-    values["spec_name"] = spec.name
-    values["spec_source"], values["spec_file"] = spec.source, spec.source_file
-    values.update(overrides)
-    if check_guard:
-        extra["config_guard"] = check_config_guard(spec, hf_config, hf.read).as_dict()
-    try:
-        cfg = HookedTransformerConfig(**values, traits=traits, hf_config=hf_config, extra=extra)
-    except TypeError as exc:
-        raise SpecError(f"{where}: config: {exc}") from exc
-    except InvalidConfigError as exc:
-        origin = hf_dict.get("_name_or_path") or "the HF config"
-        raise InvalidConfigError(f"{exc} (resolved from {origin} through {where})") from exc
-    return cfg

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -57,18 +56,6 @@ _NOT_SETTABLE = frozenset({"traits", "hf_config", "extra"})
 _TRAIT_SIZES = frozenset(
     {"dim", "top_k", "n_experts", "d_expert", "shared_expert_size", "sparse_step", "sliding_window"}
 )
-
-
-@functools.cache
-def config_field_names() -> frozenset[str]:
-    """The fields of :class:`~tlcore.config.HookedTransformerConfig` a spec's ``config:`` may set.
-
-    Returns:
-        Field names.
-    """
-    from tlcore.config import HookedTransformerConfig
-
-    return frozenset(f.name for f in dataclasses.fields(HookedTransformerConfig)) - _NOT_SETTABLE
 
 
 def _is_int(value: Any) -> bool:

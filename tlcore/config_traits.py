@@ -13,7 +13,7 @@ from typing import Any
 
 from tlcore.builtin.traits import builtin_trait_model
 from tlcore.errors import SpecError
-from tlcore.spec.loader import resolve_trait
+from tlcore.spec.trait_resolution import resolve_trait
 
 _NORMS: dict[str | None, dict[str, Any]] = {
     "LN": {"kind": "layernorm"},

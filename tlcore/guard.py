@@ -10,7 +10,8 @@ computes, while tlcore ignores it?* A field is accepted, with the reason recorde
    or ``guard.ignored`` (the spec author checked it);
 2. HF's modelling code never reads it: the guard scans the source of the model class that
    transformers itself would build for this config (and the transformers modules it imports) for
-   attribute reads of the config, mapping ``attribute_map`` aliases to the fields they name.
+   attribute reads of the config, mapping ``attribute_map`` aliases to the fields they name
+   (:mod:`tlcore.hf_config_reads`).
    Legacy keys such as GPT-2's ``n_ctx``, remote-code pointers (``auto_map``) and tool metadata
    (``transformers.js_config``) fall here. The scan runs against the installed transformers, so
    the verdict follows the version actually used;
@@ -26,19 +27,15 @@ no trait builds).
 
 from __future__ import annotations
 
-import ast
 import functools
-import importlib.util
-import inspect
 import logging
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tlcore.errors import UnsupportedConfigError
+from tlcore.hf_config_reads import hf_read_fields
 from tlcore.spec.schema import ArchitectureSpec
 
 logger = logging.getLogger(__name__)
@@ -286,135 +283,3 @@ def _check_quantization(spec: ArchitectureSpec, quantization: Any) -> None:
             f"{', '.join(sorted(QUANTIZATION_METHODS_LOADED))} and unquantised weights); load a "
             f"full-precision copy of the checkpoint instead."
         )
-
-
-# ------------------------------------------------------------------------- what HF's code reads
-_CONFIG_NAME = re.compile(r"(^|_)config$")
-_SKIPPED_IMPORTS = ("transformers.utils", "transformers.configuration_utils")
-
-
-def hf_read_fields(config_class: type) -> frozenset[str] | None:
-    """The config fields transformers' causal-LM code for ``config_class`` may read.
-
-    Scans the module defining the causal-LM class transformers maps ``config_class`` to, and the
-    transformers modules it imports, for ``<...config>.<name>``, ``getattr(<...config>, "name")``
-    and ``hasattr(...)``; ``attribute_map`` aliases count as reads of the fields they name. The
-    scan over-approximates (a field read by a sibling head class counts), which can only make the
-    guard stricter.
-
-    Args:
-        config_class: A ``PretrainedConfig`` subclass.
-
-    Returns:
-        Field names, or None when no modelling code is found (then every field counts as read).
-
-    Example:
-        >>> from transformers import GPT2Config
-        >>> reads = hf_read_fields(GPT2Config)
-        >>> "n_embd" in reads, "n_ctx" in reads   # n_ctx is a legacy key GPT-2's code never reads
-        (True, False)
-    """
-    return _read_fields_cached(config_class)
-
-
-@functools.cache
-def _read_fields_cached(config_class: type) -> frozenset[str] | None:
-    module = _modelling_module(config_class)
-    if module is None:
-        return None
-    names: set[str] = set()
-    for scanned in _with_transformers_imports(module):
-        names |= _config_reads(scanned)
-    aliases = getattr(config_class, "attribute_map", {}) or {}
-    return frozenset(names | {aliases[n] for n in names if n in aliases})
-
-
-def _modelling_module(config_class: type) -> str | None:
-    """The module defining transformers' causal LM for ``config_class``, found without import."""
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING,
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    )
-
-    # A model registered at run time (a plugin's reference model) is already imported.
-    registered = getattr(MODEL_FOR_CAUSAL_LM_MAPPING, "_extra_content", {}).get(config_class)
-    if registered is not None:
-        return str(registered.__module__)
-    model_type = getattr(config_class, "model_type", "")
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return None
-    package = model_type_to_module_name(model_type)
-    return f"transformers.models.{package}.modeling_{package}"
-
-
-def _with_transformers_imports(module: str) -> list[str]:
-    """``module`` and the transformers modules it imports from (one level deep)."""
-    out = [module]
-    tree = _parse(module)
-    if tree is None:
-        return out
-    package = module.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ImportFrom):
-            continue
-        base = node.module or ""
-        if node.level:
-            parts = package.split(".")
-            base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-        if not base.startswith("transformers") or base.startswith(_SKIPPED_IMPORTS):
-            continue
-        if ".configuration_" not in base and base not in out:
-            out.append(base)
-    return out
-
-
-@functools.cache
-def _parse(module: str) -> ast.Module | None:
-    """Parse a module's source without importing it (None when it has no readable source)."""
-    loaded = sys.modules.get(module)
-    try:
-        if loaded is not None:
-            source = inspect.getsource(loaded)
-        else:
-            found = importlib.util.find_spec(module)
-            if found is None or found.origin is None or not found.origin.endswith(".py"):
-                return None
-            source = Path(found.origin).read_text(encoding="utf-8")
-        return ast.parse(source)
-    except (OSError, TypeError, SyntaxError, ImportError, ValueError):
-        return None
-
-
-def _config_reads(module: str) -> set[str]:
-    tree = _parse(module)
-    if tree is None:
-        return set()
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and _is_config(node.value):
-            names.add(node.attr)
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in ("getattr", "hasattr")
-            and len(node.args) >= 2
-            and _is_config(node.args[0])
-            and isinstance(node.args[1], ast.Constant)
-            and isinstance(node.args[1].value, str)
-        ):
-            names.add(node.args[1].value)
-    return names
-
-
-def _is_config(node: ast.AST) -> bool:
-    """``config``, ``self.config``, ``text_config``, ``config.get_text_config()``, ..."""
-    if isinstance(node, ast.Name):
-        return bool(_CONFIG_NAME.search(node.id))
-    if isinstance(node, ast.Attribute):
-        return bool(_CONFIG_NAME.search(node.attr))
-    if isinstance(node, ast.Call):
-        return _is_config(node.func) or (
-            isinstance(node.func, ast.Attribute) and _is_config(node.func.value)
-        )
-    return False

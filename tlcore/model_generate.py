@@ -93,7 +93,7 @@ class GenerateMixin:
         | Int[torch.Tensor, "batch new_pos"]
         | Float[torch.Tensor, "batch new_pos d_model"]
     ):
-        """Generate tokens after a prompt, sampling (or greedy) until EOS or ``max_new_tokens``.
+        r"""Generate tokens after a prompt, sampling (or greedy) until EOS or ``max_new_tokens``.
 
         When some rows of a batch finish (emit EOS) before others, they keep being padded with
         EOS while the rest continue; generation stops early once every row has finished.
@@ -137,9 +137,11 @@ class GenerateMixin:
             ValueError: For an unknown ``return_type`` or input shape.
 
         Example:
+            With ``model`` SmolLM2-135M-Instruct (``from_pretrained("smollm2-135m-instruct")``):
+
             >>> prompt = "The capital of France is"
-            >>> model.generate(prompt, max_new_tokens=3, do_sample=False)  # doctest: +SKIP
-            'The capital of France is Paris. The'
+            >>> model.generate(prompt, max_new_tokens=3, do_sample=False, verbose=False)
+            'The capital of France is Paris.\n'
         """
         check_return_type(return_type, _RETURN_TYPES)
         check_generate_args(

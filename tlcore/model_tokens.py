@@ -143,9 +143,12 @@ class TokenizerMixin:
             TokenizerRequiredError: If the model has no tokenizer.
 
         Example:
-            >>> model.to_tokens(["Hello world", "Hi"], padding_side="left")  # doctest: +SKIP
-            tensor([[50256, 15496,   995],
-                    [50256, 50256, 17250]])
+            With ``model`` SmolLM2-135M-Instruct (``from_pretrained("smollm2-135m-instruct")``),
+            whose BOS is ``<|im_start|>`` (1) and pad ``<|im_end|>`` (2):
+
+            >>> model.to_tokens(["Hello world", "Hi"], padding_side="left")
+            tensor([[    1, 19556,   905],
+                    [    2,     1, 26843]])
         """
         tokens, _ = self._tokens_and_mask(input, prepend_bos, padding_side, truncate)
         return tokens.to(self._device()) if move_to_device else tokens

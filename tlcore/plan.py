@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config import HookedTransformerConfig
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import SpecError
+from tlcore.loading.text_tower import text_config_of
 from tlcore.loading.weight_map import WeightMap
 from tlcore.processing_plan import ProcessingPlan, processing_plan
 from tlcore.registry import Registry, get_registry
@@ -166,7 +168,8 @@ def resolve_plan(
     check_first_n_layers(first_n_layers, checkpoint_layers)
     if first_n_layers is not None:
         cfg.n_layers = first_n_layers
-    hf = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+    text = text_config_of(hf_config, spec.text_tower)
+    hf = text.to_dict() if hasattr(text, "to_dict") else dict(text)
     ops = {name: op.fn for name, op in registry.weight_ops.items()}
     weights = WeightMap.build(spec, ops, cfg, hf, checkpoint_layers)
     return ModelPlan(cfg, component_table(cfg, registry), processing_plan(cfg), spec, weights)

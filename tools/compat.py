@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def lower_bound() -> str:
 
 
 def _run(cmd: list[str], log: Path, **kwargs: object) -> int:
+    # The checkout's own tlcore, whatever the venv's editable install points at (a clone reuses
+    # the venvs of another working tree).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **kwargs.pop("env", {})}  # type: ignore[dict-item]
+    kwargs["env"] = env
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()

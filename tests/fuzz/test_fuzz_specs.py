@@ -16,7 +16,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config import HookedTransformerConfig
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import SpecError
 from tlcore.registry import Registry, Source, get_registry
 from tlcore.spec.bounds import load_yaml

@@ -153,7 +153,7 @@ def test_return_types(tiny_checkpoint) -> None:
 
 
 def test_random_init_model_runs_and_hooks_everything() -> None:
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
     from tlcore.registry import get_registry
     from tlcore.testing.tiny import tiny_hf_config
 

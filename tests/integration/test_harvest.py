@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,9 @@ def texts(n: int = 60) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    from tlcore.loading.tokenizers import gpt2_tokenizer
+    from tlcore_offline_models import gpt2_tokenizer
 
-    try:
-        tokenizer = gpt2_tokenizer()
-    except ImportError as exc:
-        pytest.skip(str(exc))
+    tokenizer = gpt2_tokenizer()
     folder, _ = save_tiny_checkpoint(
         get_registry().get_spec("gpt2"),
         tmp_path_factory.mktemp("harvest-ckpt"),
@@ -265,6 +263,11 @@ def test_cli(ckpt, corpus, tmp_path, capsys):
 SAELENS_READ = """
 import json, sys
 import numpy as np, torch
+try:
+    import transformer_lens  # noqa: F401  (a side venv with SAELens's own dependency)
+except ImportError:  # the project venv: SAELens without TransformerLens, on tlcore
+    import tlcore.compat
+    tlcore.compat.as_transformer_lens()
 from sae_lens.training.activations_store import ActivationsStore
 path, hook, ctx, d_in, batch, out = sys.argv[1:7]
 store = ActivationsStore(
@@ -279,10 +282,8 @@ np.savez(out, acts=acts.numpy(), tokens=tokens.numpy())
 
 
 def test_saelens_own_loader_reads_the_output(reference, tmp_path):
-    """Runs only where a Python with sae-lens is named (it pulls transformer-lens: a side venv)."""
-    python = os.environ.get("TLCORE_SAELENS_PYTHON", "/opt/saelens/bin/python")
-    if not Path(python).exists():
-        pytest.skip("no Python with sae-lens (set TLCORE_SAELENS_PYTHON)")
+    """SAELens's ActivationsStore reads the harvest (in this venv, or TLCORE_SAELENS_PYTHON's)."""
+    python = os.environ.get("TLCORE_SAELENS_PYTHON", sys.executable)
     d_in = datasets.load_from_disk(str(reference.path)).features[HOOKS[1]].shape[1]
     out = tmp_path / "read.npz"
     script = tmp_path / "read.py"

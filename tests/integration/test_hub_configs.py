@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from tlcore import HookedTransformer
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import TlcoreError
 from tlcore.loading.loader import load_checkpoint
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
@@ -32,6 +32,7 @@ from tlcore.loading.sources import StateDictSource
 from tlcore.parity.compare import compare_model, parity_tokens
 from tlcore.plan import resolve_plan
 from tlcore.testing.shrink import build_shrunken_hf_model, shrink_config_dict
+from tlcore.testing.tiny import hf_model_from_config
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "hub_configs"
 INDEX: list[dict[str, Any]] = yaml.safe_load((CORPUS / "index.yaml").read_text())
@@ -75,11 +76,16 @@ def test_refused_for_the_documented_reason(entry: dict[str, Any]):
 
 
 def _dims_from_hf(config: Any) -> dict[str, int]:
-    """The dimensions HF's own config object reports (attribute_map resolves GPT-2-style names)."""
+    """The dimensions HF's own config object reports (attribute_map resolves GPT-2-style names).
+
+    For a multimodal wrapper, the language model's: HF's own ``get_text_config()``.
+    """
+    config = config.get_text_config()
     heads = config.num_attention_heads
     kv = getattr(config, "num_key_value_heads", None) or heads
-    if getattr(config, "model_type", "") == "falcon" and not config.new_decoder_architecture:
-        kv = 1 if config.multi_query else heads
+    if getattr(config, "model_type", "") == "falcon":  # before 5.25 it has no num_key_value_heads
+        new_arch = config.new_decoder_architecture
+        kv = config.num_kv_heads if new_arch else (1 if config.multi_query else heads)
     return {
         "d_model": config.hidden_size,
         "n_layers": config.num_hidden_layers,
@@ -91,8 +97,6 @@ def _dims_from_hf(config: Any) -> dict[str, int]:
 
 @pytest.mark.parametrize("entry", ACCEPTED, ids=_id)
 def test_meta_dry_load_against_hfs_meta_model(entry: dict[str, Any]):
-    from transformers import AutoModelForCausalLM
-
     config = hf_config_object(_raw(entry))
     spec = spec_for_hf_config(config)
     plan = resolve_plan(spec, config, device="meta")
@@ -100,7 +104,7 @@ def test_meta_dry_load_against_hfs_meta_model(entry: dict[str, Any]):
     for field, value in _dims_from_hf(config).items():
         assert getattr(cfg, field) == value, field
     with torch.device("meta"):
-        hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        hf_model = hf_model_from_config(config, dtype=torch.float32)
         model = HookedTransformer(plan, move_to_device=False, init_weights=False)
     hf_shapes = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
     # Raises CheckpointMismatchError naming every unconsumed, missing or mis-shaped tensor.

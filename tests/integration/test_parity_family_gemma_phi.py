@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import CheckpointMismatchError, UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
@@ -460,12 +460,11 @@ def test_hub_config_resolves(repo: str) -> None:
         assert cfg.attn_types[:6] == attn_types
 
 
-def test_hub_config_with_unknown_field_is_refused() -> None:
-    from tlcore.errors import UnsupportedConfigError
-
+def test_hub_config_field_hf_never_reads_is_accepted_and_recorded() -> None:
+    # Refusal of fields HF reads is tested in tests/unit/test_guard.py; an unread key is recorded.
     hf_config = hf_config_object({**HUB_CONFIGS["microsoft/phi-2"], "some_new_switch": True})
-    with pytest.raises(UnsupportedConfigError, match="some_new_switch"):
-        resolve_config(spec_for_hf_config(hf_config), hf_config)
+    cfg = resolve_config(spec_for_hf_config(hf_config), hf_config)
+    assert "some_new_switch" in cfg.extra["config_guard"]["not_read_by_hf"]
 
 
 @pytest.mark.parametrize("repo", ["google/gemma-2b", "google/gemma-2-2b", "google/gemma-3-1b-it"])

@@ -11,12 +11,14 @@ config.json files check the config guard and what the specs read from them.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import UnsupportedConfigError
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.model import HookedTransformer
@@ -619,13 +621,17 @@ def test_hub_granite_int_logits_scaling_stays_a_float_division() -> None:
 
 
 @pytest.mark.parametrize(
-    ("repo", "field", "value"),
-    [
-        ("Qwen/Qwen2.5-0.5B", "some_new_switch", True),
-        ("bigcode/starcoder2-3b", "some_new_switch", True),
-        ("microsoft/Phi-3-mini-4k-instruct", "some_new_switch", True),
-    ],
+    "repo", ["Qwen/Qwen2.5-0.5B", "bigcode/starcoder2-3b", "microsoft/Phi-3-mini-4k-instruct"]
 )
-def test_hub_config_with_unknown_field_is_refused(repo: str, field: str, value: Any) -> None:
-    with pytest.raises(UnsupportedConfigError, match=field):
-        _resolve({**HUB_CONFIGS[repo], field: value})
+def test_hub_config_field_hf_never_reads_is_accepted_and_recorded(repo: str) -> None:
+    # Refusal of fields HF reads is tested in tests/unit/test_guard.py; an unread key is recorded.
+    cfg = _resolve({**HUB_CONFIGS[repo], "some_new_switch": True})
+    assert "some_new_switch" in cfg.extra["config_guard"]["not_read_by_hf"]
+
+
+def test_hub_config_field_hf_reads_and_the_spec_does_not_is_refused() -> None:
+    # Llama's attention honours attention_chunk_size (masking_utils); the llama spec does not.
+    real = Path(__file__).parents[1] / "data/hub_configs/meta-llama__Llama-3.2-1B-Instruct.json"
+    config = {**json.loads(real.read_text()), "attention_chunk_size": 8}
+    with pytest.raises(UnsupportedConfigError, match="attention_chunk_size"):
+        _resolve(config)

@@ -270,7 +270,7 @@ HUB_EXPECTED = {
 def test_hub_configs_resolve(name: str) -> None:
     from transformers import AutoConfig
 
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
 
     hf_config = AutoConfig.for_model(name, **HUB_CONFIGS[name])
     cfg = resolve_config(get_registry().get_spec(name), hf_config)

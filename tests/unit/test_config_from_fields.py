@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tlcore import HookedTransformer, HookedTransformerConfig
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import SpecError
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import tiny_hf_config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoConfig, FalconConfig, GPT2Config, LlamaConfig
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.errors import UnsupportedConfigError
 from tlcore.guard import check_config_guard, hf_read_fields, non_default_fields
 from tlcore.registry import get_registry

@@ -249,7 +249,7 @@ def test_config_values_are_checked_before_building(field, value, rule) -> None:
 
 
 def test_a_million_layers_from_a_spec_fails_fast(tmp_path: Path) -> None:
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
 
     spec = get_registry().get_spec("gpt2")
     hf = {**GPT2_HF, "n_layer": 1_000_000}
@@ -259,7 +259,7 @@ def test_a_million_layers_from_a_spec_fails_fast(tmp_path: Path) -> None:
 
 
 def test_zero_heads_from_a_spec_names_the_spec(tmp_path: Path) -> None:
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
 
     path = write(
         tmp_path,
@@ -294,7 +294,7 @@ def test_hf_config_sizes_are_checked(field, value) -> None:
 
 
 def test_trait_parameters_are_checked(tmp_path: Path) -> None:
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
 
     path = write(
         tmp_path,

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.model import HookedTransformer
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec

@@ -212,7 +212,7 @@ def test_builtin_specs_all_validate() -> None:
 
 
 def test_guard_unsupported_values_are_refused_by_name() -> None:
-    from tlcore.config import resolve_config
+    from tlcore.config_resolution import resolve_config
     from tlcore.errors import UnsupportedConfigError
     from tlcore.loading.resolve import hf_config_object
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlcore.config import resolve_config
+from tlcore.config_resolution import resolve_config
 from tlcore.registry import get_registry
 from tlcore.testing.tiny import tiny_hf_config
 
@@ -19,6 +19,7 @@ NO_BOS_BY_DEFAULT = {
     "bloom",
     "qwen2",
     "qwen2_moe",
+    "qwen2_vl_text",
     "qwen3",
     "qwen3_moe",
     "phi",

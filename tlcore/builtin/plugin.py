@@ -62,12 +62,14 @@ def register_weight_ops(register: Registrar) -> None:
 
 @hookimpl
 def register_specs(register: Registrar) -> None:
-    """Register every spec under ``specs/architectures``.
+    """Register every spec under ``specs/architectures`` and the text towers of multimodal wrappers.
 
     Args:
         register: Registrar.
     """
     register.spec(specs_dir() / "architectures")
+    for tower in yaml.safe_load((specs_dir() / "text_towers.yaml").read_text()):
+        register.text_tower(tower)
 
 
 COMMAND_MODULES: tuple[str, ...] = (

@@ -14,15 +14,20 @@ from tlcore.components import (
     alibi,
     attention,
     block,
+    cross,
     embed,
+    encoder,
+    mla,
     mlp,
     moe,
+    moe_grouped,
     norms,
     positions,
     rotary,
     unembed,
+    xielu,
 )
-from tlcore.spec.traits import Trait
+from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 
 TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("embedding", embed.TokenEmbeddingTrait, embed.make_embed),
@@ -40,10 +45,15 @@ TRAITS: list[tuple[str, type[Trait], Callable[..., Any]]] = [
     ("block", block.SandwichTrait, block.make_sandwich_block),
     ("block", block.PostOnlyTrait, block.make_post_only_block),
     ("attention", attention.AttentionTrait, attention.make_attention),
+    ("attention", mla.MLATrait, mla.make_mla),
     ("mlp", mlp.PlainMLPTrait, mlp.make_plain_mlp),
     ("mlp", mlp.GatedMLPTrait, mlp.make_gated_mlp),
     ("mlp", moe.MoETrait, moe.make_moe),
+    ("mlp", moe_grouped.GroupedMoETrait, moe_grouped.make_grouped_moe),
+    ("mlp", xielu.XIELUMLPTrait, xielu.make_xielu_mlp),
     ("unembed", unembed.UnembedTrait, unembed.make_unembed),
+    *encoder.TRAITS,
+    *cross.TRAITS,
 ]
 
 
@@ -73,7 +83,7 @@ def builtin_component(slot: str, kind: str) -> Callable[..., Any]:
     Raises:
         KeyError: When no built-in kind has that name.
     """
-    slot = "norm" if slot == "final_norm" else slot
+    slot = SLOT_KINDS_FROM.get(slot, slot)
     for s, model, factory in TRAITS:
         if s == slot and model.model_fields["kind"].default == kind:
             return factory

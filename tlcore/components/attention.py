@@ -157,12 +157,13 @@ class Attention(LinearLayout, ResidualIO):
         return self._post_projection(out, name).view(*x.shape[:-1], n, d_head)
 
     def _post_projection(self, flat: torch.Tensor, name: str) -> torch.Tensor:
-        if self.trait.clip_qkv is not None:
-            flat = flat.clamp(-self.trait.clip_qkv, self.trait.clip_qkv)
+        # A full-width qk-norm comes first, then clip_qkv (OLMoE: q_norm(q_proj(x)).clamp_(...)).
         if self.trait.qk_norm_scope == "full_width" and name in ("Q", "K"):
             norm = self.q_norm if name == "Q" else self.k_norm
             if norm is not None:
                 flat = norm(flat)
+        if self.trait.clip_qkv is not None:
+            flat = flat.clamp(-self.trait.clip_qkv, self.trait.clip_qkv)
         return flat
 
     def forward(
@@ -194,12 +195,15 @@ class Attention(LinearLayout, ResidualIO):
         if cfg.ungroup_grouped_query_attention and n_kv != n_heads:
             k, v = (t.repeat_interleave(n_heads // n_kv, dim=2) for t in (k, v))
         k, v = self.hook_k(k), self.hook_v(v)
-        if self.q_norm is not None and self.trait.qk_norm_scope != "full_width":
-            q, k = self.q_norm(q), self._norm_keys(k)
+        per_head_norm = self.q_norm is not None and self.trait.qk_norm_scope != "full_width"
+        if per_head_norm and not self.trait.qk_norm_after_rotary:
+            q, k = self.q_norm(q), self._norm_keys(k)  # type: ignore[misc]
         positional = self._positional[0] if self._positional else None
         if positional is not None and positional.rotates_qk:
             q = self.hook_rot_q(positional.rotate(q, ctx.positions, self.layer, ctx.memo))
             k = self.hook_rot_k(positional.rotate(k, ctx.positions, self.layer, ctx.memo))
+        if per_head_norm and self.trait.qk_norm_after_rotary:
+            q, k = self.q_norm(q), self._norm_keys(k)  # type: ignore[misc]
         if ctx.past_kv_cache is not None:
             k, v = ctx.past_kv_cache[self.layer].append(k, v)
         z = self._attend(q, k, v, ctx, positional)
@@ -242,7 +246,7 @@ class Attention(LinearLayout, ResidualIO):
         group = qh.shape[1] // kh.shape[1]
         bias = None
         if positional is not None and positional.biases_scores:
-            bias = positional.score_bias(qh.shape[1], ctx.key_positions, self.scale, qh.dtype)
+            bias = positional.score_bias_in(ctx, qh.shape[1], self.scale, qh.dtype)
         mask = None if ctx.is_plain_causal(self.window) else ctx.mask(self.window)
         if mask is not None:
             # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.

@@ -49,6 +49,8 @@ class AttentionTrait(Trait):
     """A learned per-head logit appended before the softmax and dropped after (GPT-OSS)."""
     qk_norm: Any = Field(default=None, json_schema_extra={"trait_slot": "norm"})
     qk_norm_scope: Literal["per_head", "per_head_distinct", "full_width"] = "per_head"
+    qk_norm_after_rotary: bool = False
+    """Normalise the rotated queries and keys (HunYuan) instead of normalising before rotary."""
     sliding_window: int | None = None
     window_layers: list[bool] | None = None
     """Which layers use the window (default: all, when ``sliding_window`` is set)."""

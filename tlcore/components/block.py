@@ -16,7 +16,7 @@ Hooks (TransformerLens names): ``hook_resid_pre``, ``hook_attn_in`` / ``hook_q_i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Float
@@ -34,6 +34,8 @@ class BlockTrait(Trait):
     """Base of block layouts: declares the layout's wiring (:meth:`wiring`)."""
 
     slot = "block"
+    output_hook: ClassVar[str] = "hook_resid_post"
+    """The block hook holding the block's output (what HF reports as the layer's hidden state)."""
 
     def wiring(self) -> BlockWiring:
         """How this layout reads and writes the residual stream.

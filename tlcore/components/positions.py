@@ -8,7 +8,7 @@ query/key inputs only: shortformer), ``rotate`` (applied to queries and keys: ro
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -16,6 +16,9 @@ from torch import nn
 
 from tlcore.components.residual_io import ResidualIO, Writer
 from tlcore.spec.traits import Trait
+
+if TYPE_CHECKING:
+    from tlcore.components.context import ForwardContext
 
 
 class PositionalEncoding(nn.Module, ResidualIO):
@@ -78,6 +81,25 @@ class PositionalEncoding(nn.Module, ResidualIO):
             The bias, broadcast over query positions.
         """
         raise NotImplementedError
+
+    def score_bias_in(
+        self, ctx: ForwardContext, n_heads: int, scale: float, dtype: torch.dtype
+    ) -> Float[torch.Tensor, "batch head_index q_pos k_pos"]:
+        """The score bias of one forward pass (default: :meth:`score_bias`).
+
+        A bias that needs the query positions or a per-pass memo (T5's relative buckets) overrides
+        this; others implement :meth:`score_bias`.
+
+        Args:
+            ctx: The forward context (positions, key positions, memo).
+            n_heads: Number of query heads.
+            scale: The attention scale.
+            dtype: Score dtype.
+
+        Returns:
+            A bias broadcasting against ``[batch, head, q_pos, k_pos]``.
+        """
+        return self.score_bias(n_heads, ctx.key_positions, scale, dtype)
 
 
 class NoPositionTrait(Trait):

@@ -37,6 +37,17 @@ class RotaryTrait(Trait):
     layer_types: list[str] | None = None
     in_fp32: bool = False
     """Rotate in fp32 with fp32 cos/sin, then cast back (OLMo, OLMo 2); else in the input dtype."""
+    layers: list[bool] | None = None
+    """Which layers rotate (default: all). The others get no positional information at all
+    ("NoPE" layers: SmolLM3's ``no_rope_layers``, Cohere 2's full-attention layers, Llama 4)."""
+
+    def rotates(self, layer: int) -> bool:
+        """Whether a layer rotates its queries and keys.
+
+        Returns:
+            False for a NoPE layer.
+        """
+        return self.layers is None or bool(self.layers[layer])
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         cfg.setdefault("positional_embedding_type", "rotary")
@@ -92,8 +103,11 @@ class Rotary(PositionalEncoding):
     ) -> tuple[torch.Tensor, float]:
         params = self.trait._params(layer_type)
         rope_type = params.get("rope_type", "default")
-        if rope_type == "default":
+        alpha = params.get("alpha") if rope_type == "dynamic" else None
+        if rope_type == "default" or alpha:
             base = self.trait.base or params.get("rope_theta", 10000.0)
+            if alpha:  # NTK-alpha (HunYuan's "dynamic" with a fixed alpha): a static, larger base
+                base = base * alpha ** (self.dim / (self.dim - 2))
             exps = (
                 torch.arange(0, self.dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
                 / self.dim
@@ -160,10 +174,14 @@ class Rotary(PositionalEncoding):
         Returns:
             The rotated tensor, same dtype as ``x``.
         """
+        if not self.trait.rotates(layer):  # a NoPE layer
+            return x
         cos, sin = self.cos_sin(positions, layer, ctx)
         dtype = x.dtype
         if self.trait.in_fp32:
-            x = x.float()  # exact for bf16/fp16 inputs; only the result is rounded, as HF does
+            # At least fp32: exact for bf16/fp16 inputs (only the result is rounded, as HF does);
+            # an fp64 model stays in fp64.
+            x = x.to(torch.promote_types(x.dtype, torch.float32))
         else:
             cos, sin = cos.to(dtype), sin.to(dtype)
         rot, rest = x[..., : self.dim], x[..., self.dim :]

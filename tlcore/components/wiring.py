@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
-ResidualHook = Literal["hook_resid_pre", "hook_resid_mid"]
+ResidualHook = Literal["hook_resid_pre", "hook_resid_mid", "hook_resid_mid_cross"]
 
 
 class ResidMap(Protocol):

@@ -3,7 +3,7 @@
 The driver packs the token rows (cheap next to the model) and writes each pending shard's rows
 to ``out/.tokens/``; a Ray dataset of shard indices then flows through ``map_batches`` with a
 fixed pool of :class:`HarvestWorker` actors, each holding one model. A worker computes a shard
-exactly as the in-process path does (:func:`tlcore.harvest.runner.compute_shard`) and writes it
+exactly as the in-process path does (:func:`tlcore.harvest.shard_work.compute_shard`) and writes it
 into ``out`` itself, so activations never travel through the driver: ``out`` must be a folder
 every node sees (a shared filesystem; on one machine, any folder).
 
@@ -54,7 +54,7 @@ class HarvestWorker:
         import torch
 
         from tlcore.harvest.activations import check_hooks, stop_layer
-        from tlcore.harvest.runner import load_model
+        from tlcore.harvest.shard_work import load_model
 
         torch.set_num_threads(max(1, threads))
         torch.manual_seed(int(settings["seed"]))
@@ -72,7 +72,7 @@ class HarvestWorker:
         Returns:
             ``shard``, ``rows``, ``seconds`` and ``pid`` per shard.
         """
-        from tlcore.harvest.runner import compute_shard
+        from tlcore.harvest.shard_work import compute_shard
 
         rows, seconds, pids = [], [], []
         for index in batch["shard"].tolist():
@@ -146,7 +146,7 @@ def run_on_ray(
         import ray.data
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("harvest on Ray needs ray[data]: pip install 'tlcore[harvest]'") from exc
-    from tlcore.harvest.runner import _progress_bar, check_done
+    from tlcore.harvest.shard_work import check_done, progress_bar
 
     done = store.done_shards(out)
     token_dir = out / TOKENS_DIR
@@ -154,7 +154,7 @@ def run_on_ray(
     pending: list[int] = []
     order: list[int] = []
     resumed: set[int] = set()
-    bar = _progress_bar(settings, progress)
+    bar = progress_bar(settings, progress)
     try:
         for index, tokens in plan.shards:
             order.append(index)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tlcore.components.layout import linear_layout
+from tlcore.loading.text_tower import TextTowerSource
 from tlcore.loading.weight_map import (
     ZERO_DEFAULT_PARAMS,
     MappingReport,
@@ -32,6 +33,19 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor, requires_grad: bo
     param = nn.Parameter(tensor, requires_grad=requires_grad)
     module._parameters[leaf] = param
     return param
+
+
+def _kept_in_fp32(model: nn.Module) -> set[str]:
+    """Parameters their modules keep in float32 in a half-precision model (``keep_in_fp32``).
+
+    A module lists them, relative to itself, in a ``keep_in_fp32`` class attribute (HF's
+    ``_keep_in_fp32_modules_strict``: DeepSeek's router weight and expert-score bias).
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        for rel in getattr(module, "keep_in_fp32", ()):
+            names.add(f"{prefix}.{rel}" if prefix else rel)
+    return names
 
 
 def load_checkpoint(
@@ -58,6 +72,8 @@ def load_checkpoint(
     Raises:
         CheckpointMismatchError: Listing every missing, unexpected and mis-shaped tensor at once.
     """
+    if weights.spec.text_tower is not None:  # a multimodal wrapper: its language model only
+        source = TextTowerSource(source, weights.spec.text_tower)
     params = dict(model.named_parameters())
     # Specs name GQA weights W_K/W_V; the module stores them as _W_K/_W_V (TransformerLens naming).
     aliases = {name.replace("._", "."): name for name in params if "._" in name}
@@ -100,9 +116,11 @@ def load_checkpoint(
             if tensor.untyped_storage().data_ptr() not in kept:
                 release(key, tensor)
 
+    fp32 = _kept_in_fp32(model) if dtype in (torch.float16, torch.bfloat16) else set()
     for name, tensor in iter_mapped_tensors(weights, keys, read, targets, report, group_done):
         real = aliases.get(name, name)
-        just_assigned.append(_assign(model, real, tensor.to(device=device, dtype=dtype), True))
+        to = torch.float32 if real in fp32 else dtype
+        just_assigned.append(_assign(model, real, tensor.to(device=device, dtype=to), True))
         filled.add(real)
         if bar is not None:
             bar.update(1)

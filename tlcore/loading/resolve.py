@@ -16,7 +16,13 @@ from tlcore.errors import (
     UnknownArchitectureError,
 )
 from tlcore.loading.gguf import convert_gguf_to_safetensors
-from tlcore.loading.sources import SafetensorsDirSource, StateDictSource, load_hf_config
+from tlcore.loading.sources import (
+    SafetensorsDirSource,
+    StateDictSource,
+    load_hf_config,
+    standardize_legacy_fields,
+)
+from tlcore.loading.text_tower import text_config_of
 from tlcore.plugins.manager import get_manager
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
@@ -50,7 +56,7 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
         return config
     from transformers import AutoConfig
 
-    data = dict(config)
+    data = standardize_legacy_fields(dict(config))
     model_type = data.pop("model_type", None)
     if model_type is None:
         raise UnknownArchitectureError(
@@ -93,9 +99,20 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
     if chosen:
         return registry.get_spec(chosen)
     model_type = data.get("model_type")
+    tower = registry.text_towers.get(str(model_type))
+    if tower is not None:
+        # A multimodal wrapper: its language model's spec, reading only the text tower.
+        inner = spec_for_hf_config(text_config_of(hf_config, tower[0]))
+        return inner.model_copy(update={"text_tower": tower[0]})
     classes = set(data.get("architectures") or [])
     candidates = registry.candidates_for(data)  # best first; a built-in wins a priority tie
     if not candidates:
+        encoder = _encoder_class_for(data)
+        if encoder is not None:
+            raise UnknownArchitectureError(
+                f"model_type '{model_type}' is an encoder architecture, not a decoder-only one: "
+                f"load it with tlcore.{encoder}.from_pretrained"
+            )
         supported = registry.supported_model_types()
         raise UnknownArchitectureError(
             f"no architecture spec covers model_type '{model_type}' "
@@ -105,6 +122,17 @@ def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:
             f"plugin or specs/architectures/."
         )
     return candidates[0]
+
+
+def _encoder_class_for(data: dict[str, Any]) -> str | None:
+    """``HookedEncoder`` / ``HookedEncoderDecoder`` when an encoder spec covers the config."""
+    from tlcore.encoder_specs import encoder_spec_for_hf_config
+
+    try:
+        encoder_spec_for_hf_config(data, "HookedEncoder")
+    except UnknownArchitectureError:
+        return None
+    return "HookedEncoderDecoder" if data.get("is_encoder_decoder") else "HookedEncoder"
 
 
 def resolve_checkpoint(

@@ -109,6 +109,7 @@ IGNORED_KEY_SUFFIXES = (
     ".rotary_emb.cos_cached",
     ".rotary_emb.sin_cached",
     "embed_positions",
+    "embeddings.position_ids",  # BERT checkpoints saved before the buffer became non-persistent
 )
 
 
@@ -338,5 +339,10 @@ def iter_mapped_tensors(
                     yield name, tensor
                 if on_group_done is not None:
                     on_group_done(list(zip(source_keys, inputs)))
-    leftover = sorted(k for k in keys - used if not k.endswith(IGNORED_KEY_SUFFIXES))
+    ignored = [re.compile(pattern) for pattern in weights.spec.ignore_keys]
+    leftover = sorted(
+        k
+        for k in keys - used
+        if not k.endswith(IGNORED_KEY_SUFFIXES) and not any(p.match(k) for p in ignored)
+    )
     report.unexpected.extend(leftover)

@@ -20,8 +20,10 @@ import torch
 from jaxtyping import Int
 from torch import nn
 
+from tlcore.encoder_specs import encoder_specs
 from tlcore.errors import SpecError
 from tlcore.model import HookedTransformer
+from tlcore.parity.encoders import compare_encoder, encoder_inputs, is_encoder_spec, load_encoder
 from tlcore.parity.half import half_result
 from tlcore.parity.probes import capture, decoder_layers, norm_output_probe, probe_layer
 from tlcore.parity.result import DEFAULT_ATOL, ParityResult, case_label, parity_tokens
@@ -166,6 +168,8 @@ def _compare_model(
 
 
 def _resolve_spec(spec: ArchitectureSpec | str) -> ArchitectureSpec:
+    if isinstance(spec, str) and spec not in get_registry().specs and spec in encoder_specs():
+        return encoder_specs()[spec]
     return get_registry().get_spec(spec) if isinstance(spec, str) else spec
 
 
@@ -248,6 +252,10 @@ def run_case(
             _, hf_model = save_tiny_checkpoint(
                 spec, folder, variant, seed, attn_implementation=attn_implementation
             )
+        if is_encoder_spec(spec):  # HookedEncoder / HookedEncoderDecoder: no weight processing
+            return _run_encoder_case(
+                spec, variant, folder, hf_model, hf, processed, atol, tokens, start
+            )
         # A registered spec loads through the real resolution path (hf.model_types, hf.match,
         # priorities), which must pick it; any other spec object is handed to the loader.
         given = None if _registered_as_is(spec) else spec
@@ -306,6 +314,38 @@ def run_case(
     result.spec_hash = spec.content_hash()
     result.seconds = time.perf_counter() - start
     return CaseRun(result, tokens, logits, extra)
+
+
+def _run_encoder_case(
+    spec: ArchitectureSpec,
+    variant: str | None,
+    folder: Path,
+    hf_model: Any,
+    hf: bool,
+    processed: bool,
+    atol: float,
+    tokens: torch.Tensor | None,
+    start: float,
+) -> CaseRun:
+    """:func:`run_case` for an encoder spec (the encoder table resolves the checkpoint)."""
+    model = load_encoder(str(folder), hf_model)
+    if model.cfg.spec_name != spec.name:
+        raise SpecError(
+            f"spec '{spec.name}': the test config of {case_label(spec.name, variant)} "
+            f"resolves to spec '{model.cfg.spec_name}' (check hf.match / hf.priority)"
+        )
+    tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
+    if hf:
+        result, _ = compare_encoder(model, hf_model, tokens, atol, spec.name, variant)
+        if processed:  # from_pretrained applies no weight processing to encoders (as TL's)
+            result.processed_logprobs_max_diff = result.logprobs_max_diff
+    else:
+        result = ParityResult(spec.name, variant, True, float("nan"), atol=atol, message="ok")
+    with torch.no_grad():
+        logits = model(tokens, **encoder_inputs(model, tokens)).detach()
+    result.spec_hash = spec.content_hash()
+    result.seconds = time.perf_counter() - start
+    return CaseRun(result, tokens, logits)
 
 
 def compare_spec(

@@ -87,6 +87,10 @@ def decoder_layers(hf_model: nn.Module, n_layers: int) -> nn.ModuleList:
         for _, m in hf_model.named_modules()
         if isinstance(m, nn.ModuleList) and len(m) == n_layers
     ]
+    # A multimodal wrapper also holds a vision tower's layers: its language model's come first.
+    text = getattr(getattr(hf_model, "model", None), "language_model", None)
+    if isinstance(text, nn.Module):
+        lists = [m for m in lists if any(m is sub for sub in text.modules())] or lists
     if not lists:
         raise RuntimeError(f"cannot find the HF model's list of {n_layers} decoder layers")
     return lists[0]

@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
+from tlcore.encoder_specs import encoder_specs
 from tlcore.parity.compare import CaseRun, run_case
+from tlcore.parity.encoders import is_encoder_spec
 from tlcore.parity.half import dtype_name
 from tlcore.parity.report import Case, CaseReport, Report, SnapshotMode
 from tlcore.parity.result import ParityResult
@@ -65,12 +67,19 @@ def cases(
         ['gpt2', 'gpt2/inverse_layer_scale']
     """
     registry = get_registry()
-    chosen = registry.spec_names() if specs is None else list(specs)
+    encoders = encoder_specs()
+    chosen = [*registry.spec_names(), *encoders] if specs is None else list(specs)
     out: list[Case] = []
     for item in chosen:
-        spec = registry.get_spec(item) if isinstance(item, str) else item
+        if isinstance(item, str) and item not in registry.specs and item in encoders:
+            spec = encoders[item]  # specs/encoders: HookedEncoder, HookedEncoderDecoder
+        else:
+            spec = registry.get_spec(item) if isinstance(item, str) else item
         entry = registry.specs.get(spec.name)
-        source = entry.source.plugin if entry is not None else "unregistered"
+        if entry is not None:
+            source = entry.source.plugin
+        else:
+            source = spec.source if encoders.get(spec.name) is spec else "unregistered"
         names = [None, *sorted(spec.test_variants)] if variants else [None]
         out.extend(Case(spec, v, source) for v in names)
     return out
@@ -189,6 +198,8 @@ def verify(
     todo = cases(specs, variants)
     rtol = None
     if dtype != torch.float32:
+        # Encoders (HookedEncoder / HookedEncoderDecoder) are compared in float32 only.
+        todo = [c for c in todo if not is_encoder_spec(c.spec)]
         name = dtype_name(dtype)
         if snapshot_dir is None:
             snapshot_dir = default_snapshot_dir() / name

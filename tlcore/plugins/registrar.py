@@ -12,7 +12,7 @@ from tlcore.errors import PluginError, SpecError
 from tlcore.registry.registry import Registry, Source
 from tlcore.spec.bounds import read_yaml_file
 from tlcore.spec.loader import check_spec_document
-from tlcore.spec.schema import ArchitectureSpec
+from tlcore.spec.schema import ArchitectureSpec, TextTower
 from tlcore.spec.traits import Trait
 
 SpecInput = ArchitectureSpec | Mapping[str, Any] | str | Path | Traversable
@@ -39,6 +39,7 @@ class Registrar:
             "traits": [],
             "weight_ops": [],
             "aliases": [],
+            "text_towers": [],
         }
 
     def spec(self, spec: SpecInput, override: bool = False) -> list[str]:
@@ -140,6 +141,30 @@ class Registrar:
         """
         self._registry.add_alias(alias, target, self.source, override=override)
         self.registered["aliases"].append(alias)
+
+    def text_tower(self, tower: TextTower | Mapping[str, Any], override: bool = False) -> None:
+        """Register how multimodal wrapper checkpoints hold their language model.
+
+        Args:
+            tower: A :class:`~tlcore.spec.schema.TextTower` (or its fields), naming the wrapper
+                model types it covers.
+            override: Replace an existing tower of one of those model types.
+
+        Raises:
+            PluginError: If a model type already has a tower and ``override`` is false.
+        """
+        tower = tower if isinstance(tower, TextTower) else TextTower.model_validate(dict(tower))
+        towers = self._registry.text_towers
+        for model_type in tower.model_types:
+            old = towers.get(model_type)
+            if old is not None and not override:
+                raise PluginError(
+                    f"text tower of model_type '{model_type}' from {self.source} conflicts with "
+                    f"the one from {old[1]}; pass override=True to replace it"
+                )
+        for model_type in tower.model_types:
+            towers[model_type] = (tower, self.source)
+        self.registered["text_towers"].extend(tower.model_types)
 
 
 def _traversable_docs(resource: Traversable) -> list[dict[str, Any]]:

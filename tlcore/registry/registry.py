@@ -9,108 +9,47 @@ the environment variable :data:`REPLACE_ENV` names the built-ins that may be rep
 all), or :func:`tlcore.register_spec` is called with ``replace_builtin=True``. An allowed
 replacement is recorded on the spec (``spec.source``, hence ``cfg.spec_source``) and shown by
 ``tlcore plugins``.
+
+The entries themselves are in :mod:`tlcore.registry.entries`, the queries (``get_spec``,
+``candidates_for``, ...) in :mod:`tlcore.registry.lookup`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlcore.errors import PluginError, SpecError, UnknownArchitectureError
+from tlcore.errors import PluginError, SpecError
+from tlcore.registry.entries import (
+    REPLACE_ENV,
+    Source,
+    SpecEntry,
+    TraitKind,
+    WeightOp,
+    replacement_allowed,
+)
+from tlcore.registry.lookup import RegistryLookup
 from tlcore.spec.bounds import check_document_bounds
-from tlcore.spec.loader import merge_extends, read_spec_file, validate_spec
-from tlcore.spec.schema import ArchitectureSpec
-from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
+from tlcore.spec.loader import read_spec_file
+from tlcore.spec.schema import ArchitectureSpec, TextTower
+from tlcore.spec.traits import Trait
 
-REPLACE_ENV = "TLCORE_REPLACE_BUILTINS"
-"""Comma-separated built-in names a plugin may replace: architectures (``gpt2``), trait kinds
-(``norm/layernorm``), weight ops (``transpose``) and aliases (``gpt2-small``); ``*`` for all."""
-
-
-def replacement_allowed(name: str) -> bool:
-    """Tell whether the user allowed replacing the built-in item ``name`` (:data:`REPLACE_ENV`).
-
-    Args:
-        name: An architecture, ``slot/kind``, weight op or alias name.
-
-    Returns:
-        True if the environment variable names it (or is ``*``).
-    """
-    allowed = {part.strip() for part in os.environ.get(REPLACE_ENV, "").split(",")}
-    return "*" in allowed or name in allowed
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a registry entry came from."""
-
-    plugin: str
-    distribution: str | None = None
-    version: str | None = None
-    builtin: bool = field(default=False, compare=False)
-
-    def __str__(self) -> str:
-        if self.distribution:
-            return f"plugin '{self.plugin}' ({self.distribution} {self.version or ''})".strip()
-        return f"plugin '{self.plugin}'"
-
-
-@dataclass(frozen=True)
-class TraitKind:
-    """A registered trait kind: its slot, parameter model and component factory."""
-
-    slot: str
-    kind: str
-    model: type[Trait]
-    component: Callable[..., Any]
-    source: Source
-
-
-@dataclass(frozen=True)
-class WeightOp:
-    """A registered weight transform: ``fn(tensors, cfg, **params) -> tensors``."""
-
-    name: str
-    fn: Callable[..., Any]
-    source: Source
-    doc: str = ""
+__all__ = ["REPLACE_ENV", "Registry", "Source", "TraitKind", "WeightOp", "replacement_allowed"]
 
 
 @dataclass
-class _SpecEntry:
-    doc: dict[str, Any]
-    source: Source
-    replaces: _SpecEntry | None = None
-    """The entry this one replaced under the same name (restored if this one is dropped)."""
-    takes_over: list[str] = field(default_factory=list)
-    """Built-in architectures this spec outranks for some HF configs (allowed by the user)."""
-    user_allowed: bool = False
-    """Registered with ``replace_builtin=True`` (:func:`tlcore.register_spec`)."""
-    notes: list[str] = field(default_factory=list)
-    """What else a model built from it should know (a refused replacement)."""
-
-    def describe_source(self) -> str:
-        """The source, plus which built-ins it replaces (what ``cfg.spec_source`` records)."""
-        notes = []
-        if self.replaces is not None and self.replaces.source.builtin:
-            notes.append(f"replaces built-in architecture '{self.doc.get('name')}'")
-        notes += [f"takes over HF configs of built-in architecture '{n}'" for n in self.takes_over]
-        return "; ".join([str(self.source), *notes, *self.notes])
-
-
-@dataclass
-class Registry:
+class Registry(RegistryLookup):
     """All registered items. Use :func:`tlcore.registry.get_registry` to get the populated one."""
 
-    specs: dict[str, _SpecEntry] = field(default_factory=dict)
+    specs: dict[str, SpecEntry] = field(default_factory=dict)
     traits: dict[tuple[str, str], TraitKind] = field(default_factory=dict)
     weight_ops: dict[str, WeightOp] = field(default_factory=dict)
     aliases: dict[str, tuple[str, Source]] = field(default_factory=dict)
+    text_towers: dict[str, tuple[TextTower, Source]] = field(default_factory=dict)
+    """Wrapper HF model type → how its checkpoints hold the language model."""
     _validated: dict[str, ArchitectureSpec] = field(default_factory=dict)
     replacements: dict[str, str] = field(default_factory=dict)
     """Built-in items replaced with the user's permission: ``"architecture 'gpt2'"`` → plugin."""
@@ -217,7 +156,7 @@ class Registry:
                     )
                 if old is not None:
                     self._check_replacement("architecture", name, old.source, source)
-                self.specs[name] = _SpecEntry(
+                self.specs[name] = SpecEntry(
                     doc, source, replaces=old, user_allowed=self._allow_builtin
                 )
                 names.append(name)
@@ -314,162 +253,3 @@ class Registry:
                 )
             self._check_replacement("alias", alias, self.aliases[alias][1], source)
         self.aliases[alias] = (target, source)
-
-    # -- lookup ---------------------------------------------------------------------------------
-    def trait_model(self, slot: str, kind: str) -> type[Trait] | None:
-        """Return the parameter model of a trait kind, or None.
-
-        Args:
-            slot: The slot (``final_norm`` shares ``norm``'s kinds).
-            kind: The kind.
-
-        Returns:
-            The model or None.
-        """
-        entry = self.traits.get((SLOT_KINDS_FROM.get(slot, slot), kind))
-        return entry.model if entry else None
-
-    def trait_kinds(self, slot: str) -> list[str]:
-        """List the kinds registered for a slot.
-
-        Args:
-            slot: The slot.
-
-        Returns:
-            Sorted kind names.
-        """
-        slot = SLOT_KINDS_FROM.get(slot, slot)
-        return sorted(k for s, k in self.traits if s == slot)
-
-    def component(self, slot: str, kind: str) -> Callable[..., Any]:
-        """Return the component factory of a trait kind.
-
-        Args:
-            slot: The slot.
-            kind: The kind.
-
-        Returns:
-            The factory.
-        """
-        return self.traits[(SLOT_KINDS_FROM.get(slot, slot), kind)].component
-
-    def spec_names(self) -> list[str]:
-        """Return all registered architecture names, sorted.
-
-        Returns:
-            Names.
-        """
-        return sorted(self.specs)
-
-    def _merged_doc(self, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-        entry = self.specs[name]
-        parent = entry.doc.get("extends")
-        if parent is None:
-            return dict(entry.doc)
-        where = entry.doc.get("source_file") or name
-        if parent in seen or parent == name:
-            raise SpecError(
-                f"{where}: field 'extends': cycle through {' -> '.join(seen + (name,))}"
-            )
-        if parent not in self.specs:
-            raise SpecError(
-                f"{where}: field 'extends': no architecture named '{parent}'"
-                + _suggest(parent, self.specs)
-            )
-        return merge_extends(self._merged_doc(parent, seen + (name,)), entry.doc)
-
-    def get_spec(self, name: str) -> ArchitectureSpec:
-        """Return the validated spec of an architecture (``extends`` applied).
-
-        Args:
-            name: The architecture name.
-
-        Returns:
-            The spec.
-
-        Raises:
-            UnknownArchitectureError: If no spec has that name.
-            SpecError: If the spec is malformed.
-        """
-        if name not in self._validated:
-            if name not in self.specs:
-                raise UnknownArchitectureError(
-                    f"no architecture named '{name}'"
-                    + _suggest(name, self.specs)
-                    + f". Registered: {', '.join(self.spec_names()) or 'none'}."
-                )
-            doc = self._merged_doc(name)
-            doc["source"] = self.specs[name].describe_source()
-            self._validated[name] = validate_spec(doc, self.trait_model, self.trait_kinds)
-        return self._validated[name]
-
-    def candidates_for(self, hf_config: Mapping[str, Any]) -> list[ArchitectureSpec]:
-        """The specs that cover an HF config, best first.
-
-        A spec covers a config when its ``hf.model_types`` holds the config's ``model_type`` or its
-        ``hf.architectures`` one of the config's classes, and every ``hf.match`` field equals the
-        config's. Higher ``hf.priority`` comes first; at equal priority a built-in comes before a
-        plugin's spec, so a plugin never wins a tie against a built-in. A spec that fails to
-        validate is skipped: one broken spec does not stop other models from loading.
-
-        Args:
-            hf_config: The HF config as a dict.
-
-        Returns:
-            The covering specs, best first (empty if none).
-
-        Raises:
-            SpecError: If no valid spec covers the config but an invalid one would have.
-        """
-        model_type = hf_config.get("model_type")
-        classes = set(hf_config.get("architectures") or [])
-        found: list[tuple[int, bool, ArchitectureSpec]] = []
-        broken: list[SpecError] = []
-        for name in self.spec_names():
-            try:
-                spec = self.get_spec(name)
-            except SpecError as exc:
-                hf = self.specs[name].doc.get("hf")
-                raw_types = hf.get("model_types", []) if isinstance(hf, Mapping) else []
-                if isinstance(raw_types, list) and model_type in raw_types:
-                    broken.append(exc)
-                continue
-            if model_type not in spec.hf.model_types and not classes & set(spec.hf.architectures):
-                continue
-            if all(hf_config.get(k) == v for k, v in spec.hf.match.items()):
-                found.append((spec.hf.priority, self.specs[name].source.builtin, spec))
-        if not found and broken:
-            raise broken[0]
-        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        return [spec for _, _, spec in found]
-
-    def supported_model_types(self) -> list[str]:
-        """The HF model types some valid spec covers, sorted (invalid specs are skipped).
-
-        Returns:
-            Model types.
-        """
-        types: set[str] = set()
-        for name in self.spec_names():
-            try:
-                types.update(self.get_spec(name).hf.model_types)
-            except SpecError:
-                continue
-        return sorted(types)
-
-    def is_builtin(self, name: str) -> bool:
-        """Tell whether an architecture was registered by a built-in plugin.
-
-        Args:
-            name: The architecture name.
-
-        Returns:
-            True for a built-in spec.
-        """
-        entry = self.specs.get(name)
-        return entry is not None and entry.source.builtin
-
-
-def _suggest(name: str, options: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=3)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,13 +13,15 @@ from pydantic import BaseModel, ValidationError
 
 from tlcore.errors import SpecError
 from tlcore.spec.bounds import read_yaml_file
-from tlcore.spec.expressions import check_expression, evaluate, is_expression
+from tlcore.spec.expressions import check_expression, is_expression
 from tlcore.spec.schema import ArchitectureSpec
+from tlcore.spec.trait_resolution import TraitLookup, format_validation, resolve_trait
 from tlcore.spec.traits import OPTIONAL_SLOTS, SLOT_KINDS_FROM, SLOTS, Trait
 
-TraitLookup = Callable[[str, str], type[Trait] | None]
-"""``(slot, kind) -> trait model or None``; the registry provides it."""
+__all__ = ["TraitLookup", "resolve_trait"]  # their home is tlcore.spec.trait_resolution
+
 KindLister = Callable[[str], list[str]]
+_NOT_SETTABLE = frozenset({"traits", "hf_config", "extra"})  # set by resolution, not by specs
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -77,8 +80,8 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
     ``config``, ``test_config`` and ``test_variants`` merge key by key; a trait slot without
     ``kind`` (or with the parent's kind) updates the parent's parameters, one with another kind
     replaces it; weight rules replace the parent's rule with the same targets, new ones are
-    appended, and ``drop_weights`` removes parent rules by target; guard lists are united; ``hf`` is
-    the child's own.
+    appended, and ``drop_weights`` removes parent rules by target; guard lists and ``ignore_keys``
+    are united; ``hf`` is the child's own.
 
     Args:
         parent: The fully merged parent document.
@@ -119,19 +122,14 @@ def merge_extends(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
         else:
             guard[key] = sorted(set(guard.get(key, [])) | set(values))
     out["guard"] = guard
+    ignored = set(out.get("ignore_keys", [])) | set(child.get("ignore_keys", []))
+    if ignored:
+        out["ignore_keys"] = sorted(ignored)
     for key in ("name", "description", "source_file", "extends"):
         if key in child:
             out[key] = child[key]
     out.pop("drop_weights", None)
     return out
-
-
-def _format_validation(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"field '{loc}': {err['msg']}")
-    return "; ".join(parts)
 
 
 def validate_spec(
@@ -160,7 +158,7 @@ def validate_spec(
     try:
         spec = ArchitectureSpec.model_validate(body)
     except ValidationError as exc:
-        raise SpecError(f"{where}: {_format_validation(exc)}") from exc
+        raise SpecError(f"{where}: {format_validation(exc)}") from exc
     for slot in SLOTS:
         if slot not in spec.traits and slot not in OPTIONAL_SLOTS:
             raise SpecError(f"{where}: field 'traits.{slot}': required slot is missing")
@@ -180,6 +178,17 @@ def validate_spec(
     return spec
 
 
+def config_field_names() -> frozenset[str]:
+    """The fields of :class:`~tlcore.config.HookedTransformerConfig` a spec's ``config:`` may set.
+
+    Returns:
+        Field names.
+    """
+    from tlcore.config import HookedTransformerConfig
+
+    return frozenset(f.name for f in dataclasses.fields(HookedTransformerConfig)) - _NOT_SETTABLE
+
+
 def check_config_keys(config: Mapping[str, Any], where: str) -> None:
     """Refuse ``config:`` keys that are not fields of the model config (a typo is not ignored).
 
@@ -190,8 +199,6 @@ def check_config_keys(config: Mapping[str, Any], where: str) -> None:
     Raises:
         SpecError: Naming the unknown keys and the closest field names.
     """
-    from tlcore.config_checks import config_field_names
-
     fields = config_field_names()
     unknown = [key for key in config if key not in fields]
     if not unknown:
@@ -243,54 +250,6 @@ def check_trait_block(
             if not is_expression(value):
                 check_trait_block(value, str(nested["trait_slot"]), lookup, kinds, f"{where}.{key}")
     return model
-
-
-def resolve_trait(
-    block: Mapping[str, Any],
-    slot: str,
-    lookup: TraitLookup,
-    hf: Mapping[str, Any],
-    cfg: Mapping[str, Any],
-    where: str,
-) -> Trait:
-    """Evaluate a trait block's expressions and validate it fully (second pass).
-
-    Parameters declared with ``json_schema_extra={"trait_slot": ...}`` hold nested traits (a norm
-    inside an attention trait) and are resolved recursively.
-
-    Args:
-        block: The raw trait block.
-        slot: The slot whose kinds apply.
-        lookup: Trait lookup.
-        hf: HF config mapping.
-        cfg: Canonical config fields.
-        where: Location for error messages.
-
-    Returns:
-        The validated trait instance.
-
-    Raises:
-        SpecError: Naming the field and the reason.
-    """
-    model = lookup(slot, block["kind"])
-    assert model is not None, f"{where}: kind vanished from the registry"
-    values: dict[str, Any] = {}
-    for key, raw in block.items():
-        nested = model.model_fields[key].json_schema_extra if key in model.model_fields else None
-        value = evaluate(raw, hf, cfg, f"{where}.{key}")
-        if isinstance(nested, dict) and nested.get("trait_slot") and isinstance(value, Mapping):
-            value = resolve_trait(
-                value, str(nested["trait_slot"]), lookup, hf, cfg, f"{where}.{key}"
-            )
-        values[key] = value
-    try:
-        trait = model.model_validate(values)
-    except ValidationError as exc:
-        raise SpecError(f"{where}: {_format_validation(exc)}") from exc
-    from tlcore.config_checks import check_trait_values
-
-    check_trait_values(trait, where)
-    return trait
 
 
 def dump_model(model: BaseModel) -> dict[str, Any]:

@@ -111,10 +111,17 @@ class ParitySettings(BaseModel):
     """Per test variant override of ``attn_implementation``."""
     note: str = ""
     """Why a setting differs from the default (shown in the parity table)."""
+    hf_auto_class: str = "AutoModelForCausalLM"
+    """The transformers auto class the tiny reference is built with (``AutoModelForMaskedLM``,
+    ``AutoModelForSeq2SeqLM`` for the encoder specs)."""
     hf_module: str | None = None
     """A module to import before the reference is built: it registers an HF architecture that
     transformers does not ship (a plugin's own reference model) with ``AutoConfig`` and
     ``AutoModelForCausalLM``."""
+    wrapper: dict[str, Any] | None = None
+    """The language model of a multimodal wrapper, which transformers builds only inside it: the
+    wrapper's HF config fields (``model_type`` and a tiny ``vision_config``); ``test_config``
+    becomes its ``text_config`` and the reference is the whole wrapper model."""
 
     def attn_for(self, variant: str | None) -> str:
         """The HF attention implementation for a variant.
@@ -126,6 +133,48 @@ class ParitySettings(BaseModel):
             ``eager`` or ``sdpa``.
         """
         return self.variant_attn_implementation.get(variant or "", self.attn_implementation)
+
+
+class TextTower(BaseModel):
+    """How a wrapper checkpoint holds its language model.
+
+    Example:
+        >>> tower = TextTower(model_types=["llava"], keys={"model.": ["language_model.model."]},
+        ...                   skip=["vision_tower."])
+        >>> tower.text_key("language_model.model.norm.weight"), tower.text_key("vision_tower.x")
+        ('model.norm.weight', None)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_types: list[str]
+    """The wrapper HF model types (``gemma3``, ``llava``...)."""
+    config: str = "text_config"
+    """The attribute of the wrapper's HF config that is the language model's config."""
+    keys: dict[str, list[str]] = Field(default_factory=dict)
+    """Stand-alone causal-LM key prefix → the prefixes checkpoints spell it with."""
+    skip: list[str] = Field(default_factory=list)
+    """Checkpoint key prefixes of the other towers (never read)."""
+    description: str = ""
+
+    def text_key(self, key: str) -> str | None:
+        """The causal-LM name of a checkpoint key (None for a key of another tower).
+
+        The longest matching checkpoint prefix wins (``model.language_model.`` before ``model.``).
+
+        Args:
+            key: A checkpoint key.
+
+        Returns:
+            The name the language model's spec reads, or None.
+        """
+        if key.startswith(tuple(self.skip)):
+            return None
+        pairs = [(c, t) for t, spelt in self.keys.items() for c in spelt if key.startswith(c)]
+        if not pairs:
+            return key
+        ckpt, text = max(pairs, key=lambda pair: len(pair[0]))
+        return text + key[len(ckpt) :]
 
 
 class ArchitectureSpec(BaseModel):
@@ -141,12 +190,20 @@ class ArchitectureSpec(BaseModel):
     traits: dict[str, Any] = Field(default_factory=dict)
     """Raw trait blocks (expressions not yet evaluated); validated per kind at load time."""
     weights: list[WeightRule] = Field(default_factory=list)
+    ignore_keys: list[str] = Field(default_factory=list)
+    """Regular expressions (``re.match``) of checkpoint keys no rule reads because the forward pass
+    never uses them, as HF's ``_keys_to_ignore_on_load_unexpected`` (DeepSeek-V3's
+    multi-token-prediction layer ``model.layers.61``); every other unused key is an error."""
     guard: ConfigGuard = Field(default_factory=ConfigGuard)
     test_config: dict[str, Any] = Field(default_factory=dict)
     """A tiny HF config (overrides on the HF class defaults) used by parity checks."""
     test_variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Named extra overrides on ``test_config`` that parity also checks."""
     parity: ParitySettings = Field(default_factory=ParitySettings)
+    text_tower: TextTower | None = None
+    """Set on the spec of a multimodal wrapper's language model (by resolution, never in a file):
+    the model is built from the wrapper's text sub-config and reads only the text tower's tensors
+    (:mod:`tlcore.loading.text_tower`)."""
     source_file: str | None = None
     source: str = "unknown"
     """The plugin that registered the spec."""

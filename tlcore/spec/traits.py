@@ -21,13 +21,24 @@ SLOTS: tuple[str, ...] = (
     "attention",
     "mlp",
     "unembed",
+    "head",
+    "decoder_block",
+    "cross_attention",
 )
 """The slots a spec's ``traits:`` block may fill; ``final_norm`` defaults to ``norm``."""
 
-OPTIONAL_SLOTS: frozenset[str] = frozenset({"final_norm"})
+OPTIONAL_SLOTS: frozenset[str] = frozenset(
+    {"final_norm", "head", "decoder_block", "cross_attention"}
+)
+"""``head``: an output transform before the unembedding (an encoder's masked-LM head);
+``decoder_block`` and ``cross_attention``: the decoder stack of an encoder-decoder."""
 
 # Slots whose kinds are looked up in another slot's table (``final_norm`` takes any ``norm`` kind).
-SLOT_KINDS_FROM: dict[str, str] = {"final_norm": "norm"}
+SLOT_KINDS_FROM: dict[str, str] = {
+    "final_norm": "norm",
+    "decoder_block": "block",
+    "cross_attention": "attention",
+}
 
 
 class Trait(BaseModel):

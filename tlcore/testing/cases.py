@@ -49,6 +49,11 @@ class ParityCases:
 
     @staticmethod
     def _spec(spec: ArchitectureSpec | str) -> ArchitectureSpec:
+        if isinstance(spec, str) and spec not in get_registry().specs:
+            from tlcore.encoder_specs import encoder_specs
+
+            if spec in encoder_specs():
+                return encoder_specs()[spec]
         return get_registry().get_spec(spec) if isinstance(spec, str) else spec
 
     def _key(self, spec: ArchitectureSpec, variant: str | None, seed: int | None) -> _Key:

@@ -18,7 +18,8 @@ from tlcore.components.mlp import PlainMLPTrait
 from tlcore.components.norms import LayerNormTrait, Norm
 from tlcore.components.positions import LearnedPositionTrait
 from tlcore.components.unembed import UnembedTrait
-from tlcore.config import HookedTransformerConfig, resolve_config
+from tlcore.config import HookedTransformerConfig
+from tlcore.config_resolution import resolve_config
 from tlcore.model import HookedTransformer
 from tlcore.registry import get_registry
 from tlcore.spec.traits import SLOTS

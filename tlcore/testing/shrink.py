@@ -21,6 +21,7 @@ TINY_VOCAB = 512
 TINY_WINDOW = 5
 MAX_LAYERS = 6
 MAX_EXPERTS = 4
+MAX_ROUTED_SCALING = 2.5
 
 # Field names per canonical quantity, as real configs spell them.
 _HIDDEN = ("hidden_size", "n_embd", "n_embed", "d_model")
@@ -31,6 +32,7 @@ _FFN = ("intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim")
 _EXPERT_FFN = ("moe_intermediate_size", "shared_expert_intermediate_size")
 _EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts")
 _TOP_K = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token")
+_EXPERT_GROUPS = ("n_group", "num_expert_group")
 _WINDOWS = ("sliding_window", "window_size", "sliding_window_size", "attention_chunk_size")
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
 
@@ -62,8 +64,11 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
         ...                    "num_hidden_layers", "vocab_size", "rms_norm_eps")]
         [512, 4, 2, 2, 512, 1e-05]
     """
-    out = dict(data)
     model_type = model_type or data.get("model_type")
+    text = data.get("text_config")
+    if isinstance(text, dict) and _first(data, _HIDDEN) is None:
+        return _shrink_wrapper(data, text)
+    out = dict(data)
     hidden_key, heads_key = _first(data, _HIDDEN), _first(data, _HEADS)
     layers_key = _first(data, _LAYERS)
     if hidden_key is None or heads_key is None or layers_key is None:
@@ -99,9 +104,18 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
     experts_key = _first(data, _EXPERTS)
     if experts_key is not None:
         out[experts_key] = min(data[experts_key], MAX_EXPERTS)
+        _shrink_expert_groups(out, data, experts_key)
         for key in _TOP_K:
             if isinstance(data.get(key), int):
                 out[key] = min(data[key], out[experts_key], 2)
+    scaling = data.get("routed_scaling_factor")
+    if isinstance(scaling, (int, float)) and scaling > MAX_ROUTED_SCALING:
+        # With random weights DeepSeek-V2's 16.0 inflates the residual stream to ~1e2, where fp32
+        # noise passes the absolute tolerance; any factor != 1 still exercises the scaling.
+        out["routed_scaling_factor"] = MAX_ROUTED_SCALING
+    dense = data.get("first_k_dense_replace")
+    if isinstance(dense, int) and dense >= new_layers:  # keep one MoE layer (DeepSeek)
+        out["first_k_dense_replace"] = new_layers - 1
 
     out["vocab_size"] = TINY_VOCAB
     for key in _TOKEN_IDS:
@@ -112,7 +126,71 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
     for key in _WINDOWS:
         if isinstance(data.get(key), int) and data[key] > TINY_WINDOW:
             out[key] = TINY_WINDOW
+    if isinstance(data.get("vision_config"), dict):  # a wrapper with the text fields at the top
+        out["vision_config"] = _shrink_vision(data["vision_config"], new_hidden)
     return out
+
+
+def _with_class_defaults(sub: dict[str, Any]) -> dict[str, Any]:
+    """A nested config with its class's dimensions filled in where it leaves them out.
+
+    LLaVA's ``text_config`` states only what differs from ``LlamaConfig``; every field it does
+    state stays as written.
+    """
+    if _first(sub, _HIDDEN) is not None or "model_type" not in sub:
+        return sub
+    from transformers import AutoConfig
+
+    defaults = AutoConfig.for_model(sub["model_type"]).to_dict()
+    dims = _HIDDEN + _HEADS + _KV_HEADS + _LAYERS + _FFN
+    return {**{k: v for k, v in defaults.items() if k in dims and v is not None}, **sub}
+
+
+def _shrink_wrapper(data: dict[str, Any], text: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal wrapper (``text_config`` + ``vision_config``): both towers made tiny."""
+    out = dict(data)
+    out["text_config"] = shrink_config_dict(_with_class_defaults(text))
+    hidden = out["text_config"][_first(out["text_config"], _HIDDEN) or "hidden_size"]
+    if isinstance(data.get("vision_config"), dict):
+        out["vision_config"] = _shrink_vision(data["vision_config"], hidden)
+    if isinstance(data.get("vocab_size"), int):
+        out["vocab_size"] = TINY_VOCAB
+    return out
+
+
+def _shrink_vision(vision: dict[str, Any], text_hidden: int) -> dict[str, Any]:
+    """A one-block vision tower, 32 wide (text-only prompts never run it; it must only build)."""
+    out = dict(vision)
+    if "embed_dim" in vision:  # Qwen2-VL: embed_dim is the width, hidden_size the LM's
+        out["embed_dim"], out["hidden_size"] = 32, text_hidden
+    elif "hidden_size" in vision:
+        out["hidden_size"] = 32
+    if "out_hidden_size" in vision:  # Qwen2.5-VL's merger writes the LM's width
+        out["out_hidden_size"] = text_hidden
+    for key in ("num_attention_heads", "num_heads"):
+        if key in vision:
+            out[key] = 2
+    if "head_dim" in vision:
+        out["head_dim"] = 16
+    for key in ("num_hidden_layers", "depth"):
+        if key in vision:
+            out[key] = 1
+    if "fullatt_block_indexes" in vision:
+        out["fullatt_block_indexes"] = [0]
+    if "intermediate_size" in vision:
+        out["intermediate_size"] = 64
+    return out
+
+
+def _shrink_expert_groups(out: dict[str, Any], data: dict[str, Any], experts_key: str) -> None:
+    """Group-limited routing (DeepSeek): 2 groups of 2 experts, fewer groups kept than exist."""
+    groups_key = _first(data, _EXPERT_GROUPS)
+    if groups_key is None or data[groups_key] <= 1:
+        return
+    out[groups_key] = 2
+    out[experts_key] = 4
+    if isinstance(data.get("topk_group"), int):
+        out["topk_group"] = 1 if data["topk_group"] < data[groups_key] else 2
 
 
 def _layers_needed(data: dict[str, Any], layers: int) -> int:
@@ -172,17 +250,14 @@ def build_shrunken_hf_model(data: dict[str, Any], attn_implementation: str = "ea
         A transformers ``PreTrainedModel`` (fp32).
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     from tlcore.loading.resolve import hf_config_object
-    from tlcore.testing.tiny import fill_seeded_
+    from tlcore.testing.tiny import fill_seeded_, hf_model_from_config
 
     config = hf_config_object(shrink_config_dict(data))
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, "dtype": torch.float32}
-    try:
-        model = AutoModelForCausalLM.from_config(config, experts_implementation="eager", **kwargs)
-    except (TypeError, ValueError):
-        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    model = hf_model_from_config(
+        config, attn_implementation=attn_implementation, dtype=torch.float32
+    )
     fill_seeded_(model)
     vocab_matrices = {id(m.weight) for m in (model.get_input_embeddings(),) if m is not None}
     output = model.get_output_embeddings()

@@ -24,6 +24,28 @@ DEFAULT_SEED = 1234
 def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrides: Any) -> Any:
     """Build the HF config of a spec's ``test_config`` (plus a named variant and overrides).
 
+    For a multimodal wrapper's language model (``parity.wrapper``) this is the text config inside
+    the wrapper's (what the spec resolves); :func:`tiny_reference_config` gives the wrapper's.
+
+    Args:
+        variant: A key of ``spec.test_variants``.
+        **overrides: Extra HF config fields.
+
+    Returns:
+        A transformers ``PretrainedConfig``.
+
+    Raises:
+        KeyError: For an unknown variant.
+    """
+    config = tiny_reference_config(spec, variant, **overrides)
+    return config.text_config if spec.parity.wrapper is not None else config
+
+
+def tiny_reference_config(
+    spec: ArchitectureSpec, variant: str | None = None, **overrides: Any
+) -> Any:
+    """The HF config of the reference model parity builds (the wrapper's, for a text tower).
+
     Args:
         variant: A key of ``spec.test_variants``.
         **overrides: Extra HF config fields.
@@ -50,6 +72,10 @@ def tiny_hf_config(spec: ArchitectureSpec, variant: str | None = None, **overrid
         fields.update(copy.deepcopy(spec.test_variants[variant]))
     fields.update(copy.deepcopy(overrides))
     model_type = spec.hf.model_types[0]
+    if spec.parity.wrapper is not None:  # a multimodal wrapper's language model
+        wrapper = copy.deepcopy(dict(spec.parity.wrapper))
+        text = {"model_type": model_type, **fields}
+        return AutoConfig.for_model(wrapper.pop("model_type"), text_config=text, **wrapper)
     config = AutoConfig.for_model(model_type, **fields)
     if spec.hf.architectures:
         config.architectures = [spec.hf.architectures[0]]
@@ -84,6 +110,34 @@ def fill_seeded_(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> None:
             param.copy_(value.to(param.dtype))
 
 
+def hf_model_from_config(
+    config: Any, auto_class: str = "AutoModelForCausalLM", **kwargs: Any
+) -> Any:
+    """HF's own model for a config: ``auto_class``'s, or else its image-text-to-text model.
+
+    Multimodal wrappers (LLaVA, Mistral 3, Qwen2-VL...) have no causal-LM class.
+
+    Args:
+        config: A transformers config.
+        auto_class: The transformers auto class (a spec's ``parity.hf_auto_class``: the encoder
+            specs name ``AutoModelForMaskedLM`` or ``AutoModelForSeq2SeqLM``).
+        **kwargs: ``from_config`` arguments (``dtype``, ``attn_implementation``...); MoE models
+            also get ``experts_implementation="eager"`` where transformers accepts it.
+
+    Returns:
+        The model (randomly initialised).
+    """
+    import transformers
+
+    auto: Any = getattr(transformers, auto_class)
+    if type(config) not in auto._model_mapping:
+        auto = transformers.AutoModelForImageTextToText
+    try:
+        return auto.from_config(config, experts_implementation="eager", **kwargs)
+    except (TypeError, ValueError):
+        return auto.from_config(config, **kwargs)
+
+
 def build_tiny_hf_model(
     spec: ArchitectureSpec,
     variant: str | None = None,
@@ -102,16 +156,13 @@ def build_tiny_hf_model(
     Returns:
         The HF model in eval mode.
     """
-    from transformers import AutoModelForCausalLM
-
-    config = tiny_hf_config(spec, variant, **overrides)
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
-    try:
-        model = AutoModelForCausalLM.from_config(
-            config, dtype=torch.float32, experts_implementation="eager", **kwargs
-        )
-    except (TypeError, ValueError):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
+    config = tiny_reference_config(spec, variant, **overrides)
+    model = hf_model_from_config(
+        config,
+        auto_class=spec.parity.hf_auto_class,
+        dtype=torch.float32,
+        attn_implementation=attn_implementation,
+    )
     fill_seeded_(model, seed)
     return model.eval()
 

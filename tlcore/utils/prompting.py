@@ -39,15 +39,18 @@ def test_prompt(
         top_k: How many top tokens to list per answer position.
 
     Example:
+        With ``model`` SmolLM2-135M-Instruct (``from_pretrained("smollm2-135m-instruct")``):
+
         >>> from tlcore import utils
-        >>> utils.test_prompt("Why did the elephant cross the", "road", model)  # doctest: +SKIP
-        Tokenized prompt: ['<|endoftext|>', 'Why', ' did', ' the', ' elephant', ' cross', ' the']
+        >>> utils.test_prompt("Why did the elephant cross the", "road", model, top_k=3)
+        Tokenized prompt: ['<|im_start|>', 'Why', ' did', ' the', ' elephant', ' cross', ' the']
         Tokenized answer: [' road']
         Performance on answer token:
-        Rank: 2        Logit: 14.24 Prob:  3.51% Token: | road|
-        Top 0th token. Logit: 14.51 Prob:  4.59% Token: | ground|
-        ...
-        Ranks of the answer tokens: [(' road', 2)]
+        Rank: 0        Logit: 18.78 Prob: 69.17% Token: | road|
+        Top 0th token. Logit: 18.78 Prob: 69.17% Token: | road|
+        Top 1th token. Logit: 15.78 Prob:  3.46% Token: | street|
+        Top 2th token. Logit: 15.75 Prob:  3.35% Token: | river|
+        Ranks of the answer tokens: [(' road', 0)]
     """
     answers = [answer] if isinstance(answer, str) else list(answer)
     n_answers = len(answers)
