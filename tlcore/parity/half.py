@@ -74,9 +74,8 @@ def half_tolerance(reference_error: float, scale: float, dtype: torch.dtype) -> 
 
 
 def _routed(model: Any) -> bool:
-    from tlcore.components.moe import MoETrait
-
-    return isinstance(getattr(model.cfg, "traits", {}).get("mlp"), MoETrait)
+    traits = getattr(model.cfg, "traits", {}).values()
+    return any(type(trait).routes_tokens for trait in traits)
 
 
 def _judge(diff: torch.Tensor, tol: float, routed: bool, what: str) -> tuple[bool, str]:
