@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import checkpoint  # noqa: E402
-from worker import BATCH, POS, interleaved  # noqa: E402
+from worker import POS, interleaved  # noqa: E402
 
 
 def status_mb(field: str) -> float:
