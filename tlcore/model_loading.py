@@ -9,14 +9,16 @@ TransformerLens's weight processing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 
 from tlcore import processing
-from tlcore.errors import InputValidationError
+from tlcore.errors import InputValidationError, UnsupportedConfigError
 from tlcore.loading.loader import load_checkpoint, materialize_meta_buffers
 from tlcore.loading.resolve import resolve_checkpoint
+from tlcore.offload import DISK, place_, split_device_map
 from tlcore.plan import resolve_plan
 from tlcore.processing_plan import ProcessingPlan
 from tlcore.spec.schema import ArchitectureSpec
@@ -53,6 +55,7 @@ class LoadingMixin:
         first_n_layers: int | None = None,
         n_ctx: int | None = None,
         spec: ArchitectureSpec | None = None,
+        device_map: Mapping[str, Any] | None = None,
         **from_pretrained_kwargs: Any,
     ) -> Any:
         """Load a checkpoint and apply TransformerLens's default weight processing.
@@ -68,7 +71,8 @@ class LoadingMixin:
             checkpoint_value: Not supported.
             hf_model: Convert this in-memory HF model instead of reading files.
             device: Target device (default: CUDA if available, else CPU).
-            n_devices: Only 1 is supported.
+            n_devices: Split the blocks over this many devices from ``device`` on, as
+                TransformerLens does (:func:`tlcore.offload.split_device_map`).
             tokenizer: A tokenizer to use instead of the checkpoint's.
             move_to_device: Move parameters to ``device``.
             fold_value_biases: Fold value biases into ``b_O``.
@@ -80,6 +84,11 @@ class LoadingMixin:
             spec: Load with this architecture spec instead of the one the checkpoint's HF config
                 resolves to (a spec object need not be registered; its trait kinds and weight ops
                 must be).
+            device_map: Where each part lives and runs: module-name prefixes (``embed``,
+                ``blocks.3``, ``unembed`` ...) → a device, ``"cpu"`` (offloaded to CPU memory and
+                streamed to ``device`` per call) or ``"disk"`` (left in the memory-mapped
+                checkpoint, streamed per call; unprocessed loads only). See
+                :mod:`tlcore.offload`.
             **from_pretrained_kwargs: Accepted for compatibility and ignored, with a warning.
 
         Returns:
@@ -95,10 +104,8 @@ class LoadingMixin:
             raise NotImplementedError(
                 "training checkpoints: load the checkpoint's own folder or revision"
             )
-        if n_devices != 1:
-            raise NotImplementedError(
-                "n_devices > 1 is not supported; use device= for one accelerator"
-            )
+        if n_devices != 1 and device_map is not None:
+            raise InputValidationError("pass n_devices or device_map, not both", "device_map")
         if from_pretrained_kwargs:
             logger.warning(
                 "from_pretrained ignores unsupported arguments: %s", sorted(from_pretrained_kwargs)
@@ -127,6 +134,15 @@ class LoadingMixin:
             resolved.spec, resolved.hf_config, first_n_layers=first_n_layers, **overrides
         )
         assert plan.weights is not None
+        if n_devices > 1:
+            device_map = split_device_map(plan.cfg.n_layers, n_devices, target)
+        steps = (fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+        if device_map is not None and DISK in map(str, device_map.values()):
+            if any(steps) or refactor_factored_attn_matrices:
+                raise UnsupportedConfigError(
+                    "device_map 'disk' keeps weights in the checkpoint file, so they cannot be "
+                    "processed: use from_pretrained_no_processing, or 'cpu' offload"
+                )
         build: Any = cls
         with torch.device("meta"):
             model = build(plan, move_to_device=False, init_weights=False)
@@ -134,23 +150,28 @@ class LoadingMixin:
             model,
             plan.weights,
             resolved.source,
-            device=target if move_to_device else "cpu",
+            device=target if move_to_device and device_map is None else "cpu",
             dtype=torch_dtype,
             where=resolved.where,
         )
-        materialize_meta_buffers(model, target)
+        materialize_meta_buffers(model, target if device_map is None else "cpu")
         if tokenizer is None and resolved.tokenizer_dir is not None:
             tokenizer = _load_tokenizer(resolved.tokenizer_dir)
         if tokenizer is not None:
             model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
         model._process(
             plan.processing,
+            # Parameters over the source's own memory (its private file maps) are rewritten in
+            # place; an hf_model's tensors belong to the caller and are left untouched.
+            in_place=not getattr(resolved.source, "shares_memory", False),
             fold_ln=fold_ln,
             center_writing_weights=center_writing_weights,
             center_unembed=center_unembed,
             fold_value_biases=fold_value_biases,
             refactor_factored_attn_matrices=refactor_factored_attn_matrices,
         )
+        if device_map is not None:
+            place_(model, device_map, target)
         model.setup()
         return model
 
@@ -220,12 +241,12 @@ class LoadingMixin:
             refactor_factored_attn_matrices=refactor_factored_attn_matrices,
         )
 
-    def _process(self, plan: ProcessingPlan | None, **flags: bool) -> Any:
+    def _process(self, plan: ProcessingPlan | None, in_place: bool = False, **flags: bool) -> Any:
         """Run the requested steps with ``plan`` (default: the plan of the current config)."""
         if not any(flags.values()):
             return self
         model: Any = self
-        processing.process_weights_(model, plan=plan, **flags)
+        processing.process_weights_(model, plan=plan, in_place=in_place, **flags)
         model.optimize_layout_()
         model.setup()
         return model

@@ -30,6 +30,7 @@ import torch
 from tlcore import processing_steps as steps
 from tlcore.errors import UnsupportedConfigError
 from tlcore.processing_plan import FLAGS, ProcessingPlan, processing_plan
+from tlcore.processing_tensors import in_place as _in_place
 
 __all__ = [
     "FLAGS",
@@ -191,6 +192,7 @@ def process_weights_(
     fold_value_biases: bool = True,
     refactor_factored_attn_matrices: bool = False,
     plan: ProcessingPlan | None = None,
+    in_place: bool = False,
 ) -> Any:
     """Apply TransformerLens's weight processing in place, in TransformerLens's order.
 
@@ -208,6 +210,10 @@ def process_weights_(
         fold_value_biases: Fold value biases into ``b_O``.
         refactor_factored_attn_matrices: Refactor ``W_Q/W_K`` and ``W_V/W_O`` (off by default).
         plan: The model plan's processing plan (default: the plan of ``model.cfg`` now).
+        in_place: Rewrite each parameter in its own memory where no other parameter shares it
+            (peak memory stays at one copy of the weights; tensors obtained from the parameters
+            before see the new values). False (the default) gives processed parameters new
+            tensors and leaves the old ones unchanged.
 
     Returns:
         The model.
@@ -233,8 +239,9 @@ def process_weights_(
             (),
         ),
     )
-    for requested, flag, step, args in todo:
-        if requested:
-            _run(model, flag, step, *args, relayout=False, plan=plan)
+    with _in_place(model, in_place):
+        for requested, flag, step, args in todo:
+            if requested:
+                _run(model, flag, step, *args, relayout=False, plan=plan)
     _optimize_layout(model)
     return model

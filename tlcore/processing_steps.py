@@ -7,9 +7,11 @@ gives its effective weight and bias) and rewrites parameters in place. Whether a
 a model is the plan's business (:mod:`tlcore.processing_plan`); :mod:`tlcore.processing` runs a
 step only where the plan says it applies.
 
-The maths runs in at least float32 and is written back in each parameter's own dtype and device.
-Parameters keep their identity (their ``.data`` is replaced), so the tensors they held before are
-not modified: weights tied by sharing storage are untied, as in TransformerLens.
+The maths runs in float64, a slice at a time, and is written back in each parameter's own dtype
+and device (:mod:`tlcore.processing_tensors`). Parameters keep their identity. Outside
+:func:`~tlcore.processing_tensors.in_place` their ``.data`` is replaced, so the tensors they held
+before are not modified and weights tied by sharing storage are untied, as in TransformerLens;
+inside it (``from_pretrained`` from files), exclusive parameters are rewritten in their own memory.
 """
 
 from __future__ import annotations
@@ -24,19 +26,23 @@ from tlcore.components.norms import Norm, NormTrait
 from tlcore.components.residual_io import Reader, ResidualIO, Writer
 from tlcore.errors import UnsupportedConfigError
 from tlcore.factored_matrix import FactoredMatrix
+from tlcore.processing_tensors import (
+    Where,
+    assign,
+    compute_dtype,
+    mean,
+    narrow_reduced,
+    rewrite_,
+    work_dtype,
+)
 
 _PRE_FORM = {"LN": "LNPre", "RMS": "RMSPre"}
 """TransformerLens's ``normalization_type`` after ``fold_ln``."""
 
 
 # --------------------------------------------------------------------------------- tensor helpers
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Fold in float64 and round once: bf16/fp16/fp32 models lose no more than one rounding.
-    return torch.promote_types(dtype, torch.float64)
-
-
 def _up(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(device=like.device, dtype=_work_dtype(like.dtype))
+    return t.detach().to(device=like.device, dtype=work_dtype(like.dtype))
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:
@@ -53,26 +59,11 @@ def _precise(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32 if t.device.type == "mps" else torch.float64)
 
 
-def _assign(
-    module: nn.Module,
-    name: str,
-    value: torch.Tensor,
-    dtype: torch.dtype,
-    requires_grad: bool = True,
-) -> None:
-    """Write ``value`` into ``module.name`` (a new Parameter if it was None), in ``dtype``."""
-    value = value.to(dtype).contiguous()
-    current = getattr(module, name, None)
-    if isinstance(current, nn.Parameter):
-        current.data = value
-    else:
-        setattr(module, name, nn.Parameter(value, requires_grad=requires_grad))
+_assign = assign
 
 
 def _center(module: nn.Module, name: str, dim: int = -1) -> None:
-    param = getattr(module, name)
-    work = _up(param, param)
-    _assign(module, name, work - work.mean(dim, keepdim=True), param.dtype)
+    rewrite_(module, name, dim, lambda work, _: work.sub_(mean(work, dim)))
 
 
 # ----------------------------------------------------------------------------------------- fold_ln
@@ -81,23 +72,39 @@ def _fold_into(
 ) -> None:
     """``W (w * x̂ + b) + c == (W * w) x̂ + (c + W b)``, then centre ``W`` over ``d_model``."""
     weight = getattr(reader.module, reader.weight)
+    axis = reader.axis % weight.dim()
     shape = [1] * weight.dim()
-    shape[reader.axis] = -1
-    w_work = _up(weight, weight)
+    shape[axis] = -1
+    compute = compute_dtype(weight.dtype)
+    scale = (
+        norm_w.detach().to(weight.device, compute).reshape(shape) if norm_w is not None else None
+    )
+    shift = None
+    extra: torch.Tensor | None = None
     if norm_b is not None and bool((norm_b != 0).any()):
-        # The bias uses the weight before it is scaled: W (w x̂ + b) = (W w) x̂ + W b.
-        extra = (w_work * _up(norm_b, weight).reshape(shape)).sum(reader.axis)
+        shift = _up(norm_b, weight).reshape(shape)
+        reduced = [n for d, n in enumerate(weight.shape) if d != axis]
+        extra = torch.zeros(reduced, dtype=work_dtype(weight.dtype), device=weight.device)
+
+    def fold(work: torch.Tensor, where: Where) -> torch.Tensor:
+        if extra is not None and shift is not None:
+            # The bias uses the weight before it is scaled: W (w x̂ + b) = (W w) x̂ + W b.
+            narrow_reduced(extra, where, axis).copy_((work.to(shift.dtype) * shift).sum(axis))
+        if scale is not None:
+            work.mul_(scale)
+        if center:
+            # LayerNormPre's output sums to zero, so the d_model mean of each column is never read.
+            work.sub_(mean(work, axis))
+        return work
+
+    requires_grad = weight.requires_grad
+    rewrite_(reader.module, reader.weight, axis, fold)
+    if extra is not None:
         bias = getattr(reader.module, reader.bias, None)
         if bias is None:
-            _assign(reader.module, reader.bias, extra, weight.dtype, weight.requires_grad)
+            _assign(reader.module, reader.bias, extra, weight.dtype, requires_grad)
         else:
             _assign(reader.module, reader.bias, _up(bias, bias) + extra, bias.dtype)
-    if norm_w is not None:
-        w_work = w_work * _up(norm_w, weight).reshape(shape)
-    if center:
-        # LayerNormPre's output sums to zero, so the d_model mean of each column is never read.
-        w_work = w_work - w_work.mean(reader.axis, keepdim=True)
-    _assign(reader.module, reader.weight, w_work, weight.dtype)
 
 
 def _readers(module: nn.Module, where: str) -> list[Reader]:

@@ -57,7 +57,8 @@ def check_tokens(tokens: Any, d_vocab: int, argument: str = "input") -> torch.Te
             (``bool`` and ``uint8`` tensors are masks, not token ids; floats are activations).
         InputValidationError: For another number of dimensions.
         InputRangeError: For an id below 0 or at least ``d_vocab`` (HF raises too; PyTorch would
-            read the wrong row for a negative id).
+            read the wrong row for a negative id). CUDA tensors are checked without a host
+            synchronisation: a bad id raises a device-side assertion at the next synchronisation.
 
     Example:
         >>> check_tokens(torch.tensor([1, 2]), 10).shape
@@ -95,6 +96,12 @@ def check_tokens(tokens: Any, d_vocab: int, argument: str = "input") -> torch.Te
             f"{argument}: token ids must be [pos] or [batch, pos], got shape {tuple(tokens.shape)}",
             argument,
         )
+    if tokens.numel() and tokens.device.type == "cuda":
+        # No host sync per forward: a device-side assertion, raised at the next sync (CPU tokens
+        # are checked before they are moved, with the typed error below).
+        valid = ((tokens >= 0) & (tokens < d_vocab)).all()
+        torch._assert_async(valid, f"{argument}: a token id is out of range [0, {d_vocab})")
+        return tokens
     if tokens.numel():
         low, high = torch.aminmax(tokens)
         if int(low) < 0 or int(high) >= d_vocab:

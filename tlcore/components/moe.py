@@ -34,6 +34,7 @@ class MoETrait(Trait):
 
     slot = "mlp"
     linear_io = True
+    routes_tokens = True
     kind: Literal["moe"] = "moe"
     n_experts: int
     top_k: int

@@ -39,6 +39,7 @@ class GroupedMoETrait(Trait):
 
     slot = "mlp"
     linear_io = True
+    routes_tokens = True
     kind: Literal["grouped_moe"] = "grouped_moe"
     n_experts: int
     top_k: int

@@ -357,6 +357,9 @@ class StateDictSource:
         hf_model: A transformers ``PreTrainedModel``.
     """
 
+    shares_memory = True
+    """Its tensors are the caller's model's: processing must not write into them."""
+
     def __init__(self, hf_model: Any) -> None:
         self._state = hf_model.state_dict()
         self.config = hf_model.config

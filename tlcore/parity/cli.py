@@ -6,6 +6,8 @@ Modes (combinable in one pass; each case's tiny checkpoint is built once):
 * ``--check``: that, plus re-verify the stored snapshots (the full CI check; ``--no-hf`` keeps
   only the snapshot check, which never runs HF's forward);
 * ``--update``: compare with HF and rewrite the snapshots of the cases that pass;
+* ``--dtype bfloat16|float16``: tlcore and HF in a half dtype (:mod:`tlcore.parity.half`), with
+  snapshots in ``specs/snapshots/<dtype>``;
 * ``--table``: also write ``docs/model_table.jsonl`` and ``docs/model_table.html``;
 * ``--model NAME_OR_DIR``: real-weights comparison, printed as a markdown table row (only this,
   unless a spec mode is also given).
@@ -96,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         default=None,
         help="snapshot folder (default: specs/snapshots)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="run tlcore and HF in this dtype; half dtypes are judged against HF's own "
+        "half-precision error and keep their snapshots in specs/snapshots/<dtype>",
     )
     parser.add_argument(
         "--table-dir", metavar="DIR", default=None, help="model table folder (default: docs/)"
@@ -204,6 +213,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     Returns:
         The exit status: 0 when everything passed, 1 otherwise, 2 for a usage error.
     """
+    import torch
+
     from tlcore.parity.runner import verify
 
     out = out or sys.stdout
@@ -227,6 +238,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 table=args.table,
                 workers=args.workers,
                 snapshot_dir=args.snapshot_dir,
+                dtype=getattr(torch, args.dtype),
             )
         except Exception as exc:  # noqa: BLE001 - an unknown --spec, an unreadable manifest
             print(f"parity: {type(exc).__name__}: {exc}", file=sys.stderr)

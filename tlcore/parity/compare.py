@@ -25,6 +25,7 @@ from tlcore.encoder_specs import encoder_specs
 from tlcore.errors import SpecError
 from tlcore.model import HookedTransformer
 from tlcore.parity.encoders import compare_encoder, encoder_inputs, is_encoder_spec, load_encoder
+from tlcore.parity.half import half_result
 from tlcore.parity.probes import capture, decoder_layers, norm_output_probe, probe_layer
 from tlcore.parity.result import DEFAULT_ATOL, ParityResult, case_label, parity_tokens
 from tlcore.registry import get_registry
@@ -207,6 +208,7 @@ def run_case(
     attn_implementation: str | None = None,
     inspect: Callable[[Any, torch.Tensor], dict[str, Any]] | None = None,
     checkpoint: tuple[str | Path, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> CaseRun:
     """Build a spec's tiny checkpoint once and derive everything the parity tool needs from it.
 
@@ -224,6 +226,9 @@ def run_case(
             answer is returned in ``extra``.
         checkpoint: ``(folder, hf_model)`` of this case already written with ``seed`` (a test
             session's shared checkpoint); ``workdir`` and ``attn_implementation`` are then unused.
+        dtype: Load tlcore in this dtype. A half dtype compares with HF cast to it, judged
+            against HF's own half-precision error (:mod:`tlcore.parity.half`); the logits
+            returned (for snapshots) are then that dtype's, as float32.
 
     Returns:
         The run (``result.ok`` is true when ``hf`` is false and the model ran).
@@ -256,7 +261,7 @@ def run_case(
         # priorities), which must pick it; any other spec object is handed to the loader.
         given = None if _registered_as_is(spec) else spec
         model = HookedTransformer.from_pretrained_no_processing(
-            str(folder), device="cpu", spec=given
+            str(folder), device="cpu", spec=given, dtype=dtype
         )
         if model.cfg.spec_name != spec.name:
             raise SpecError(
@@ -264,6 +269,22 @@ def run_case(
                 f"resolves to spec '{model.cfg.spec_name}' (check hf.match / hf.priority)"
             )
         tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
+        if dtype != torch.float32:
+            result, logits = half_result(
+                model,
+                lambda: HookedTransformer.from_pretrained(
+                    str(folder), device="cpu", spec=given, dtype=dtype
+                ),
+                hf_model,
+                tokens,
+                dtype,
+                (spec.name, variant),
+                hf=hf,
+                processed=processed,
+            )
+            result.spec_hash = spec.content_hash()
+            result.seconds = time.perf_counter() - start
+            return CaseRun(result, tokens, logits.detach())
         if hf:
             result, _ = _compare_model(model, hf_model, tokens, atol, spec.name, variant)
         else:

@@ -21,11 +21,15 @@ import torch
 
 from tlcore.encoder_specs import encoder_specs
 from tlcore.parity.compare import CaseRun, run_case
+from tlcore.parity.encoders import is_encoder_spec
+from tlcore.parity.half import dtype_name
 from tlcore.parity.report import Case, CaseReport, Report, SnapshotMode
 from tlcore.parity.result import ParityResult
 from tlcore.parity.snapshots import (
+    SNAPSHOT_RTOL_HALF,
     SnapshotResult,
     compare_with_snapshot,
+    default_snapshot_dir,
     load_snapshot,
     orphan_entries,
     read_manifest,
@@ -90,6 +94,7 @@ class _Job:
     tokens: torch.Tensor | None
     seed: int | None
     table: bool
+    dtype: torch.dtype = torch.float32
 
 
 CaseRunner = Callable[..., CaseRun]
@@ -102,6 +107,8 @@ def _run_job(job: _Job, runner: CaseRunner = run_case) -> CaseRun:
     """Run one case, turning any exception into an ``error`` result (one case must not stop all)."""
     inspect = inspect_model if job.table else None
     start = time.perf_counter()
+    # Only a half-precision job passes dtype, so a custom runner need not know the argument.
+    half = {"dtype": job.dtype} if job.dtype != torch.float32 else {}
     try:
         return runner(
             job.spec,
@@ -111,6 +118,7 @@ def _run_job(job: _Job, runner: CaseRunner = run_case) -> CaseRun:
             seed=job.seed,
             tokens=job.tokens,
             inspect=inspect,
+            **half,
         )
     except Exception as exc:  # noqa: BLE001 - reported per case
         label = f"{job.spec.name}/{job.variant}" if job.variant else job.spec.name
@@ -156,6 +164,7 @@ def verify(
     workers: int = 1,
     snapshot_dir: str | Path | None = None,
     runner: CaseRunner | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Report:
     """The parity tool's single pass: every case once, all requested outputs from it.
 
@@ -171,6 +180,9 @@ def verify(
         snapshot_dir: Snapshot folder (default ``specs/snapshots``).
         runner: Runs one case instead of :func:`~tlcore.parity.compare.run_case` (in this
             process: ``workers`` must be 1), e.g. a test session's shared comparisons.
+        dtype: float32, or a half dtype (:mod:`tlcore.parity.half`): tlcore and HF run in it,
+            judged by the half-precision tolerance, with snapshots in their own folder
+            (``specs/snapshots/<dtype>``).
 
     Returns:
         The report.
@@ -184,6 +196,14 @@ def verify(
         raise ValueError("updating snapshots needs the HF comparison (hf=True)")
     start = time.perf_counter()
     todo = cases(specs, variants)
+    rtol = None
+    if dtype != torch.float32:
+        # Encoders (HookedEncoder / HookedEncoderDecoder) are compared in float32 only.
+        todo = [c for c in todo if not is_encoder_spec(c.spec)]
+        name = dtype_name(dtype)
+        if snapshot_dir is None:
+            snapshot_dir = default_snapshot_dir() / name
+        rtol = SNAPSHOT_RTOL_HALF[name]
     manifest = read_manifest(snapshot_dir) if snapshots else None
     stored = {}
     jobs = []
@@ -196,7 +216,7 @@ def verify(
             if snap.problem is None and snap.entry is not None:
                 # Re-run exactly what was stored: its tokens and its weight seed.
                 tokens, seed = snap.tokens, snap.entry.get("seed")
-        jobs.append(_Job(case.spec, case.variant, hf, processed, tokens, seed, table))
+        jobs.append(_Job(case.spec, case.variant, hf, processed, tokens, seed, table, dtype))
     runs = [_run_job(job, runner) for job in jobs] if runner else _run_jobs(jobs, workers)
     reports = []
     for case, run in zip(todo, runs):
@@ -213,6 +233,7 @@ def verify(
                     case.spec.content_hash(),
                     case.spec.name,
                     case.variant,
+                    rtol=rtol,
                 )
         elif snapshots == "update":
             assert manifest is not None
@@ -234,6 +255,7 @@ def verify(
                     max_diff_vs_hf=run.result.logits_max_diff,
                     processed_diff_vs_hf=run.result.processed_logprobs_max_diff,
                     directory=snapshot_dir,
+                    rtol=rtol,
                 )
             else:
                 snap_result = SnapshotResult(

@@ -24,6 +24,9 @@ SNAPSHOT_ATOL = 1e-5
 SNAPSHOT_RTOL = 1e-6
 """Tolerance ``atol + rtol * max|stored logits|``. The scale term absorbs summation-order noise:
 MoE specs' logits move by ~2e-5 (at |logits| ~40) between 1 and 2 torch threads."""
+SNAPSHOT_RTOL_HALF = {"bfloat16": 2.0**-7, "float16": 2.0**-10}
+"""Half-precision snapshots (``specs/snapshots/<dtype>``): ``rtol`` of one unit in the last place
+at the largest logit, since another CPU's half-precision kernels may round differently."""
 MANIFEST = "manifest.json"
 FORMAT = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")

@@ -38,6 +38,7 @@ from tlcore.parity.snapshot_files import (
     MANIFEST,
     SNAPSHOT_ATOL,
     SNAPSHOT_RTOL,
+    SNAPSHOT_RTOL_HALF,
     StoredSnapshot,
     atomic_write,
     decode_snapshot,
@@ -55,6 +56,7 @@ __all__ = [
     "FORMAT",
     "SNAPSHOT_ATOL",
     "SNAPSHOT_RTOL",
+    "SNAPSHOT_RTOL_HALF",
     "MANIFEST",
     "SnapshotResult",
     "StoredSnapshot",
@@ -108,20 +110,23 @@ class SnapshotResult:
         return {**asdict(self), "name": self.name, "ok": self.ok}
 
 
-def tolerance(stored: torch.Tensor) -> float:
+def tolerance(stored: torch.Tensor, rtol: float | None = None) -> float:
     """The allowed max abs difference from stored logits.
 
     Args:
         stored: Stored logits.
+        rtol: The relative term (default :data:`SNAPSHOT_RTOL`; half-precision snapshots pass
+            :data:`SNAPSHOT_RTOL_HALF`'s).
 
     Returns:
-        ``SNAPSHOT_ATOL + SNAPSHOT_RTOL * max|stored|``.
+        ``SNAPSHOT_ATOL + rtol * max|stored|``.
 
     Example:
         >>> round(tolerance(torch.tensor([10.0, -40.0])), 8)
         5e-05
     """
-    return SNAPSHOT_ATOL + SNAPSHOT_RTOL * float(stored.abs().max())
+    rel = SNAPSHOT_RTOL if rtol is None else rtol
+    return SNAPSHOT_ATOL + rel * float(stored.abs().max())
 
 
 def compare_with_snapshot(
@@ -130,6 +135,7 @@ def compare_with_snapshot(
     spec_hash: str,
     spec: str,
     variant: str | None,
+    rtol: float | None = None,
 ) -> SnapshotResult:
     """Judge fresh tlcore logits against a stored snapshot.
 
@@ -139,6 +145,7 @@ def compare_with_snapshot(
         spec_hash: The spec's current content hash.
         spec: Spec name.
         variant: Test variant.
+        rtol: The tolerance's relative term (see :func:`tolerance`).
 
     Returns:
         The snapshot result.
@@ -156,7 +163,7 @@ def compare_with_snapshot(
             message=f"logits shape {tuple(logits.shape)} != stored {tuple(stored.logits.shape)}",
         )
     diff = float((logits.float() - stored.logits).abs().max())
-    tol = tolerance(stored.logits)
+    tol = tolerance(stored.logits, rtol)
     old_hash = stored.entry.get("content_hash")
     if old_hash != spec_hash:
         return SnapshotResult(
@@ -202,6 +209,7 @@ def store_snapshot(
     max_diff_vs_hf: float,
     processed_diff_vs_hf: float | None = None,
     directory: str | Path | None = None,
+    rtol: float | None = None,
 ) -> SnapshotResult:
     """Write (or keep) one snapshot and its manifest entry (the manifest is written by the caller).
 
@@ -220,6 +228,7 @@ def store_snapshot(
         max_diff_vs_hf: Logits max abs diff from HF now.
         processed_diff_vs_hf: Processed log-softmax max abs diff from HF now.
         directory: Snapshot folder.
+        rtol: The tolerance's relative term (see :func:`tolerance`).
 
     Returns:
         Status ``written``, ``updated`` (metadata only) or ``unchanged``.
@@ -234,7 +243,7 @@ def store_snapshot(
         same_tokens = torch.equal(old.tokens, tokens.to(torch.int64))
         same_shape = old.logits.shape == logits.shape
         diff = float((logits.float() - old.logits).abs().max()) if same_shape else float("inf")
-        if same_tokens and diff <= tolerance(old.logits):
+        if same_tokens and diff <= tolerance(old.logits, rtol):
             assert old.entry is not None
             meta_same = (
                 old.entry.get("content_hash") == spec_hash

@@ -66,6 +66,10 @@ class Trait(BaseModel):
     ``W_in``/``W_gate``, a router) and writes to it only through ``W_O``/``W_out`` with biases, so
     TransformerLens's weight processing (folding norms in, centring writers) is exact for it. Its
     module declares those maps (``residual_readers``/``residual_writers``)."""
+    routes_tokens: ClassVar[bool] = False
+    """The component sends each token to a subset of experts picked from rounded router scores, so a
+    near-tie can route a token differently under another rounding (half-precision parity judges
+    the share of positions that agree, :mod:`tlcore.parity.half`)."""
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:
         """Record what this trait implies in the TransformerLens-named config fields.

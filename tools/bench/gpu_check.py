@@ -4,7 +4,9 @@
 
 Measures, per model: bf16 forward, ``run_with_cache`` of every hook and of ``resid_post`` only
 (ratios to HF's forward / ``output_hidden_states``), greedy generate at batch 1 and batch 8
-left-padded (ratio, same tokens?), and harvest throughput (tokens/s vs HF forward tokens/s). Needs
+left-padded (ratio, same tokens?), harvest throughput (tokens/s vs HF forward tokens/s), bf16
+parity against HF's own bf16 error, host syncs in a forward, and blocks offloaded to CPU memory
+and to the memory-mapped checkpoint (``gpu_scale.py``). Needs
 only this repository and a Python with torch + transformers (+ datasets for the harvest row): no
 network, no tokenizer (random token ids), weights built in memory. Every section has a time
 budget and the whole run stops at ``--budget-s``; the table so far is printed and, when ``$OUT``
@@ -29,6 +31,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this repository's tlcore
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_scale  # noqa: E402
 
 MODELS: dict[str, dict[str, Any]] = {
     "gpt2": {
@@ -250,9 +255,13 @@ def run_model(
     hf, ours = build(name)
     entry["build_s"] = time.perf_counter() - started
     sections = [
-        ("forward", lambda s: section_forward(hf, ours, spec, s), 0.35),
-        ("generate", lambda s: section_generate(hf, ours, s), 0.4),
-        ("harvest", lambda s: section_harvest(hf, ours, spec, s), 0.25),
+        ("forward", lambda s: section_forward(hf, ours, spec, s), 0.2),
+        ("generate", lambda s: section_generate(hf, ours, s), 0.3),
+        ("harvest", lambda s: section_harvest(hf, ours, spec, s), 0.2),
+    ]
+    sections += [
+        (label, lambda s, fn=fn: fn(hf, ours, DEVICE), fraction)
+        for label, fn, fraction in gpu_scale.SECTIONS
     ]
     for label, fn, fraction in sections:
         if budget.left() < 20:
@@ -313,7 +322,8 @@ def table(report: dict[str, Any]) -> str:
                 f"{harvest['tokens_per_s'] / harvest['hf_forward_tokens_per_s']:.2f}x | "
                 "HF: full forward |"
             )
-        for label in ("forward", "generate", "harvest"):
+        lines += gpu_scale.rows(name, entry)
+        for label in ("forward", "generate", "harvest", "parity", "sync", "offload"):
             problem = entry.get(label, {})
             if isinstance(problem, dict) and ("error" in problem or "skipped" in problem):
                 lines.append(

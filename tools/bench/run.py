@@ -29,8 +29,8 @@ from models import BENCH_MODELS, checkpoint, weight_bytes  # noqa: E402
 
 DEFAULT_TL = {"tl39": "/opt/tl39/bin/python", "tl43": "/opt/tl43/bin/python"}
 
-# (row key, label, kind): "speed" rows are ratios to HF; "load" rows seconds / MB; "later" rows
-# belong to issue 14's second phase and print as pending until their measurement lands here.
+# (row key, label, kind): "speed" rows are ratios to HF; "load" rows seconds / MB; "half" rows
+# compare tlcore and HF in bfloat16; "offload" is the larger-than-memory run (scale.py).
 ROWS: list[tuple[str, str, str]] = [
     ("forward", "forward, no hooks", "speed"),
     ("cache_all", "run_with_cache, every hook (MB)", "speed"),
@@ -43,9 +43,9 @@ ROWS: list[tuple[str, str, str]] = [
     ("load_raw", "from_pretrained_no_processing: load s / peak RSS MB", "load"),
     ("harvest", "harvest, tokens/s in-process (HF forward tokens/s)", "harvest"),
     ("harvest_ray", "harvest on Ray, 2 workers: tokens/s per worker", "harvest"),
-    ("bf16_forward", "bf16 forward / cache vs HF bf16", "later"),
-    ("bf16_parity", "bf16 parity snapshots (max |dlogit|)", "later"),
-    ("offload", "larger than memory: offloaded forward (2x RAM limit)", "later"),
+    ("bf16_forward", "bf16 forward / all-hook cache, ratio to HF bf16", "half"),
+    ("bf16_parity", "bf16 max |dlogit| vs HF bf16 (HF bf16 vs fp32)", "half"),
+    ("offload", "larger than memory: all parts on disk, peak RSS", "offload"),
 ]
 COLUMNS = ("hf", "before", "tlcore", "tl39", "tl43")
 TITLES = {
@@ -58,7 +58,17 @@ TITLES = {
 LOAD_IMPL = {"hf": "hf", "before": "tlcore", "tlcore": "tlcore", "tl43": "tl43"}
 
 
-def launch(python: str, pythonpath: str | None, *args: str, timeout: float = 1800) -> dict | None:
+OFFLOAD_MB = 2048  # the larger-than-memory row's checkpoint
+TASKS = ("speed", "load", "harvest", "half", "offload")
+
+
+def launch(
+    python: str,
+    pythonpath: str | None,
+    *args: str,
+    timeout: float = 1800,
+    script: str = "worker.py",
+) -> dict | None:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if pythonpath:
@@ -67,7 +77,7 @@ def launch(python: str, pythonpath: str | None, *args: str, timeout: float = 180
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         out = subprocess.run(
-            [python, str(HERE / "worker.py"), *args],
+            [python, str(HERE / script), *args],
             check=True,
             capture_output=True,
             text=True,
@@ -114,9 +124,9 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
     threads = str(args.threads)
     for round_index in range(args.rounds):
         started = time.perf_counter()
-        record: dict[str, Any] = {"speed": {}, "load": {}, "harvest": {}}
+        record: dict[str, Any] = {"speed": {}, "load": {}, "harvest": {}, "half": {}}
         order = list(impls) if round_index % 2 == 0 else list(reversed(impls))
-        for key in order:
+        for key in order if "speed" in args.tasks else []:
             python, path = impls[key]
             record["speed"][key] = launch(
                 python,
@@ -127,7 +137,7 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 str(args.repeats),
                 threads,
             )
-        for key in ["hf", *order]:
+        for key in ["hf", *order] if "load" in args.tasks else []:
             impl = LOAD_IMPL.get(key)
             if impl is None:
                 continue
@@ -137,10 +147,29 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 record["load"][key + "_processed"] = launch(
                     python, path, "load", "tlcore_processed", name, threads
                 )
-        record["harvest"]["tlcore"] = launch(sys.executable, str(REPO), "harvest", name, threads)
-        if not args.no_ray and round_index == 0:
+        if "harvest" in args.tasks:
+            record["harvest"]["tlcore"] = launch(
+                sys.executable, str(REPO), "harvest", name, threads
+            )
+        if "harvest" in args.tasks and not args.no_ray and round_index == 0:
             record["harvest"]["tlcore_ray"] = launch(
                 sys.executable, str(REPO), "harvest", name, threads, "ray"
+            )
+        for key in [k for k in order if k in ("tlcore", "before") and "half" in args.tasks]:
+            python, path = impls[key]
+            record["half"][key] = launch(
+                python,
+                path,
+                "half",
+                name,
+                "bfloat16",
+                str(args.repeats),
+                threads,
+                script="scale.py",
+            )
+        if round_index == 0 and "offload" in args.tasks and name == args.models[0]:
+            record["offload"] = launch(
+                sys.executable, str(REPO), "offload", str(OFFLOAD_MB), threads, script="scale.py"
             )
         entry["rounds"].append(record)
         partial = Path(args.out).with_suffix(".partial.json")
@@ -168,8 +197,10 @@ def summarize(entry: dict[str, Any], impls: dict[str, Any]) -> list[list[str]]:
 
 
 def cell(rounds: list[dict[str, Any]], key: str, kind: str, column: str) -> str:
-    if kind == "later":
-        return "phase B" if column != "hf" else "-"
+    if kind == "half":
+        return half_cell(rounds, key, column)
+    if kind == "offload":
+        return offload_cell(rounds, column)
     if kind == "speed":
         if column == "hf":
             return "1.00" if key not in ("generate_steered_b1",) else "-"
@@ -225,6 +256,35 @@ def cell(rounds: list[dict[str, Any]], key: str, kind: str, column: str) -> str:
     )
 
 
+def half_cell(rounds: list[dict[str, Any]], key: str, column: str) -> str:
+    if column == "hf":
+        return "1.00" if key == "bf16_forward" else "-"
+    values = [r.get("half", {}).get(column) for r in rounds]
+    values = [v for v in values if v]
+    if not values:
+        return "n/a"
+    if key == "bf16_parity":
+        diff = statistics.median(v["max_dlogit_vs_hf"] for v in values)
+        own = statistics.median(v["hf_own_error"] for v in values)
+        return f"{diff:.3g} ({own:.3g})"
+    forward = fmt_ratio([v["forward"]["ratio"] for v in values])
+    return f"{forward} / {fmt_ratio([v['cache_all']['ratio'] for v in values])}"
+
+
+def offload_cell(rounds: list[dict[str, Any]], column: str) -> str:
+    run = rounds[0].get("offload") if rounds else None
+    if column == "hf":
+        return "-"
+    if column != "tlcore" or not run:
+        return "n/a"
+    disk, ram = run["disk"], run["ram"]
+    same = "logits equal" if run["logits_equal"] else f"max diff {run['max_abs_diff']:.3g}"
+    return (
+        f"{run['weights_mb']:,.0f} MB checkpoint: {disk['peak_rss_mb']:,.0f} MB peak "
+        f"({disk['seconds']:.1f} s) vs {ram['peak_rss_mb']:,.0f} MB in RAM; {same}"
+    )
+
+
 def print_table(table: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for index, row in enumerate(table):
@@ -245,6 +305,14 @@ def main() -> int:
     parser.add_argument("--tl39", default=None, help="Python with transformer-lens 3.9")
     parser.add_argument("--tl43", default=None, help="Python with transformer-lens 4.3")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray harvest row")
+    parser.add_argument(
+        "--tasks",
+        nargs="*",
+        default=list(TASKS),
+        choices=TASKS,
+        help="which measurements to run (default: all; 'offload' is the 2 GB larger-than-memory "
+        "row)",
+    )
     parser.add_argument("--out", default="bench_results/latest.json")
     parser.add_argument(
         "--quick",
