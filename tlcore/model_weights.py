@@ -190,7 +190,7 @@ class WeightsMixin:
         total = torch.zeros(self.cfg.d_model, device=self.W_U.device, dtype=self.W_U.dtype)
         for i in range(layer):
             total = total + self.blocks[i].attn.b_O
-            if include_mlp_biases and hasattr(self.blocks[i].mlp, "b_out"):
+            if include_mlp_biases and hasattr(getattr(self.blocks[i], "mlp", None), "b_out"):
                 total = total + self.blocks[i].mlp.b_out
         if mlp_input:
             total = total + self.blocks[layer].attn.b_O

@@ -67,7 +67,7 @@ def test_blocks_are_norm_mixer_residual(pair):
     names = {n for n in model.hook_dict if n.startswith("blocks.0.")}
     assert "blocks.0.hook_mixer_out" in names and "blocks.0.mixer.hook_ssm_state" in names
     assert not [n for n in names if "attn" in n or "mlp" in n or "resid_mid" in n]
-    assert block.mlp is None and [b.name for b in block.wiring.branches] == ["mixer"]
+    assert not hasattr(block, "mlp") and [b.name for b in block.wiring.branches] == ["mixer"]
     toks = tokens()
     _, cache = model.run_with_cache(toks)
     for layer in range(model.cfg.n_layers):

@@ -191,7 +191,10 @@ class TransformerBlock(nn.Module):
         for name in self.wiring.norm_names:
             setattr(self, name, make_norm())
         setattr(self, mixer, attn)
-        self.mlp = mlp
+        # No ``mlp`` attribute at all without one, as TransformerLens's attention-only blocks.
+        self.has_mlp = mlp is not None
+        if mlp is not None:
+            self.mlp = mlp
         self.hook_resid_pre = HookPoint()
         if self._mixes_qkv:
             self.hook_attn_in = HookPoint()
@@ -257,7 +260,7 @@ class TransformerBlock(nn.Module):
         return attn(q_in, k_in, v_in, ctx)
 
     def _mlp(self, x: Resid, norm: str | None) -> Resid:
-        assert self.mlp is not None, "only called for layers with an MLP"
+        assert self.has_mlp, "only called for layers with an MLP"
         if self.cfg.use_hook_mlp_in:
             x = self.hook_mlp_in(x.clone())
         return self.mlp(self._norm(norm, x) if norm is not None else x)
@@ -272,7 +275,7 @@ class PreNormBlock(TransformerBlock):
         """Map ``resid_pre`` to ``resid_post``."""
         resid_pre = self.hook_resid_pre(resid)
         attn_out = self._mixer_out(self._mix(resid_pre, ctx, "ln1"))
-        if self.mlp is None:  # norm, mixer, residual add (Mamba)
+        if not self.has_mlp:  # norm, mixer, residual add (Mamba)
             return self.hook_resid_post(self._add(resid_pre, attn_out))
         resid_mid = self.hook_resid_mid(self._add(resid_pre, attn_out))
         mlp_out = self.hook_mlp_out(self._mlp(resid_mid, "ln2"))

@@ -217,7 +217,6 @@ class PreNormCrossBlock(TransformerBlock):
         mlp_in = resid_mid_cross
         if self.cfg.use_hook_mlp_in:
             mlp_in = self.hook_mlp_in(resid_mid_cross.clone())
-        assert self.mlp is not None, "a decoder block always has its MLP"
         mlp_out = self.hook_mlp_out(self.mlp(self._norm("ln3", mlp_in)))
         return self.hook_resid_post(mlp_in + mlp_out)
 

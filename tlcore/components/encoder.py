@@ -187,7 +187,6 @@ class PostNormEncoderBlock(TransformerBlock):
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
         normalized_mid = self._norm("ln1", mlp_in)
-        assert self.mlp is not None, "an encoder block always has its MLP"
         mlp_out = self.hook_mlp_out(self.mlp(normalized_mid))
         resid_post = self.hook_resid_post(normalized_mid + mlp_out)
         return self.hook_normalized_resid_post(self._norm("ln2", resid_post))
