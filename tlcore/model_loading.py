@@ -18,14 +18,11 @@ from tlcore import processing
 from tlcore.errors import InputValidationError, UnsupportedConfigError
 from tlcore.loading.loader import load_checkpoint, materialize_meta_buffers
 from tlcore.loading.resolve import resolve_checkpoint
+from tlcore.loading_checks import check_from_pretrained_args, check_unembedding_present
 from tlcore.offload import DISK, place_, split_device_map
 from tlcore.plan import resolve_plan
 from tlcore.processing_plan import ProcessingPlan
 from tlcore.spec.schema import ArchitectureSpec
-from tlcore.validation import (
-    check_from_pretrained_args,
-    check_unembedding_present,
-)
 
 logger = logging.getLogger(__name__)
 

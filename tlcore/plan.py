@@ -19,13 +19,13 @@ from tlcore.config_resolution import resolve_config
 from tlcore.errors import SpecError
 from tlcore.loading.text_tower import text_config_of
 from tlcore.loading.weight_map import WeightMap
+from tlcore.loading_checks import check_first_n_layers
 from tlcore.processing_plan import ProcessingPlan, processing_plan
 from tlcore.registry import Registry, get_registry
 from tlcore.spec.loader import validate_spec
 from tlcore.spec.schema import ArchitectureSpec
 from tlcore.spec.traits import SLOT_KINDS_FROM, Trait
 from tlcore.utils.frozen_map import FrozenMap
-from tlcore.validation import check_first_n_layers
 
 ComponentTable = Mapping[tuple[str, str], Callable[..., Any]]
 """``(slot, kind) -> component factory`` (``final_norm`` kinds under ``norm``)."""

@@ -7,21 +7,19 @@ function here refuses one such input with a typed error naming the argument
 (:class:`~tlcore.errors.InputValidationError` and its ``TypeError``/``IndexError`` subclasses),
 before anything runs; ``error.argument`` holds the name.
 
-The model's methods call these in one line each; they cost a few comparisons (and, for tokens
-already on an accelerator, one reduction) per call.
+Generation's checks are in :mod:`tlcore.generation_checks`, ``from_pretrained``'s in
+:mod:`tlcore.loading_checks`. The model's methods call these in one line each; they cost a few
+comparisons per call (none that waits for an accelerator).
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from tlcore.errors import (
-    CheckpointMismatchError,
     InputRangeError,
     InputTypeError,
     InputValidationError,
@@ -37,7 +35,8 @@ _TOKEN_DTYPES = frozenset(
 )
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an ``int`` and not a ``bool`` (``True`` is no layer index)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -166,7 +165,7 @@ def check_layer_range(start_at_layer: Any, stop_at_layer: Any, n_layers: int) ->
     for name, value in (("start_at_layer", start_at_layer), ("stop_at_layer", stop_at_layer)):
         if value is None:
             continue
-        if not _is_int(value):
+        if not is_int(value):
             raise InputTypeError(f"{name} must be an int or None, got {value!r}", name)
         if not -n_layers <= value <= n_layers:
             raise InputRangeError(f"{name}={value} is outside the model's {n_layers} blocks", name)
@@ -241,260 +240,3 @@ def check_positions(
         f"keeps the first n_ctx)",
         argument,
     )
-
-
-def check_sampling(
-    temperature: Any = 1.0,
-    top_k: Any = None,
-    top_p: Any = None,
-    freq_penalty: Any = 0.0,
-) -> None:
-    """Refuse sampling parameters out of range (HF's ``GenerationConfig`` rules, with TL's 0).
-
-    Args:
-        temperature: At least 0 and finite (0 is greedy, as in TransformerLens).
-        top_k: None or a positive int.
-        top_p: None or a number in ``(0, 1]``.
-        freq_penalty: A finite number.
-
-    Raises:
-        InputTypeError: For a value of the wrong type.
-        InputRangeError: For a value out of range.
-
-    Example:
-        >>> check_sampling(temperature=-1.0)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        tlcore.errors.InputRangeError: temperature must be a finite number >= 0 ...
-    """
-    if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)):
-        raise InputTypeError(f"temperature must be a number, got {temperature!r}", "temperature")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise InputRangeError(
-            f"temperature must be a finite number >= 0 (0 is greedy), got {temperature!r}",
-            "temperature",
-        )
-    if top_k is not None:
-        if not _is_int(top_k):
-            raise InputTypeError(f"top_k must be a positive int or None, got {top_k!r}", "top_k")
-        if top_k <= 0:
-            raise InputRangeError(f"top_k must be a positive int or None, got {top_k}", "top_k")
-    if top_p is not None:
-        if not (isinstance(top_p, (int, float)) and not isinstance(top_p, bool)):
-            raise InputTypeError(
-                f"top_p must be a number in (0, 1] or None, got {top_p!r}", "top_p"
-            )
-        if not 0.0 < top_p <= 1.0:
-            raise InputRangeError(f"top_p must be in (0, 1], got {top_p!r}", "top_p")
-    if not (isinstance(freq_penalty, (int, float)) and not isinstance(freq_penalty, bool)):
-        raise InputTypeError(f"freq_penalty must be a number, got {freq_penalty!r}", "freq_penalty")
-    if not math.isfinite(freq_penalty):
-        raise InputRangeError(f"freq_penalty must be finite, got {freq_penalty!r}", "freq_penalty")
-
-
-def check_generate_args(
-    model: Any,
-    max_new_tokens: Any,
-    eos_token_id: Any,
-    temperature: Any,
-    top_k: Any,
-    top_p: Any,
-    freq_penalty: Any,
-    padding_side: Any,
-) -> None:
-    """Check ``generate``'s arguments before the prompt runs.
-
-    Args:
-        model: The model (for the vocabulary size).
-        max_new_tokens: A non-negative int.
-        eos_token_id: None, an id, or a non-empty list of ids, each in the vocabulary.
-        temperature: See :func:`check_sampling`.
-        top_k: See :func:`check_sampling`.
-        top_p: See :func:`check_sampling`.
-        freq_penalty: See :func:`check_sampling`.
-        padding_side: None, ``"left"`` or ``"right"``.
-
-    Raises:
-        InputValidationError: Naming the argument (or a subclass).
-    """
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
-        raise InputValidationError(
-            f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}", "max_new_tokens"
-        )
-    check_sampling(temperature, top_k, top_p, freq_penalty)
-    if padding_side not in (None, "left", "right"):
-        raise InputValidationError(
-            f"padding_side must be 'left', 'right' or None, got {padding_side!r}", "padding_side"
-        )
-    if eos_token_id is not None:
-        ids = [eos_token_id] if not isinstance(eos_token_id, (list, tuple)) else eos_token_id
-        vocab = int(model.cfg.d_vocab_out)
-        if not ids:
-            raise InputValidationError("eos_token_id is an empty list", "eos_token_id")
-        for token in ids:
-            if not _is_int(token):
-                raise InputTypeError(
-                    f"eos_token_id must be an int or a list of ints, got {token!r}",
-                    "eos_token_id",
-                )
-            if not 0 <= token < vocab:
-                raise InputRangeError(
-                    f"eos_token_id {token} is out of range [0, {vocab})", "eos_token_id"
-                )
-
-
-def check_generation_length(model: Any, prompt_len: int, max_new_tokens: int) -> None:
-    """Refuse a generation that would run past a learned position table, before it starts.
-
-    Args:
-        model: The model.
-        prompt_len: Positions in the prompt.
-        max_new_tokens: Tokens to generate at most.
-
-    Raises:
-        InputValidationError: If the prompt is empty.
-        InputRangeError: Naming ``max_new_tokens`` (or ``input`` if the prompt alone is too long).
-    """
-    if prompt_len == 0:
-        raise InputValidationError(
-            "input: the prompt is empty; generation needs at least one token (a BOS)", "input"
-        )
-    limit = max_positions(model)
-    if limit is None or prompt_len + max_new_tokens <= limit:
-        return
-    if prompt_len > limit:
-        raise InputRangeError(
-            f"input: the prompt is {prompt_len} tokens, but this model's learned positions stop "
-            f"at n_ctx={limit}",
-            "input",
-        )
-    raise InputRangeError(
-        f"max_new_tokens={max_new_tokens} after a {prompt_len}-token prompt needs "
-        f"{prompt_len + max_new_tokens} positions, but this model's learned positions stop at "
-        f"n_ctx={limit}; pass max_new_tokens <= {limit - prompt_len}",
-        "max_new_tokens",
-    )
-
-
-def check_from_pretrained_args(
-    model_name: Any,
-    hf_model: Any,
-    first_n_layers: Any,
-    n_ctx: Any,
-    device: Any,
-    n_devices: Any,
-    default_padding_side: Any,
-    flags: dict[str, Any],
-) -> None:
-    """Check ``from_pretrained``'s arguments before anything is read.
-
-    Args:
-        model_name: A name, a path, or None with ``hf_model``.
-        hf_model: An HF model or None.
-        first_n_layers: None or a positive int (checked against the model's depth later, by
-            :func:`check_first_n_layers`).
-        n_ctx: None or a positive int.
-        device: None, a ``torch.device`` or a string torch accepts.
-        n_devices: A positive int.
-        default_padding_side: ``"left"`` or ``"right"``.
-        flags: The boolean processing flags by name (``fold_ln``, ...).
-
-    Raises:
-        InputValidationError: Naming the argument (or a subclass).
-    """
-    if hf_model is None and not isinstance(model_name, (str, os.PathLike)):
-        raise InputTypeError(
-            f"model_name must be a name, a path or a hub id (or pass hf_model=), got "
-            f"{type(model_name).__name__}",
-            "model_name",
-        )
-    if isinstance(model_name, str) and not model_name.strip() and hf_model is None:
-        raise InputValidationError("model_name is empty", "model_name")
-    for name, value in (("first_n_layers", first_n_layers), ("n_ctx", n_ctx)):
-        if value is None:
-            continue
-        if not _is_int(value):
-            raise InputTypeError(f"{name} must be a positive int or None, got {value!r}", name)
-        if value < 1:
-            raise InputRangeError(f"{name} must be at least 1, got {value}", name)
-    if not _is_int(n_devices) or n_devices < 1:
-        raise InputValidationError(
-            f"n_devices must be a positive int, got {n_devices!r}", "n_devices"
-        )
-    if default_padding_side not in ("left", "right"):
-        raise InputValidationError(
-            f"default_padding_side must be 'left' or 'right', got {default_padding_side!r}",
-            "default_padding_side",
-        )
-    if device is not None and not isinstance(device, torch.device):
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise InputValidationError(
-                f"device {device!r} is not a torch device: {exc}", "device"
-            ) from exc
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise InputTypeError(f"{name} must be True or False, got {value!r}", name)
-
-
-def check_first_n_layers(first_n_layers: int | None, n_layers: int) -> None:
-    """Refuse ``first_n_layers`` beyond the checkpoint's depth.
-
-    Args:
-        first_n_layers: The argument (already known to be None or a positive int).
-        n_layers: The checkpoint's block count.
-
-    Raises:
-        InputRangeError: If it is larger.
-    """
-    if first_n_layers is not None and first_n_layers > n_layers:
-        raise InputRangeError(
-            f"first_n_layers={first_n_layers}, but the checkpoint has {n_layers} blocks",
-            "first_n_layers",
-        )
-
-
-def check_unembedding_present(spec: Any, keys: set[str], hf_config: Any, where: str) -> None:
-    """Refuse an untied checkpoint that has no unembedding of its own.
-
-    HF builds such a model with a randomly initialised ``lm_head`` (and a warning); tlcore's weight
-    map would instead fall back to the embedding matrix, silently tying what the config says is
-    untied. Both are wrong models, so this refuses.
-
-    Args:
-        spec: The architecture spec.
-        keys: The checkpoint's tensor names.
-        hf_config: The HF config (object or dict).
-        where: The checkpoint, for messages.
-
-    Raises:
-        CheckpointMismatchError: Naming the missing tensor.
-    """
-    tied = (
-        hf_config.get("tie_word_embeddings")
-        if isinstance(hf_config, dict)
-        else getattr(hf_config, "tie_word_embeddings", None)
-    )
-    if tied is not False:
-        return
-
-    def chosen(target: str) -> list[str] | None:
-        # The loader's choice for a non-layer rule: the first source whose keys all exist.
-        for rule in spec.weights:
-            if target in rule.to:
-                for source in rule.sources():
-                    if all(key in keys for key in source.from_):
-                        return list(source.from_)
-                return None
-        return None
-
-    embedding, unembedding = chosen("embed.W_E"), chosen("unembed.W_U")
-    if embedding and unembedding and set(unembedding) <= set(embedding):
-        rule = next(r for r in spec.weights if "unembed.W_U" in r.to)
-        raise CheckpointMismatchError(
-            f"{where}: the config says the unembedding is untied (tie_word_embeddings=false) "
-            f"but the checkpoint has no {' or '.join(rule.from_)} and the embedding would be "
-            f"used in its place; HF would initialise it randomly instead. Add the tensor, or set "
-            f"tie_word_embeddings to true in config.json if the model really shares its embedding"
-        )

@@ -66,7 +66,7 @@ def sample_logits(
         >>> penalised  # token 1 occurred twice in row 0: 5 - 20 < 1
         tensor([2, 0])
     """
-    from tlcore.validation import check_sampling
+    from tlcore.generation_checks import check_sampling
 
     check_sampling(temperature, top_k, top_p, freq_penalty)  # HF's ranges; typed errors
     if temperature == 0.0:
