@@ -41,7 +41,7 @@ from tlcore.components.mixer import (
     padding_mask,
     save_state,
 )
-from tlcore.components.residual_io import HFProbe, Reader, Writer
+from tlcore.components.residual_io import Reader
 from tlcore.hook_points import HookPoint
 
 
@@ -214,12 +214,6 @@ class GatedDeltaNet(LinearLayout, SequenceMixer):
 
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         return [Reader(self, f"W_{n}", f"b_{n}", 0) for n in "qkvzba"]
-
-    def residual_writers(self) -> list[Writer]:  # noqa: D102
-        return [Writer(self, "W_out")]
-
-    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
-        return [HFProbe("hook_post", ("out_proj",), "input")]
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         bias = getattr(self, f"b_{name}", None)  # created only by folding a LayerNorm bias in

@@ -39,7 +39,7 @@ from tlcore.components.mixer import (
     padding_mask,
     save_state,
 )
-from tlcore.components.residual_io import HFProbe, Reader, Writer
+from tlcore.components.residual_io import Reader
 from tlcore.hook_points import HookPoint
 
 
@@ -152,15 +152,6 @@ class MambaMixer(LinearLayout, SequenceMixer):
 
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         return [Reader(self, "W_in", "b_in", 0), Reader(self, "W_gate", "b_gate", 0)]
-
-    def residual_writers(self) -> list[Writer]:  # noqa: D102
-        return [Writer(self, "W_out"), Writer(self, "b_out")]
-
-    def output_bias(self) -> torch.Tensor | None:  # noqa: D102
-        return self.b_out
-
-    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
-        return [HFProbe("hook_post", ("out_proj",), "input")]
 
     def forward(
         self, x: Float[torch.Tensor, "batch pos d_model"], ctx: ForwardContext

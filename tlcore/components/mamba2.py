@@ -42,7 +42,7 @@ from tlcore.components.mixer import (
     padding_mask,
     save_state,
 )
-from tlcore.components.residual_io import HFProbe, Reader, Writer
+from tlcore.components.residual_io import Reader
 from tlcore.hook_points import HookPoint
 
 
@@ -227,15 +227,6 @@ class Mamba2Mixer(LinearLayout, SequenceMixer):
 
     def residual_readers(self) -> list[Reader]:  # noqa: D102
         return [Reader(self, f"W_{n}", f"b_{n}", 0) for n in ("gate", "in", "dt")]
-
-    def residual_writers(self) -> list[Writer]:  # noqa: D102
-        return [Writer(self, "W_out"), Writer(self, "b_out")]
-
-    def output_bias(self) -> torch.Tensor | None:  # noqa: D102
-        return self.b_out
-
-    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
-        return [HFProbe("hook_post", ("out_proj",), "input")]
 
     def forward(
         self, x: Float[torch.Tensor, "batch pos d_model"], ctx: ForwardContext

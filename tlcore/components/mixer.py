@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import nn
 
 from tlcore.components.context import ForwardContext
-from tlcore.components.residual_io import ResidualIO
+from tlcore.components.residual_io import HFProbe, ResidualIO, Writer
 from tlcore.errors import SpecError
 from tlcore.spec.traits import Trait
 
@@ -85,6 +85,19 @@ class SequenceMixer(nn.Module, ResidualIO):
     def __init__(self, cfg: Any, layer: int) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
+
+    # Every mixer here ends in one output projection, ``W_out`` (+ ``b_out`` where the
+    # checkpoint has one), HF's ``out_proj``: these defaults declare it once for all of them.
+    def residual_writers(self) -> list[Writer]:  # noqa: D102
+        bias = [Writer(self, "b_out")] if getattr(self, "b_out", None) is not None else []
+        return [Writer(self, "W_out"), *bias]
+
+    def output_bias(self) -> torch.Tensor | None:  # noqa: D102
+        bias = getattr(self, "b_out", None)
+        return bias if isinstance(bias, torch.Tensor) else None
+
+    def hf_probes(self) -> list[HFProbe]:  # noqa: D102
+        return [HFProbe("hook_post", ("out_proj",), "input")]
 
     def forward(  # noqa: D102
         self, x: Float[torch.Tensor, "batch pos d_model"], ctx: ForwardContext
