@@ -106,15 +106,16 @@ def test_ioi_patching(smollm2: Any, tmp_path: Path) -> None:
 def test_grokking(tmp_path: Path) -> None:
     result = tutorial("grokking").main(tmp_path)
     assert_images(result)
-    memorised, generalised = result["memorised_at"], result["generalised_at"]
-    assert memorised is not None and generalised is not None
-    assert generalised > 2 * memorised  # memorisation first, generalisation much later
     history = result["history"]
+    memorised = result["memorised_at"]
+    assert memorised is not None
+    # Generalised: test loss 100x below its level at memorisation. The tutorial reports the 0.01
+    # crossing; the last steps vary between runs (Adam's slingshots reach the test loss too).
     at_memorised = history["test"][history["step"].index(memorised)]
     assert at_memorised > 1.0  # memorised, not generalised: the drop comes later
-    # It stays generalised; the exact final value moves with each machine's float summation order
-    # (3.8e-4 on one, 1.4e-2 on another: Adam's slingshots reach the test loss too).
-    assert result["final_test_loss"] < 0.1
+    low = [s for s, t in zip(history["step"], history["test"]) if t < at_memorised / 100]
+    assert low and low[0] > 2 * memorised  # memorisation first, generalisation much later
+    assert result["final_test_loss"] < 0.1  # and it stays generalised
     assert result["top5_fourier_share"] > 0.5  # a few frequencies carry the embedding
 
 
