@@ -1,4 +1,4 @@
-"""Mixture of experts: a router picks ``top_k`` experts per token (Mixtral, Qwen-MoE, GPT-OSS, Llama 4).
+"""Mixture of experts: a router picks ``top_k`` experts per token (Mixtral, Qwen, GPT-OSS, Llama 4).
 
 Parameter names follow TransformerLens: the router ``W_gate`` (an ``nn.Linear``: ``W_gate.weight
 [expert, d_model]``) and ``experts.{e}.W_in/W_gate/W_out``. Hooks: ``hook_expert_weights`` (router
