@@ -201,10 +201,11 @@ class MoE(nn.Module, ResidualIO):
         else:
             top_logits, indices = torch.topk(logits, k, dim=-1)
             if self.trait.routing == "topk_sigmoid":
-                weights = torch.sigmoid(top_logits.float())
+                wide = torch.promote_types(logits.dtype, torch.float)  # at least fp32, as HF
+                weights = torch.sigmoid(top_logits.to(wide))
             else:
                 weights = F.softmax(top_logits, dim=-1, dtype=torch.float)
-            probs = torch.zeros_like(logits, dtype=torch.float).scatter(1, indices, weights)
+            probs = torch.zeros_like(logits, dtype=weights.dtype).scatter(1, indices, weights)
             self.hook_expert_weights(probs)
         indices = self.hook_expert_indices(indices)
         weights = weights.to(x.dtype)
