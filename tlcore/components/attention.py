@@ -88,7 +88,7 @@ class Attention(LinearLayout, ResidualIO):
             self.hook_gate = HookPoint()
         self.q_norm: nn.Module | None = None
         self.k_norm: nn.Module | None = None
-        if trait.qk_norm is not None:
+        if trait.has_qk_norm(layer):
             if norm_factory is None:
                 raise SpecError("attention with qk_norm needs the builder's norm_factory")
             q_shape: Any = {
@@ -107,7 +107,7 @@ class Attention(LinearLayout, ResidualIO):
         self._positional = (positional,) if positional is not None else ()
         scale = trait.scale if trait.scale is not None else 1.0 / math.sqrt(d_head)
         self.scale = scale / (layer + 1) if trait.scale_by_inverse_layer else scale
-        self.window = trait.window(layer)
+        self.window, self.chunk = trait.window(layer), trait.chunk(layer)
         self.hook_k = HookPoint()
         self.hook_q = HookPoint()
         self.hook_v = HookPoint()
@@ -236,6 +236,9 @@ class Attention(LinearLayout, ResidualIO):
             k = self.hook_rot_k(positional.rotate(k, ctx.positions, self.layer, ctx.memo))
         if per_head_norm and self.trait.qk_norm_after_rotary:
             q, k = self.q_norm(q), self._norm_keys(k)  # type: ignore[misc]
+        temperature = self.trait.temperature(self.layer, ctx.q_len, ctx.k_len, q.device)
+        if temperature is not None:  # Llama 4's NoPE layers: the scores grow with the position
+            q = (q * temperature).to(q.dtype)
         if ctx.past_kv_cache is not None:
             k, v = ctx.past_kv_cache[self.layer].append(k, v)
         z = self._attend(q, k, v, ctx, positional)
@@ -273,7 +276,8 @@ class Attention(LinearLayout, ResidualIO):
         bias = None
         if positional is not None and positional.biases_scores:
             bias = positional.score_bias_in(ctx, qh.shape[1], self.scale, qh.dtype)
-        mask = None if ctx.is_plain_causal(self.window) else ctx.mask(self.window)
+        plain = ctx.is_plain_causal(self.window, self.chunk)
+        mask = None if plain else ctx.mask(self.window, self.chunk)
         if mask is not None:
             # A fully masked row (a padding query) attends uniformly, as HF's additive mask does.
             mask = mask | ~mask.any(-1, keepdim=True)
@@ -314,7 +318,7 @@ class Attention(LinearLayout, ResidualIO):
         if bias is not None:
             scores = scores + bias
         if mask is None and ctx.causal and ctx.q_len > 1:
-            mask = ctx.mask(self.window)
+            mask = ctx.mask(self.window, self.chunk)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         edited = False

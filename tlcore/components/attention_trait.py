@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tlcore.spec.traits import Trait
@@ -51,9 +52,22 @@ class AttentionTrait(Trait):
     qk_norm_scope: Literal["per_head", "per_head_distinct", "full_width"] = "per_head"
     qk_norm_after_rotary: bool = False
     """Normalise the rotated queries and keys (HunYuan) instead of normalising before rotary."""
+    qk_norm_layers: list[bool] | None = None
+    """Which layers have the qk-norm (default: all; Llama 4: its rotary layers only)."""
     sliding_window: int | None = None
     window_layers: list[bool] | None = None
     """Which layers use the window (default: all, when ``sliding_window`` is set)."""
+    chunk_size: int | None = None
+    """Chunked attention (Llama 4): a query sees only the earlier keys of its own chunk of
+    ``chunk_size`` positions (``pos // chunk_size`` equal)."""
+    chunk_layers: list[bool] | None = None
+    """Which layers attend in chunks (default: all, when ``chunk_size`` is set)."""
+    temperature_layers: list[bool] | None = None
+    """Layers whose queries are scaled by ``1 + temperature_scale * log1p(floor((n + 1) /
+    temperature_floor))`` at cache index ``n`` (Llama 4's attention temperature tuning on its NoPE
+    layers); None: no layer."""
+    temperature_floor: float = 8192.0
+    temperature_scale: float = 0.1
     clip_qkv: float | None = None
     causal: bool = True
     output_gate: bool = False
@@ -70,6 +84,48 @@ class AttentionTrait(Trait):
         if self.window_layers is not None and not self.window_layers[layer]:
             return None
         return self.sliding_window
+
+    def chunk(self, layer: int) -> int | None:
+        """The attention chunk size of a layer.
+
+        Returns:
+            The chunk size or None.
+        """
+        if self.chunk_size is None or (self.chunk_layers and not self.chunk_layers[layer]):
+            return None
+        return self.chunk_size
+
+    def has_qk_norm(self, layer: int) -> bool:
+        """Whether a layer normalises its queries and keys.
+
+        Returns:
+            True when ``qk_norm`` is set and the layer is one of ``qk_norm_layers``.
+        """
+        return self.qk_norm is not None and (
+            self.qk_norm_layers is None or bool(self.qk_norm_layers[layer])
+        )
+
+    def temperature(
+        self, layer: int, q_len: int, k_len: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """The query scale of temperature tuning, per query ``[q_pos, 1, 1]`` (fp32), or None.
+
+        HF counts the position as the query's index in the KV cache (``arange + past length``),
+        not its position id, so a left-padded row counts its padding too.
+
+        Example:
+            >>> t = AttentionTrait(temperature_layers=[True], temperature_floor=2.0)
+            >>> t.temperature(0, 2, 4, torch.device("cpu")).flatten()  # indices 2, 3
+            tensor([1.0693, 1.1099])
+
+        Returns:
+            The scale, or None for a layer without temperature tuning.
+        """
+        if not self.temperature_layers or not self.temperature_layers[layer]:
+            return None
+        index = torch.arange(k_len - q_len, k_len, device=device, dtype=torch.float)
+        scale = torch.log1p(torch.floor((index + 1.0) / self.temperature_floor))
+        return (scale * self.temperature_scale + 1.0)[:, None, None]
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         if self.scale is not None:

@@ -46,35 +46,43 @@ class ForwardContext:
         """Number of key positions (cached + current)."""
         return self.key_positions.shape[1]
 
-    def is_plain_causal(self, window: int | None) -> bool:
+    def is_plain_causal(self, window: int | None, chunk: int | None = None) -> bool:
         """Whether the mask is the plain lower triangle (SDPA's ``is_causal`` fast path applies).
 
         Args:
             window: The layer's sliding window, if any.
+            chunk: The layer's attention chunk size, if any.
 
         Returns:
-            True when nothing is padded, nothing is cached and no window cuts the triangle.
+            True when nothing is padded, nothing is cached and no window or chunk cuts the
+            triangle.
         """
         return (
             self.causal
             and self.key_mask is None
             and self.k_len == self.q_len
             and (window is None or window >= self.k_len)
+            and (chunk is None or chunk >= self.k_len)
         )
 
-    def mask(self, window: int | None) -> Bool[torch.Tensor, "batch 1 q_pos k_pos"] | None:
-        """The boolean attention mask (True = may attend), memoised per window.
+    def mask(
+        self, window: int | None, chunk: int | None = None
+    ) -> Bool[torch.Tensor, "batch 1 q_pos k_pos"] | None:
+        """The boolean attention mask (True = may attend), memoised per window and chunk.
 
         Query ``i`` sits at key index ``offset + i``; it sees key ``j`` when ``j <= offset + i``,
-        ``offset + i - j < window`` and key ``j`` is not padding.
+        ``offset + i - j < window`` and key ``j`` is not padding. With a ``chunk`` size
+        (Llama 4's chunked attention) it also needs ``pos_q // chunk == pos_k // chunk`` on the
+        tokens' absolute positions (so left padding shifts the chunks, as HF's chunked mask).
 
         Args:
             window: Sliding window size (keys seen including itself), or None.
+            chunk: Attention chunk size, or None.
 
         Returns:
             The mask, or None when no position needs masking.
         """
-        key = ("mask", window)
+        key = ("mask", window, chunk)
         if key in self.memo:
             return self.memo[key]
         device = self.positions.device
@@ -87,6 +95,10 @@ class ForwardContext:
         if window is not None:
             allowed = allowed & (q_idx - k_idx < window)
         result = allowed[None, None]
+        if chunk is not None:
+            q_chunk = torch.div(self.positions, chunk, rounding_mode="floor")
+            k_chunk = torch.div(self.key_positions, chunk, rounding_mode="floor")
+            result = result & (q_chunk[:, None, :, None] == k_chunk[:, None, None, :])
         if self.key_mask is not None:
             result = result & self.key_mask.bool()[:, None, None, :]
         self.memo[key] = result

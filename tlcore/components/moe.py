@@ -1,4 +1,4 @@
-"""Mixture of experts: a router picks ``top_k`` experts per token (Mixtral, Qwen-MoE, GPT-OSS).
+"""Mixture of experts: a router picks ``top_k`` experts per token (Mixtral, Qwen, GPT-OSS, Llama 4).
 
 Parameter names follow TransformerLens: the router ``W_gate`` (an ``nn.Linear``: ``W_gate.weight
 [expert, d_model]``) and ``experts.{e}.W_in/W_gate/W_out``. Hooks: ``hook_expert_weights`` (router
@@ -25,10 +25,14 @@ class MoETrait(Trait):
     """MoE parameters.
 
     ``routing``: ``softmax_topk`` (softmax over all experts, then top-k, optionally renormalised:
-    Mixtral, Qwen) or ``topk_softmax`` (top-k on the logits, softmax over those k: GPT-OSS).
+    Mixtral, Qwen), ``topk_softmax`` (top-k on the logits, softmax over those k: GPT-OSS) or
+    ``topk_sigmoid`` (top-k on the logits, each chosen expert weighted by its logit's sigmoid:
+    Llama 4). ``weigh_input``: the weight scales the expert's input instead of its output
+    (Llama 4: ``expert(w * x)``, not ``w * expert(x)``).
     ``dense_layers`` marks layers that use a dense gated MLP of width ``d_mlp`` instead; so do the
     layers in ``dense_layer_indices`` and, with ``sparse_step`` > 1, every layer ``i`` where
-    ``(i + 1) % sparse_step != 0`` (Qwen-MoE's ``mlp_only_layers`` / ``decoder_sparse_step``).
+    ``(i + 1) % sparse_step != 0`` (Qwen-MoE's ``mlp_only_layers`` / ``decoder_sparse_step``);
+    with ``sparse_layers`` every layer not listed there (Llama 4's ``moe_layers``).
     ``expert_kind`` ``clamped_swiglu`` is GPT-OSS's ``(clamp(up)+1) * glu(clamp(gate))``.
     """
 
@@ -40,7 +44,8 @@ class MoETrait(Trait):
     top_k: int
     d_expert: int | None = None
     act: str | None = None
-    routing: Literal["softmax_topk", "topk_softmax"] = "softmax_topk"
+    routing: Literal["softmax_topk", "topk_softmax", "topk_sigmoid"] = "softmax_topk"
+    weigh_input: bool = False
     renormalize: bool = True
     router_bias: bool = False
     expert_bias: bool = False
@@ -55,6 +60,7 @@ class MoETrait(Trait):
     dense_layers: list[bool] | None = None
     dense_layer_indices: list[int] = []
     sparse_step: int = 1
+    sparse_layers: list[int] | None = None
 
     def is_dense(self, layer: int) -> bool:
         """Tell whether a layer uses a dense gated MLP instead of the experts.
@@ -63,6 +69,8 @@ class MoETrait(Trait):
             True for a dense layer.
         """
         if self.dense_layers is not None and self.dense_layers[layer]:
+            return True
+        if self.sparse_layers is not None and layer not in self.sparse_layers:
             return True
         # No experts at all also means dense everywhere (HF's ``num_experts > 0`` condition).
         return (
@@ -192,15 +200,23 @@ class MoE(nn.Module, ResidualIO):
                 weights = weights / weights.sum(dim=-1, keepdim=True)
         else:
             top_logits, indices = torch.topk(logits, k, dim=-1)
-            weights = F.softmax(top_logits, dim=-1, dtype=torch.float)
-            probs = torch.zeros_like(logits, dtype=torch.float).scatter(1, indices, weights)
+            if self.trait.routing == "topk_sigmoid":
+                wide = torch.promote_types(logits.dtype, torch.float)  # at least fp32, as HF
+                weights = torch.sigmoid(top_logits.to(wide))
+            else:
+                weights = F.softmax(top_logits, dim=-1, dtype=torch.float)
+            probs = torch.zeros_like(logits, dtype=weights.dtype).scatter(1, indices, weights)
             self.hook_expert_weights(probs)
         indices = self.hook_expert_indices(indices)
         weights = weights.to(x.dtype)
         out = torch.zeros_like(flat)
         for e in indices.unique().tolist():
             token, slot = torch.where(indices == e)
-            routed = self.experts[e](flat[token]) * weights[token, slot, None]
+            weight = weights[token, slot, None]
+            if self.trait.weigh_input:
+                routed = self.experts[e](flat[token] * weight)
+            else:
+                routed = self.experts[e](flat[token]) * weight
             out.index_add_(0, token, routed.to(out.dtype))
         if self.shared_expert is not None:
             shared = self.shared_expert(flat)
