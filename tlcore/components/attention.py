@@ -236,8 +236,8 @@ class Attention(LinearLayout, ResidualIO):
             k = self.hook_rot_k(positional.rotate(k, ctx.positions, self.layer, ctx.memo))
         if per_head_norm and self.trait.qk_norm_after_rotary:
             q, k = self.q_norm(q), self._norm_keys(k)  # type: ignore[misc]
-        temperature = self.trait.temperature(self.layer, ctx.q_len, ctx.k_len, q.device)
-        if temperature is not None:  # Llama 4's NoPE layers: the scores grow with the position
+        temperature = self.trait.temperature(self.layer, ctx.positions, ctx.k_len)
+        if temperature is not None:  # the scores grow with the position (Llama 4, Ministral 3)
             q = (q * temperature).to(q.dtype)
         if ctx.past_kv_cache is not None:
             k, v = ctx.past_kv_cache[self.layer].append(k, v)
