@@ -130,7 +130,7 @@ class AttentionTrait(Trait):
             >>> t = AttentionTrait(temperature_layers=True, temperature_floor=2.0,
             ...                    temperature_offset=0.0, temperature_position="position")
             >>> t.temperature(0, torch.tensor([[0, 1, 2, 5]]), 4).flatten()
-            tensor([1.0000, 1.0000, 1.0693, 1.1386])
+            tensor([1.0000, 1.0000, 1.0693, 1.1099])
 
         Returns:
             The scale ``[batch or 1, pos, 1, 1]``, or None for a layer without temperature
