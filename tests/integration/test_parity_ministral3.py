@@ -179,3 +179,50 @@ def test_text_tower_matches_the_wrapper(tmp_path: Path) -> None:
     )
     assert any(k.startswith("vision_tower.") for k in source.skipped)
     assert any(k.startswith("multi_modal_projector.") for k in source.skipped)
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "hub_configs"
+FP8_CONFIGS = [
+    "mistralai__Devstral-Small-2-24B-Instruct-2512.json",  # mistral3 wrapper, beta 0.1
+    "mistralai__Devstral-2-123B-Instruct-2512.json",  # Ministral3ForCausalLM, beta 0.0
+]
+
+
+@pytest.mark.parametrize("file", FP8_CONFIGS)
+def test_real_fp8_configs_without_their_quantisation(file: str, tmp_path: Path) -> None:
+    """The corpus refuses these for their FP8 weights (tlcore does not dequantise FP8); the same
+    configs without ``quantization_config`` resolve to ministral3, dry-load on the meta device
+    against HF's meta model, and a shrunken copy matches HF."""
+    import json
+
+    from tlcore.loading.loader import load_checkpoint
+    from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
+    from tlcore.loading.sources import StateDictSource
+    from tlcore.plan import resolve_plan
+    from tlcore.testing.shrink import build_shrunken_hf_model
+
+    raw = json.loads((CORPUS / file).read_text())
+    assert raw.pop("quantization_config")["quant_method"] == "fp8"
+    config = hf_config_object(raw)
+    spec = spec_for_hf_config(config)
+    assert spec.name == "ministral3"
+    plan = resolve_plan(spec, config, device="meta")
+    text = config.get_text_config()
+    assert (plan.cfg.n_layers, plan.cfg.d_model) == (text.num_hidden_layers, text.hidden_size)
+    with torch.device("meta"):
+        hf_meta = hf_model_from_config(config, dtype=torch.float32)
+        model = HookedTransformer(plan, move_to_device=False, init_weights=False)
+    assert plan.weights is not None
+    load_checkpoint(
+        model,
+        plan.weights,
+        StateDictSource(hf_meta),
+        device="meta",
+        dtype=torch.float32,
+        where=file,
+    )
+    hf_model = build_shrunken_hf_model(raw, spec.parity.attn_for(None))
+    hf_model.save_pretrained(tmp_path)
+    small = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    result = compare_model(small, hf_model, parity_tokens(small.cfg.d_vocab), ATOL, "ministral3")
+    assert result.ok, result.message
