@@ -11,7 +11,7 @@ from typing import Any
 
 from tlcore.config import HookedTransformerConfig
 from tlcore.errors import InvalidConfigError, SpecError
-from tlcore.guard import RecordingMapping, check_config_guard
+from tlcore.guard import RecordingMapping, check_config_guard, check_quantization
 from tlcore.loading.text_tower import text_config_of
 from tlcore.registry import get_registry
 from tlcore.spec.expressions import evaluate
@@ -24,6 +24,12 @@ def _architectures(hf_config: Any) -> list[str]:
     if isinstance(hf_config, dict):
         return list(hf_config.get("architectures") or [])
     return list(getattr(hf_config, "architectures", None) or [])
+
+
+def _quantization(hf_config: Any) -> Any:
+    if isinstance(hf_config, dict):
+        return hf_config.get("quantization_config")
+    return getattr(hf_config, "quantization_config", None)
 
 
 _CFG_FIELDS = {f.name for f in dataclasses.fields(HookedTransformerConfig)}
@@ -55,6 +61,7 @@ def resolve_config(
     """
     lookup = trait_model if trait_model is not None else get_registry().trait_model
     wrapper_architectures = _architectures(hf_config)
+    wrapper_quantization = _quantization(hf_config) if spec.text_tower is not None else None
     hf_config = text_config_of(hf_config, spec.text_tower)  # a multimodal wrapper's language model
     hf_dict = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
     hf = RecordingMapping(hf_dict)
@@ -84,6 +91,7 @@ def resolve_config(
     values["spec_source"], values["spec_file"] = spec.source, spec.source_file
     values.update(overrides)
     if check_guard:
+        check_quantization(spec, wrapper_quantization)  # a wrapper quantises all its towers
         extra["config_guard"] = check_config_guard(spec, hf_config, hf.read).as_dict()
     try:
         cfg = HookedTransformerConfig(**values, traits=traits, hf_config=hf_config, extra=extra)

@@ -199,7 +199,7 @@ def check_config_guard(spec: ArchitectureSpec, hf_config: Any, read: set[str]) -
     verdict = GuardVerdict()
     if not hasattr(hf_config, "to_dict"):
         return verdict
-    _check_quantization(spec, values.get("quantization_config"))
+    check_quantization(spec, values.get("quantization_config"))
     listed = set(spec.guard.handled) | set(spec.guard.ignored) | set(spec.guard.unsupported)
     hf_reads = hf_read_fields(type(hf_config))
     for key in sorted(non_default_fields(hf_config)):
@@ -272,7 +272,24 @@ def _derived_by_hf(hf_config: Any, key: str) -> bool:
 _MISSING = object()
 
 
-def _check_quantization(spec: ArchitectureSpec, quantization: Any) -> None:
+def check_quantization(spec: ArchitectureSpec, quantization: Any) -> None:
+    """Refuse a ``quantization_config`` whose tensors the loader cannot dequantise.
+
+    The guard calls it with the config's own entry; config resolution also calls it with a
+    multimodal wrapper's entry, which sits beside (not inside) the text sub-config that the guard
+    sees.
+
+    Args:
+        spec: The architecture spec (named in the error).
+        quantization: The ``quantization_config`` value (None or empty: not quantised).
+
+    Raises:
+        UnsupportedConfigError: If ``quant_method`` is not one tlcore dequantises.
+
+    Example:
+        >>> from tlcore.registry import get_registry
+        >>> check_quantization(get_registry().get_spec("llama"), None)
+    """
     if not quantization:
         return
     method = quantization.get("quant_method") if isinstance(quantization, dict) else None

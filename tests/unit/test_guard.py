@@ -12,6 +12,7 @@ from transformers import AutoConfig, FalconConfig, GPT2Config, LlamaConfig
 from tlcore.config_resolution import resolve_config
 from tlcore.errors import UnsupportedConfigError
 from tlcore.guard import check_config_guard, hf_read_fields, non_default_fields
+from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.registry import get_registry
 
 
@@ -86,6 +87,21 @@ def test_quantised_checkpoints_are_refused_unless_the_loader_dequantises_them():
         check_config_guard(spec("llama"), gptq, read=set())
     mxfp4 = AutoConfig.for_model("gpt_oss", quantization_config={"quant_method": "mxfp4"})
     check_config_guard(spec("gpt_oss"), mxfp4, read=set())
+
+
+def test_a_multimodal_wrappers_quantisation_is_refused_for_its_text_tower():
+    # The wrapper's quantization_config sits beside text_config, not inside it.
+    wrapper = {
+        "model_type": "gemma3",
+        "text_config": {"model_type": "gemma3_text", "hidden_size": 64, "num_hidden_layers": 2},
+        "quantization_config": {"quant_method": "awq", "bits": 4},
+    }
+    config = hf_config_object(wrapper)
+    with pytest.raises(UnsupportedConfigError, match="quant_method='awq'"):
+        resolve_config(spec_for_hf_config(config), config)
+    del wrapper["quantization_config"]
+    config = hf_config_object(wrapper)
+    assert resolve_config(spec_for_hf_config(config), config).d_model == 64
 
 
 def test_guard_unsupported_refuses_named_values_even_when_read():

@@ -126,15 +126,25 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
 def _with_class_defaults(sub: dict[str, Any]) -> dict[str, Any]:
     """A nested config with its class's dimensions filled in where it leaves them out.
 
-    LLaVA's ``text_config`` states only what differs from ``LlamaConfig``; every field it does
-    state stays as written.
+    LLaVA's ``text_config`` states only what differs from ``LlamaConfig``; Gemma 3's states its
+    width and depth but not its heads. A quantity the sub-config leaves out takes the class
+    default (the key-value heads come with the heads, since a class derives its default from its
+    own head count); every field it does state stays as written.
     """
-    if _first(sub, _HIDDEN) is not None or "model_type" not in sub:
+    if "model_type" not in sub:
+        return sub
+    if _first(sub, _HIDDEN) is None:
+        groups = [_HIDDEN, _HEADS, _KV_HEADS, _LAYERS, _FFN]
+    else:
+        groups = [g for g in (_HEADS, _LAYERS, _FFN) if _first(sub, g) is None]
+        if _HEADS in groups:
+            groups.append(_KV_HEADS)
+    if not groups:
         return sub
     from transformers import AutoConfig
 
     defaults = AutoConfig.for_model(sub["model_type"]).to_dict()
-    dims = _HIDDEN + _HEADS + _KV_HEADS + _LAYERS + _FFN
+    dims = {key for group in groups for key in group}
     return {**{k: v for k, v in defaults.items() if k in dims and v is not None}, **sub}
 
 
