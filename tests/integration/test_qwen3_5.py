@@ -29,7 +29,8 @@ CASES = spec_cases(SPECS)
 ATOL = 1e-4
 # A one-block vision tower whose output width is the language model's (32).
 VISION = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32)
-VISION.update(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
+VISION.update(patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+VISION.update(num_position_embeddings=16)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES, ids=[f"{n}-{v or 'base'}" for n, v in CASES])
