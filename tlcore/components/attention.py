@@ -32,7 +32,7 @@ from tlcore.components.attention_kernels import fused, weigh
 from tlcore.components.attention_trait import AttentionTrait, QKVOFlags
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
-from tlcore.components.norms import NormFactory
+from tlcore.components.norms import NormFactory, at_least_fp32
 from tlcore.components.positions import PositionalEncoding
 from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
 from tlcore.errors import SpecError
@@ -330,9 +330,9 @@ class Attention(LinearLayout, ResidualIO):
             sink = self.sinks.to(scores.dtype)[None, :, None, None].expand(*scores.shape[:-1], 1)
             full = torch.cat([scores, sink], dim=-1)
             full = full - full.max(dim=-1, keepdim=True).values
-            pattern = F.softmax(full.float(), dim=-1)[..., :-1].to(qh.dtype)
+            pattern = F.softmax(at_least_fp32(full), dim=-1)[..., :-1].to(qh.dtype)
         else:
-            pattern = F.softmax(scores.float(), dim=-1).to(qh.dtype)
+            pattern = F.softmax(at_least_fp32(scores), dim=-1).to(qh.dtype)
         if not check:
             return self.hook_pattern(pattern), False
         pattern, pattern_edited = self.hook_pattern.run_and_compare(pattern)
