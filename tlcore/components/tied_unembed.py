@@ -135,8 +135,12 @@ class TiedUnembedding:
     def resync(self) -> None:
         """Take the embedding as it is now as the one ``W_U`` is derived from."""
         source = self.source
-        self._ref = weakref.ref(source)
+        self._ref: weakref.ref[torch.Tensor] | None = weakref.ref(source)
         self._version = source._version
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.check()  # a copy must not start from a stale derivation
+        return {**self.__dict__, "_ref": None}  # the copy takes its own embedding on first use
 
     def check(self) -> None:
         """Raise if the embedding changed since ``W_U`` was derived from it.
@@ -144,6 +148,8 @@ class TiedUnembedding:
         Raises:
             TiedWeightsError: ``W_E`` was replaced or written in place.
         """
+        if self._ref is None:  # a copy: its embedding is the copied one
+            self.resync()
         source = self.source
         if self._ref() is not source or source._version != self._version:
             raise TiedWeightsError(
