@@ -133,5 +133,6 @@ class TiedWeightsError(TlcoreError, RuntimeError):
     """A processed unembedding held as derived from the embedding can no longer be computed.
 
     ``W_E`` was changed in place (or replaced) while ``W_U`` was still derived from it
-    (:mod:`tlcore.components.tied_unembed`); untie first (read ``model.W_U``) before editing ``W_E``.
+    (:mod:`tlcore.components.tied_unembed`); untie first (read ``model.W_U``) before editing
+    ``W_E``.
     """

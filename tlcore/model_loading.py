@@ -19,10 +19,10 @@ from tlcore.errors import InputValidationError, UnsupportedConfigError
 from tlcore.loading.loader import load_checkpoint, materialize_meta_buffers
 from tlcore.loading.resolve import resolve_checkpoint
 from tlcore.loading_checks import check_from_pretrained_args, check_unembedding_present
-from tlcore.components.tied_unembed import loaded_ties
 from tlcore.offload import DISK, place_, split_device_map
 from tlcore.plan import resolve_plan
 from tlcore.processing_plan import ProcessingPlan
+from tlcore.processing_tied import loaded_ties
 from tlcore.spec.schema import ArchitectureSpec
 
 logger = logging.getLogger(__name__)

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from tlcore import processing_steps as steps
-from tlcore.components.tied_unembed import tie_unembedding_
 from tlcore.errors import UnsupportedConfigError
 from tlcore.processing_plan import FLAGS, ProcessingPlan, processing_plan
 from tlcore.processing_tensors import in_place as _in_place
+from tlcore.processing_tied import tie_unembedding_
 
 __all__ = [
     "FLAGS",

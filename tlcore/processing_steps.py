@@ -24,7 +24,6 @@ from torch import nn
 from tlcore.components.attention import Attention
 from tlcore.components.norms import Norm, NormTrait
 from tlcore.components.residual_io import Reader, ResidualIO, Writer
-from tlcore.components.tied_unembed import before_centring_, center_derived_, fold_derived_
 from tlcore.errors import UnsupportedConfigError
 from tlcore.factored_matrix import FactoredMatrix
 from tlcore.processing_tensors import (
@@ -36,6 +35,7 @@ from tlcore.processing_tensors import (
     rewrite_,
     work_dtype,
 )
+from tlcore.processing_tied import before_centring_, center_derived_, fold_derived_
 
 _PRE_FORM = {"LN": "LNPre", "RMS": "RMSPre"}
 """TransformerLens's ``normalization_type`` after ``fold_ln``."""

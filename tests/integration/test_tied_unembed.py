@@ -21,8 +21,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from tlcore import HookedTransformer
-from tlcore.components.tied_unembed import keep_tied
 from tlcore.errors import ExportError, TiedWeightsError
+from tlcore.processing_tied import keep_tied
 from tlcore.train import HookedTransformerTrainConfig, train
 
 VOCAB, D = 97, 32
@@ -113,8 +113,8 @@ def test_logits_cache_and_generate_match_materialised(gpt2) -> None:
     torch.testing.assert_close(logits, ours, atol=0, rtol=0)
     torch.testing.assert_close(hooked, ours, atol=0, rtol=0)
     assert torch.equal(seen[0], cache["ln_final.hook_normalized"])
-    a = model.generate(TOKENS[:1], max_new_tokens=5, do_sample=False, stop_at_eos=False, verbose=False)
-    b = ref.generate(TOKENS[:1], max_new_tokens=5, do_sample=False, stop_at_eos=False, verbose=False)
+    greedy = dict(max_new_tokens=5, do_sample=False, stop_at_eos=False, verbose=False)
+    a, b = model.generate(TOKENS[:1], **greedy), ref.generate(TOKENS[:1], **greedy)
     assert torch.equal(a, b)
     assert model.unembed.is_tied  # none of these took W_U as a tensor
 
@@ -287,7 +287,7 @@ _PEAK = textwrap.dedent(
     from pathlib import Path
     import transformers  # noqa: F401
     from tlcore.model import HookedTransformer
-    from tlcore.components.tied_unembed import keep_tied
+    from tlcore.processing_tied import keep_tied
 
     def status(field):
         for line in Path("/proc/self/status").read_text().splitlines():
