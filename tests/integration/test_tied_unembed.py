@@ -236,9 +236,17 @@ def test_partial_processing_matches_materialised(gpt2, flags: dict[str, bool]) -
 
 
 def test_untied_checkpoint_and_no_processing_are_unchanged(gpt2, tmp_path: Path) -> None:
-    folder, _ = gpt2
-    assert not _load(folder, fold_ln=False, center_writing_weights=False, center_unembed=False,
-                     fold_value_biases=False).unembed.is_tied  # fmt: skip
+    folder, hf = gpt2
+    raw = HookedTransformer.from_pretrained_no_processing(folder, device="cpu")
+    assert not raw.unembed.is_tied
+    raw.process_weights_()  # W_U == W_E.T by value: derived, as in from_pretrained
+    assert raw.unembed.is_tied
+    torch.testing.assert_close(_logits(raw), _logits(_load(folder, tied=False)), atol=1e-5, rtol=0)
+    before = hf.transformer.wte.weight.detach().clone()
+    from_hf = HookedTransformer.from_pretrained(folder, hf_model=hf, device="cpu")
+    assert from_hf.unembed.is_tied  # lm_head is wte itself: equal without comparing
+    assert torch.equal(hf.transformer.wte.weight, before)  # the caller's tensors are untouched
+    torch.testing.assert_close(_logits(from_hf), _logits(raw), atol=1e-5, rtol=0)
     torch.manual_seed(3)
     untied = GPT2LMHeadModel(GPT2Config(n_embd=D, n_layer=1, n_head=4, vocab_size=VOCAB,
                                         n_positions=32, tie_word_embeddings=False))  # fmt: skip
@@ -272,10 +280,11 @@ def test_rms_tied_llama(tmp_path: Path) -> None:
 
 def test_device_map_and_export_behave_as_materialised(gpt2, tmp_path: Path) -> None:
     folder, _ = gpt2
-    placed = _load(folder, device_map={"unembed": "cpu"})
-    assert not placed.unembed.is_tied  # placing the parts apart unties first
-    torch.testing.assert_close(_logits(placed), _logits(_load(folder, tied=False)), atol=1e-5,
-                               rtol=0)  # fmt: skip
+    expected = _logits(_load(folder, tied=False))
+    for placement in ({"device_map": {"unembed": "cpu"}}, {"n_devices": 2}):
+        placed = _load(folder, **placement)
+        assert not placed.unembed.is_tied  # placing the parts apart unties first
+        torch.testing.assert_close(_logits(placed), expected, atol=1e-5, rtol=0)
     for tied in (True, False):  # GPT-2's lm_head has no bias for the folded ln_final.b
         with pytest.raises(ExportError, match="unembed.b_U"):
             _load(folder, tied=tied).save_pretrained_hf(tmp_path / str(tied))
