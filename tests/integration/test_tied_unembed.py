@@ -9,6 +9,7 @@ formula (``W_U = C_d diag(w) W_E^T C_V``), or come from the materialised path
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import subprocess
@@ -179,6 +180,10 @@ def test_editing_W_E_while_tied_is_refused(gpt2) -> None:  # noqa: N802
         _logits(model)
     with pytest.raises(TiedWeightsError):
         model.state_dict()
+    model.unembed.W_U = torch.nn.Parameter(torch.ones(D, VOCAB))  # assigning W_U is allowed
+    assert not model.unembed.is_tied
+    shifted = _logits(model) - model.unembed.b_U  # every token reads the same all-ones column
+    torch.testing.assert_close(shifted, shifted[..., :1].expand_as(shifted), atol=1e-6, rtol=0)
 
 
 def test_state_dict_round_trip(gpt2, tmp_path: Path) -> None:
@@ -209,6 +214,14 @@ def test_to_copy_and_reprocessing_keep_the_tie(gpt2) -> None:
     torch.testing.assert_close(_logits(twin), _logits(model), atol=0, rtol=0)
     list(twin.parameters())
     assert not twin.unembed.is_tied and model.unembed.is_tied
+    buffer = io.BytesIO()
+    torch.save(model.unembed, buffer)  # a pickle carries the embedding it derives from
+    buffer.seek(0)
+    pickled = torch.load(buffer, weights_only=False)
+    assert pickled.is_tied
+    x = torch.randn(2, 3, D, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(pickled(x), model.unembed(x), atol=0, rtol=0)
     model.process_weights_()
     ref.process_weights_()
     assert model.unembed.is_tied

@@ -178,6 +178,11 @@ class Unembed(LinearLayout, ResidualIO):
             return self.untie_()
         return super().__getattr__(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "W_U" and self.__dict__.get("_tied") is not None:
+            self.untie_(check=False)  # a new W_U replaces the derived one
+        super().__setattr__(name, value)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if self.__dict__.get("_tied") is not None:
