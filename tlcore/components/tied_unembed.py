@@ -44,8 +44,9 @@ from torch import nn
 
 from tlcore.errors import TiedWeightsError
 
-_ROWS_ELEMENTS = 1 << 20
-"""Embedding rows worked on at once (``rows * d_model`` values: 8 MB of float64)."""
+_ROWS_ELEMENTS = 1 << 17
+"""Embedding rows worked on at once (``rows * d_model`` values: 1 MB of float64). Small on
+purpose: glibc keeps freed blocks of this size in the heap, so larger slices stay resident."""
 
 _MAX_RANK = 4
 """Above this rank the low-rank term is recompressed (a repeated processing appends terms)."""
