@@ -127,3 +127,12 @@ class ExportError(TlcoreError, ValueError):
     A config written by hand (no weight map), a model cut to its first layers, a weight op with no
     exact reverse, a parameter the checkpoint has no place for (:mod:`tlcore.export`).
     """
+
+
+class TiedWeightsError(TlcoreError, RuntimeError):
+    """A processed unembedding held as derived from the embedding can no longer be computed.
+
+    ``W_E`` was changed in place (or replaced) while ``W_U`` was still derived from it
+    (:mod:`tlcore.components.tied_unembed`); untie first (read ``model.W_U``) before editing
+    ``W_E``.
+    """

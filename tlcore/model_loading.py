@@ -22,6 +22,7 @@ from tlcore.loading_checks import check_from_pretrained_args, check_unembedding_
 from tlcore.offload import DISK, place_, split_device_map
 from tlcore.plan import resolve_plan
 from tlcore.processing_plan import ProcessingPlan
+from tlcore.processing_tied import loaded_ties
 from tlcore.spec.schema import ArchitectureSpec
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class LoadingMixin:
         build: Any = cls
         with torch.device("meta"):
             model = build(plan, move_to_device=False, init_weights=False)
-        load_checkpoint(
+        ties = load_checkpoint(
             model,
             plan.weights,
             resolved.source,
@@ -156,17 +157,18 @@ class LoadingMixin:
             tokenizer = _load_tokenizer(resolved.tokenizer_dir)
         if tokenizer is not None:
             model.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
-        model._process(
-            plan.processing,
-            # Parameters over the source's own memory (its private file maps) are rewritten in
-            # place; an hf_model's tensors belong to the caller and are left untouched.
-            in_place=not getattr(resolved.source, "shares_memory", False),
-            fold_ln=fold_ln,
-            center_writing_weights=center_writing_weights,
-            center_unembed=center_unembed,
-            fold_value_biases=fold_value_biases,
-            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
-        )
+        with loaded_ties(ties):  # W_U read again from W_E's tensor: equal, no need to compare
+            model._process(
+                plan.processing,
+                # Parameters over the source's own memory (its private file maps) are rewritten in
+                # place; an hf_model's tensors belong to the caller and are left untouched.
+                in_place=not getattr(resolved.source, "shares_memory", False),
+                fold_ln=fold_ln,
+                center_writing_weights=center_writing_weights,
+                center_unembed=center_unembed,
+                fold_value_biases=fold_value_biases,
+                refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+            )
         if device_map is not None:
             place_(model, device_map, target)
         model.setup()

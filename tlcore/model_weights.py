@@ -187,7 +187,8 @@ class WeightsMixin:
         """
         if mlp_input and layer >= self.cfg.n_layers:
             raise ValueError("accumulated_bias: mlp_input needs layer < n_layers (no block there)")
-        total = torch.zeros(self.cfg.d_model, device=self.W_U.device, dtype=self.W_U.dtype)
+        like = self.unembed.b_U  # not W_U: reading it would untie a tied unembedding
+        total = torch.zeros(self.cfg.d_model, device=like.device, dtype=like.dtype)
         for i in range(layer):
             total = total + self.blocks[i].attn.b_O
             if include_mlp_biases and hasattr(getattr(self.blocks[i], "mlp", None), "b_out"):

@@ -31,6 +31,7 @@ from tlcore import processing_steps as steps
 from tlcore.errors import UnsupportedConfigError
 from tlcore.processing_plan import FLAGS, ProcessingPlan, processing_plan
 from tlcore.processing_tensors import in_place as _in_place
+from tlcore.processing_tied import tie_unembedding_
 
 __all__ = [
     "FLAGS",
@@ -240,6 +241,9 @@ def process_weights_(
         ),
     )
     with _in_place(model, in_place):
+        if any(r and plan[f][0] for r, f, _, _ in todo[:3]):
+            # These steps would untie a tied W_U from W_E: hold it derived instead (no copy).
+            tie_unembedding_(model)
         for requested, flag, step, args in todo:
             if requested:
                 _run(model, flag, step, *args, relayout=False, plan=plan)

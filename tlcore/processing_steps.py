@@ -35,6 +35,7 @@ from tlcore.processing_tensors import (
     rewrite_,
     work_dtype,
 )
+from tlcore.processing_tied import before_centring_, center_derived_, fold_derived_
 
 _PRE_FORM = {"LN": "LNPre", "RMS": "RMSPre"}
 """TransformerLens's ``normalization_type`` after ``fold_ln``."""
@@ -63,6 +64,8 @@ _assign = assign
 
 
 def _center(module: nn.Module, name: str, dim: int = -1) -> None:
+    if center_derived_(module, name, dim):  # a tied W_U held derived from W_E
+        return
     rewrite_(module, name, dim, lambda work, _: work.sub_(mean(work, dim)))
 
 
@@ -71,6 +74,8 @@ def _fold_into(
     reader: Reader, norm_w: torch.Tensor | None, norm_b: torch.Tensor | None, center: bool
 ) -> None:
     """``W (w * x̂ + b) + c == (W * w) x̂ + (c + W b)``, then centre ``W`` over ``d_model``."""
+    if fold_derived_(reader.module, reader.weight, reader.bias, norm_w, norm_b, center):
+        return  # a tied W_U held derived from W_E
     weight = getattr(reader.module, reader.weight)
     axis = reader.axis % weight.dim()
     shape = [1] * weight.dim()
@@ -183,6 +188,7 @@ def _writers(model: Any) -> list[Writer]:
 def center_writing_weights_(model: Any) -> None:
     """Subtract the ``d_model`` mean from every declared writer of the residual stream."""
     for writer in _writers(model):
+        before_centring_(model, writer.module, writer.name)  # a W_U derived from it follows
         _center(writer.module, writer.name)
 
 

@@ -7,6 +7,11 @@ epoch and the running loss replaces nothing: ``print_every`` still prints as Tra
 Weights & Biases logging is optional and off by default (``wandb=True`` needs the ``wandb``
 package); nothing else reaches the network.
 
+A processed model from a tied checkpoint holds ``W_U`` derived from ``W_E``
+(:mod:`tlcore.components.tied_unembed`). Building the optimizer from ``model.parameters()`` unties
+it (``W_U`` becomes a parameter of its own), so ``W_E`` and ``W_U`` train independently, exactly as
+TransformerLens's processed (untied) model does.
+
 Example:
     >>> import torch
     >>> from tlcore import HookedTransformer

@@ -57,7 +57,7 @@ def load_checkpoint(
     dtype: torch.dtype,
     where: str,
     progress: bool | None = None,
-) -> None:
+) -> dict[str, str]:
     """Fill ``model``'s parameters from ``source`` through the plan's weight map.
 
     Args:
@@ -68,6 +68,11 @@ def load_checkpoint(
         dtype: Parameter dtype.
         where: Checkpoint description for error messages.
         progress: Show a progress bar (default: when the checkpoint has several files).
+
+    Returns:
+        The tied parameters: ``{name: other}`` where ``name`` is a zero-copy view of one
+        checkpoint tensor read a second time and ``other`` a view of its first read, transposed
+        (a tied unembedding and its embedding), so ``name == other.T`` until either is written.
 
     Raises:
         CheckpointMismatchError: Listing every missing, unexpected and mis-shaped tensor at once.
@@ -88,7 +93,7 @@ def load_checkpoint(
 
         bar = tqdm(total=len(params), desc=f"loading {weights.spec.name}", unit="tensor")
     filled: set[str] = set()
-    already_read: set[str] = set()
+    already_read: dict[str, list[_View]] = {}
 
     def read(key: str) -> torch.Tensor:
         # A key feeding two parameters (a tied embedding read again as the unembedding) is read
@@ -96,11 +101,13 @@ def load_checkpoint(
         # as in TransformerLens, yet share memory until one is written.
         if key in already_read:
             try:
-                return source.get(key, separate_map=True)
+                tensor = source.get(key, separate_map=True)
             except TypeError:  # a source without separate maps
-                return source.get(key).clone()
-        already_read.add(key)
-        return source.get(key)
+                tensor = source.get(key).clone()
+        else:
+            tensor = source.get(key)
+        already_read.setdefault(key, []).append(_view(tensor))
+        return tensor
 
     just_assigned: list[torch.Tensor] = []
     release = getattr(source, "release", None)
@@ -135,6 +142,30 @@ def load_checkpoint(
             report.missing.append(name)
     report.missing = [aliases.get(m, m) for m in report.missing]
     report.raise_if_any(weights.spec, where)
+    return _tied_views(model, [v for v in already_read.values() if len(v) > 1])
+
+
+_View = tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype]
+
+
+def _view(t: torch.Tensor) -> _View:
+    return t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype
+
+
+def _tied_views(model: nn.Module, reads: list[list[_View]]) -> dict[str, str]:
+    """``{name: other}`` for parameters viewing two reads of one key, ``name`` transposed."""
+    if not reads:
+        return {}
+    views = {_view(p): name for name, p in model.named_parameters() if p.dim() == 2}
+    ties: dict[str, str] = {}
+    for key_reads in reads:
+        for i, first in enumerate(key_reads):
+            for second in key_reads[:i] + key_reads[i + 1 :]:
+                ptr, shape, stride, dtype = second
+                name, other = views.get((ptr, shape[::-1], stride[::-1], dtype)), views.get(first)
+                if name is not None and other is not None and len(shape) == 2:
+                    ties[name] = other
+    return ties
 
 
 def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> None:
