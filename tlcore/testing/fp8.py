@@ -1,10 +1,11 @@
-"""A block-wise FP8 quantiser for tests: writes checkpoints in the published ``quant_method: fp8`` format.
+"""A block-wise FP8 quantiser for tests, writing checkpoints in the published ``fp8`` format.
 
 Written from the format (DeepSeek-V3's ``weight_block_size`` scales; transformers'
-``FineGrainedFP8Config``), not from tlcore's loader: each ``[b0, b1]`` block of a weight is divided by
-``scale_inv = max|block| / 448`` (448 is e4m3's largest value) and rounded to ``float8_e4m3fn``; the
-scale grid rounds up, so blocks at the edges are partial. :func:`reference_dequantize` undoes it block
-by block with Python loops, an implementation independent of :mod:`tlcore.loading.fp8`.
+``FineGrainedFP8Config``), not from tlcore's loader: each ``[b0, b1]`` block of a weight is
+divided by ``scale_inv = max|block| / 448`` (448 is e4m3's largest value) and rounded to
+``float8_e4m3fn``; the scale grid rounds up, so blocks at the edges are partial.
+:func:`reference_dequantize` undoes it block by block with Python loops, an implementation
+independent of :mod:`tlcore.loading.fp8`.
 """
 
 from __future__ import annotations
