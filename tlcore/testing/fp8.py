@@ -70,14 +70,14 @@ def reference_dequantize(
         The float32 weight.
     """
     out = q.to(torch.float32)
-    for r, c in _blocks(*q.shape, block):
+    for r, c in _blocks(q.shape[0], q.shape[1], block):
         out[r, c] = out[r, c] * scale[r.start // block[0], c.start // block[1]]
     return out
 
 
 def quantize_checkpoint(
     folder: str | Path,
-    block: tuple[int, int],
+    block: tuple[int, int] | None = None,
     skip: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """Rewrite a ``save_pretrained`` folder (one safetensors file) as an FP8 checkpoint.
@@ -85,12 +85,15 @@ def quantize_checkpoint(
     Every ``*_proj.weight`` not under a ``skip`` prefix is stored as FP8 plus
     ``*_proj.weight_scale_inv``; ``config.json`` gets the ``quantization_config`` of the published
     releases (``fmt`` e4m3, ``activation_scheme`` dynamic, ``weight_block_size``, ``skip`` as
-    ``modules_to_not_convert``).
+    ``modules_to_not_convert``). With ``block`` None, the folder's config already has an FP8
+    ``quantization_config`` (a shrunken real config): its block size and skip list are used and
+    it is kept as it is.
 
     Args:
         folder: The folder (``model.safetensors`` and ``config.json``).
-        block: ``weight_block_size``.
-        skip: Module names left unquantised.
+        block: ``weight_block_size`` (None: the config's).
+        skip: Module names left unquantised (with ``block`` None: the config's
+            ``modules_to_not_convert``).
 
     Returns:
         The reference weights: for each quantised tensor name, its
@@ -99,6 +102,12 @@ def quantize_checkpoint(
     from safetensors.torch import load_file, save_file
 
     folder = Path(folder)
+    config: dict[str, Any] = json.loads((folder / "config.json").read_text())
+    own = block is None
+    if own:
+        block = tuple(config["quantization_config"]["weight_block_size"])
+        skip = tuple(config["quantization_config"].get("modules_to_not_convert") or ())
+    assert block is not None
     tensors = load_file(folder / "model.safetensors")
     out: dict[str, torch.Tensor] = {}
     reference: dict[str, torch.Tensor] = {}
@@ -112,7 +121,8 @@ def quantize_checkpoint(
         else:
             out[key] = value.contiguous()
     save_file(out, folder / "model.safetensors", metadata={"format": "pt"})
-    config: dict[str, Any] = json.loads((folder / "config.json").read_text())
+    if own:
+        return reference
     config["quantization_config"] = {
         "quant_method": "fp8",
         "fmt": "e4m3",
@@ -122,3 +132,83 @@ def quantize_checkpoint(
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return reference
+
+
+def dequantized_reference_folder(
+    folder: str | Path, reference: dict[str, torch.Tensor], out: str | Path
+) -> Path:
+    """Write the unquantised checkpoint that an FP8 one stores, for HF's reference model.
+
+    The FP8 folder's tensors with each quantised weight replaced by its reference value (float32)
+    and its scale dropped, and its config without ``quantization_config``: HF loads it with its
+    own key conversions (fused experts...), so the reference needs no knowledge of HF's layout.
+
+    Args:
+        folder: The FP8 checkpoint folder (:func:`quantize_checkpoint`'s).
+        reference: :func:`quantize_checkpoint`'s result.
+        out: The new folder.
+
+    Returns:
+        ``out``.
+    """
+    from safetensors.torch import load_file, save_file
+
+    folder, out = Path(folder), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(folder / "model.safetensors")
+    plain = {
+        k: reference.get(k, v).contiguous()
+        for k, v in tensors.items()
+        if not k.endswith("_scale_inv")
+    }
+    save_file(plain, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("quantization_config", None)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def quantize_hf_skeleton(model: Any, quantization: dict[str, Any]) -> Any:
+    """Give HF's model (built on ``meta``) the modules it loads an FP8 checkpoint into.
+
+    ``from_config`` ignores ``quantization_config``; ``from_pretrained`` has transformers'
+    FP8 quantizer swap linear layers and experts for ones holding FP8 weights and their
+    ``*_scale_inv`` tensors. This runs that same quantizer step, so the state dict's names, shapes
+    and dtypes are those of the published checkpoint as HF reads it.
+
+    Args:
+        model: A transformers model on the meta device.
+        quantization: The config's ``quantization_config``.
+
+    Returns:
+        The model, converted in place.
+    """
+    from transformers.quantizers.auto import AutoHfQuantizer
+
+    quantizer = AutoHfQuantizer.from_config(dict(quantization), pre_quantized=True)
+    quantizer.preprocess_model(model)
+    return model
+
+
+def load_hf_reference(folder: str | Path, attn_implementation: str = "eager") -> Any:
+    """HF's own model of an unquantised checkpoint folder, in float32 and eval mode.
+
+    Args:
+        folder: A :func:`dequantized_reference_folder`.
+        attn_implementation: HF attention implementation of the reference.
+
+    Returns:
+        The model.
+    """
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    auto: Any = transformers.AutoModelForCausalLM
+    if type(config) not in auto._model_mapping:
+        auto = transformers.AutoModelForImageTextToText
+    kwargs = {"dtype": torch.float32, "attn_implementation": attn_implementation}
+    try:
+        model = auto.from_pretrained(folder, experts_implementation="eager", **kwargs)
+    except (TypeError, ValueError):
+        model = auto.from_pretrained(folder, **kwargs)
+    return model.eval()
