@@ -38,11 +38,13 @@ PARTIAL = (32, 40)  # partial blocks on both sides of most weights
 SKIPPED = "model.layers.1.mlp"  # left unquantised through modules_to_not_convert
 
 
-def _checkpoint(folder: Path, block: tuple[int, int], skip: tuple[str, ...] = ()):
+def _checkpoint(
+    folder: Path, block: tuple[int, int] | None, skip: tuple[str, ...] = (), static: bool = False
+):
     spec = get_registry().get_spec("qwen3")
     hf_model = build_tiny_hf_model(spec)
     hf_model.save_pretrained(folder)
-    reference = quantize_checkpoint(folder, block, skip)
+    reference = quantize_checkpoint(folder, block, skip, static)
     with torch.no_grad():  # HF's reference model holds the values the file stores
         state = hf_model.state_dict()
         for key, value in reference.items():
@@ -58,6 +60,12 @@ def partial(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dividing(tmp_path_factory):
     return _checkpoint(tmp_path_factory.mktemp("fp8_dividing"), DIVIDING)
+
+
+@pytest.fixture(scope="module")
+def per_tensor(tmp_path_factory):
+    """Mistral's FP8 layout: one scale per weight, static activation scales."""
+    return _checkpoint(tmp_path_factory.mktemp("fp8_per_tensor"), None, static=True)
 
 
 def test_dequantisation_equals_transformers_bit_for_bit():
@@ -117,6 +125,31 @@ def test_logits_equal_hfs_own_fp8_loading(dividing):
     tokens = parity_tokens(model.cfg.d_vocab)
     result = compare_model(model, hf_model, tokens, 1e-4, "qwen3", "fp8 HF loading")
     assert result.ok, result.message
+
+
+def test_per_tensor_static_checkpoint_equals_hfs_own_loading(per_tensor):
+    from transformers import AutoModelForCausalLM
+
+    folder, _, reference = per_tensor
+    raw = load_file(folder / "model.safetensors")
+    key = "model.layers.0.self_attn.q_proj"
+    assert raw[f"{key}.weight_scale_inv"].shape == () and f"{key}.activation_scale" in raw
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    hf_state = hf_model.state_dict()
+    for name, expected in reference.items():
+        assert torch.equal(hf_state[name], expected), name
+    source = FP8Source(SafetensorsDirSource(folder), fp8_format(_config(folder)))
+    assert not any("activation_scale" in k or "scale_inv" in k for k in source.keys())
+    model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
+    tokens = parity_tokens(model.cfg.d_vocab)
+    result = compare_model(model, hf_model, tokens, 1e-4, "qwen3", "fp8 per-tensor static")
+    assert result.ok, result.message
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())["quantization_config"]
 
 
 def test_requested_dtype_rounds_the_float32_product_once(dividing):
@@ -182,8 +215,8 @@ FP8 = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"activation_scheme": "static"}, "activation_scheme='static'"),
-        ({"weight_block_size": None}, "weight_block_size=None"),
+        ({"activation_scheme": "per_channel"}, "activation_scheme='per_channel'"),
+        ({"weight_block_size": [0, 128]}, r"weight_block_size=\[0, 128\]"),
         ({"weight_block_size": [128]}, r"weight_block_size=\[128\]"),
         ({"fmt": "e5m2"}, "fmt='e5m2'"),
         ({"scale_fmt": "ue8m0"}, "scale_fmt='ue8m0'"),

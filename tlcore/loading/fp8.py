@@ -1,4 +1,4 @@
-"""Block-wise FP8: transformers' ``quant_method: "fp8"`` (FineGrainedFP8) checkpoints, dequantised.
+"""FP8: transformers' ``quant_method: "fp8"`` (FineGrainedFP8) checkpoints, dequantised.
 
 DeepSeek-V3/R1, the Qwen3 ``-FP8`` releases and others publish each linear weight ``W [rows, cols]``
 (an expert stack ``[..., rows, cols]`` alike) as ``<name>`` in ``float8_e4m3fn`` plus
@@ -7,15 +7,19 @@ DeepSeek-V3/R1, the Qwen3 ``-FP8`` releases and others publish each linear weigh
 Blocks at the bottom and right edges are partial when a side is not a multiple of the block (the
 scale grid rounds up, as transformers' ``FP8Linear`` allocates it and DeepSeek's reference
 ``weight_dequant`` reads it). Embeddings, norms, routers and whatever ``modules_to_not_convert``
-lists are stored unquantised, without a scale.
+lists are stored unquantised, without a scale. With ``weight_block_size: null`` a weight has one
+scale (``scale_inv`` of shape ``[]``: per-tensor scaling, Mistral's FP8 releases), and with
+``activation_scheme: static`` each quantised linear also stores an ``activation_scale``, the fixed
+scale FP8 kernels quantise its input with.
 
 tlcore dequantises while it streams: :class:`FP8Source` hands the loader each weight already
 multiplied out (in float32, one tensor at a time; the loader then casts it to the requested dtype),
 and hides the scale tensors. The model therefore runs the dequantised weights in the requested
 dtype, as transformers does when it loads such a checkpoint with ``dequantize=True`` (its default
-without a GPU). Real FP8 inference also quantises the *activations* (dynamically, per token and
-block of 128 channels) before each matmul; tlcore does not, so its logits differ from an FP8
-kernel's by that activation rounding, and equal those of the dequantised model.
+without a GPU). Real FP8 inference also quantises the *activations* before each matmul (dynamic:
+per token and block of ``b1`` channels; static: with the stored ``activation_scale``, which
+tlcore reads past as transformers' dequantised model does); tlcore does not, so its logits differ
+from an FP8 kernel's by that activation rounding, and equal those of the dequantised model.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ _NEUTRAL_KEYS = {"quant_method", "dequantize", "modules_to_not_convert", "ignore
 
 _REQUIRED: dict[str, tuple[Any, ...]] = {
     "fmt": (None, "e4m3"),
-    "activation_scheme": ("dynamic",),
+    "activation_scheme": ("dynamic", "static"),
     "scale_fmt": (None, "float"),
     "expert_dtype": (None, "fp8"),
     "modules_to_convert": (None, []),
@@ -54,16 +58,19 @@ _REQUIRED: dict[str, tuple[Any, ...]] = {
 
 @dataclass(frozen=True)
 class FP8Format:
-    """The block-wise FP8 settings of a checkpoint's ``quantization_config``.
+    """The FP8 settings of a checkpoint's ``quantization_config``.
 
     Attributes:
-        block: ``weight_block_size``: rows and columns per scale.
+        block: ``weight_block_size``: rows and columns per scale (None: one scale per tensor).
         modules_to_not_convert: Module names (or patterns, as transformers reads them) whose
             weights are stored unquantised.
+        static: ``activation_scheme: static``: quantised linears also store an
+            ``activation_scale`` (read past: it only matters to FP8 kernels).
     """
 
-    block: tuple[int, int]
+    block: tuple[int, int] | None
     modules_to_not_convert: tuple[str, ...] = ()
+    static: bool = False
 
     def converts(self, module: str) -> bool:
         """Whether ``module``'s weight is quantised (not listed in ``modules_to_not_convert``).
@@ -102,9 +109,9 @@ def fp8_format(quantization: Mapping[str, Any]) -> FP8Format:
 
     Raises:
         UnsupportedConfigError: Naming the field, for a setting tlcore does not dequantise:
-            ``weight_block_size`` null (per-tensor scales), a non-dynamic ``activation_scheme``
-            (static input scales), ``fmt`` other than e4m3, UE8M0 scales, FP4 experts, FP8
-            embeddings (``modules_to_convert``) or a field it does not know.
+            ``fmt`` other than e4m3, UE8M0 scales, FP4 experts, FP8 embeddings
+            (``modules_to_convert``), a malformed ``weight_block_size`` or a field it does not
+            know.
 
     Example:
         >>> fp8_format({"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3",
@@ -120,40 +127,41 @@ def fp8_format(quantization: Mapping[str, Any]) -> FP8Format:
             shown = [a for a in allowed or () if a is not None]
             raise UnsupportedConfigError(
                 f"FP8 quantization_config.{key}={value!r} is not a setting tlcore dequantises "
-                f"(it reads block-wise e4m3 weights with dynamic activation scaling"
+                f"(it reads e4m3 weights with float block or tensor scales"
                 + (f"; {key} must be one of {shown}" if shown else "")
                 + "); load a full-precision copy of the checkpoint instead."
             )
-    block = quantization.get("weight_block_size")
-    if (
+    block = quantization.get("weight_block_size", (128, 128))  # transformers' default
+    if block is not None and (
         not isinstance(block, (list, tuple))
         or len(block) != 2
         or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)
     ):
         raise UnsupportedConfigError(
-            f"FP8 quantization_config.weight_block_size={block!r}: tlcore dequantises block-wise "
-            "scales only (two positive integers, e.g. [128, 128]; null means per-tensor scales)."
+            f"FP8 quantization_config.weight_block_size={block!r}: it must be two positive "
+            "integers (rows and columns per scale, e.g. [128, 128]) or null (one scale per tensor)."
         )
     skip = quantization.get("modules_to_not_convert") or quantization.get("ignored_layers") or []
-    return FP8Format((block[0], block[1]), tuple(skip))
+    static = str(quantization.get("activation_scheme", "dynamic")).lower() == "static"
+    return FP8Format(None if block is None else (block[0], block[1]), tuple(skip), static)
 
 
 def dequantize_fp8(
     weight: torch.Tensor,
-    scale_inv: Float[torch.Tensor, "*batch row_blocks col_blocks"],
-    block: tuple[int, int],
+    scale_inv: Float[torch.Tensor, "*batch row_blocks col_blocks"] | Float[torch.Tensor, ""],
+    block: tuple[int, int] | None,
 ) -> Float[torch.Tensor, "*batch rows cols"]:
-    """Multiply FP8 weights by their per-block scales, in float32.
+    """Multiply FP8 weights by their per-block (or per-tensor) scales, in float32.
 
     Each ``scale_inv[..., i, j]`` scales rows ``i*b0 ... i*b0+b0-1`` and columns
     ``j*b1 ... j*b1+b1-1``; the last block of a side that is not a multiple of the block size is
     partial. Only the scales are expanded (over rows), so the temporary memory beyond the float32
-    result is ``1 / b1`` of it.
+    result is ``1 / b1`` of it. With ``block`` None the weight has a single scale.
 
     Args:
         weight: ``float8_e4m3fn`` ``[..., rows, cols]``.
-        scale_inv: ``[..., ceil(rows / b0), ceil(cols / b1)]``.
-        block: ``(b0, b1)``, the config's ``weight_block_size``.
+        scale_inv: ``[..., ceil(rows / b0), ceil(cols / b1)]``, or one value (``block`` None).
+        block: ``(b0, b1)``, the config's ``weight_block_size`` (None: per-tensor).
 
     Returns:
         The float32 weight, ``weight.float() * scale`` (each value one float32 product, as
@@ -172,6 +180,17 @@ def dequantize_fp8(
     if weight.dim() < 2:
         raise ValueError(f"expected a [..., rows, cols] weight, got shape {tuple(weight.shape)}")
     rows, cols = weight.shape[-2:]
+    if block is None:  # one scale per matrix (per expert in a stack)
+        batch = tuple(weight.shape[:-2])
+        if scale_inv.numel() != math.prod(batch):
+            raise ValueError(
+                f"weight_block_size is null (one scale per matrix), but weight "
+                f"{tuple(weight.shape)} has scales of shape {tuple(scale_inv.shape)}"
+            )
+        if weight.is_meta or scale_inv.is_meta:
+            return torch.empty(weight.shape, dtype=torch.float32, device="meta")
+        scale = scale_inv.to(torch.float32).reshape(*batch, 1, 1)
+        return weight.to(torch.float32).mul_(scale)
     grid = (*weight.shape[:-2], math.ceil(rows / block[0]), math.ceil(cols / block[1]))
     if tuple(scale_inv.shape) != grid:
         raise ValueError(
@@ -193,13 +212,21 @@ def _module_of(key: str) -> str:
     return key.removesuffix(".weight") if key.endswith(".weight") else key.rpartition(".")[0]
 
 
+def _activation_scales(weight: str) -> tuple[str, ...]:
+    if weight.endswith(".weight"):
+        return (f"{_module_of(weight)}.activation_scale",)
+    return (f"{weight}_activation_scale",)
+
+
 class FP8Source:
     """A tensor source showing an FP8 checkpoint's weights dequantised, without their scales.
 
     A tensor with a ``<name>_scale_inv`` beside it is read with it and dequantised; any other
-    tensor passes through unchanged. Checked at once for every key: a scale without its weight,
-    a scale on a module that ``modules_to_not_convert`` lists; and when read: an FP8 tensor with
-    no scale, a scaled tensor that is not e4m3, a scale grid that does not fit.
+    tensor passes through unchanged. With a static activation scheme, the ``activation_scale`` of
+    each quantised module is hidden too (it is never read). Checked at once for every key: a
+    scale without its weight, a scale on a module that ``modules_to_not_convert`` lists; and when
+    read: an FP8 tensor with no scale, a scaled tensor that is not e4m3, a scale grid that does
+    not fit.
 
     Args:
         source: The checkpoint's source (``keys``/``get``, optionally ``release``/``n_files``).
@@ -223,7 +250,13 @@ class FP8Source:
                     "modules_to_not_convert lists its module as unquantised"
                 )
             self._scales[weight] = key
-        self._keys = keys - set(self._scales.values())
+        hidden = set(self._scales.values())
+        if (
+            fmt.static
+        ):  # FP8Linear's "<module>.activation_scale", FP8Experts' "<w>_activation_scale"
+            names = {n for w in self._scales for n in _activation_scales(w)}
+            hidden |= names & keys
+        self._keys = keys - hidden
         self.n_files = getattr(source, "n_files", 1)
         self.shares_memory = getattr(source, "shares_memory", False)
 

@@ -33,17 +33,22 @@ def _blocks(rows: int, cols: int, block: tuple[int, int]) -> list[tuple[slice, s
     ]
 
 
-def quantize_fp8(weight: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_fp8(
+    weight: torch.Tensor, block: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantise a 2-D weight to ``float8_e4m3fn`` with one float32 ``scale_inv`` per block.
 
     Args:
         weight: ``[rows, cols]``.
-        block: ``weight_block_size``.
+        block: ``weight_block_size`` (None: one scale for the whole tensor, shape ``[]``).
 
     Returns:
         ``(fp8 [rows, cols], scale_inv [ceil(rows / b0), ceil(cols / b1)])``.
     """
     rows, cols = weight.shape
+    if block is None:
+        q, scale = quantize_fp8(weight, (rows, cols))
+        return q, scale.reshape(())
     grid = (math.ceil(rows / block[0]), math.ceil(cols / block[1]))
     q = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
     scale = torch.ones(grid, dtype=torch.float32)
@@ -57,7 +62,7 @@ def quantize_fp8(weight: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Te
 
 
 def reference_dequantize(
-    q: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]
+    q: torch.Tensor, scale: torch.Tensor, block: tuple[int, int] | None
 ) -> torch.Tensor:
     """``q * scale_inv`` block by block, in float32 (the test's independent reference).
 
@@ -70,6 +75,8 @@ def reference_dequantize(
         The float32 weight.
     """
     out = q.to(torch.float32)
+    if block is None:
+        return out * scale
     for r, c in _blocks(q.shape[0], q.shape[1], block):
         out[r, c] = out[r, c] * scale[r.start // block[0], c.start // block[1]]
     return out
@@ -79,21 +86,23 @@ def quantize_checkpoint(
     folder: str | Path,
     block: tuple[int, int] | None = None,
     skip: tuple[str, ...] = (),
+    static: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Rewrite a ``save_pretrained`` folder (one safetensors file) as an FP8 checkpoint.
 
     Every ``*_proj.weight`` not under a ``skip`` prefix is stored as FP8 plus
     ``*_proj.weight_scale_inv``; ``config.json`` gets the ``quantization_config`` of the published
     releases (``fmt`` e4m3, ``activation_scheme`` dynamic, ``weight_block_size``, ``skip`` as
-    ``modules_to_not_convert``). With ``block`` None, the folder's config already has an FP8
-    ``quantization_config`` (a shrunken real config): its block size and skip list are used and
-    it is kept as it is.
+    ``modules_to_not_convert``). When the folder's config already has an FP8
+    ``quantization_config`` (a shrunken real config), its settings are used and it is kept as it
+    is, and the arguments are ignored.
 
     Args:
         folder: The folder (``model.safetensors`` and ``config.json``).
-        block: ``weight_block_size`` (None: the config's).
-        skip: Module names left unquantised (with ``block`` None: the config's
-            ``modules_to_not_convert``).
+        block: ``weight_block_size`` (None: one scale per tensor).
+        skip: Module names left unquantised.
+        static: ``activation_scheme: static``: each quantised linear also gets an
+            ``activation_scale`` (the value is arbitrary: a dequantising loader reads past it).
 
     Returns:
         The reference weights: for each quantised tensor name, its
@@ -103,11 +112,13 @@ def quantize_checkpoint(
 
     folder = Path(folder)
     config: dict[str, Any] = json.loads((folder / "config.json").read_text())
-    own = block is None
+    own = (config.get("quantization_config") or {}).get("quant_method") == "fp8"
     if own:
-        block = tuple(config["quantization_config"]["weight_block_size"])
-        skip = tuple(config["quantization_config"].get("modules_to_not_convert") or ())
-    assert block is not None
+        settings = config["quantization_config"]
+        size = settings.get("weight_block_size", (128, 128))
+        block = None if size is None else (size[0], size[1])
+        skip = tuple(settings.get("modules_to_not_convert") or ())
+        static = settings.get("activation_scheme") == "static"
     tensors = load_file(folder / "model.safetensors")
     out: dict[str, torch.Tensor] = {}
     reference: dict[str, torch.Tensor] = {}
@@ -117,6 +128,8 @@ def quantize_checkpoint(
         if _LINEAR.fullmatch(key) and value.dim() == 2 and not listed:
             q, s = quantize_fp8(value, block)
             out[key], out[key + "_scale_inv"] = q, s
+            if static:
+                out[module + ".activation_scale"] = torch.tensor(0.25)
             reference[key] = reference_dequantize(q, s, block)
         else:
             out[key] = value.contiguous()
@@ -126,8 +139,8 @@ def quantize_checkpoint(
     config["quantization_config"] = {
         "quant_method": "fp8",
         "fmt": "e4m3",
-        "activation_scheme": "dynamic",
-        "weight_block_size": list(block),
+        "activation_scheme": "static" if static else "dynamic",
+        "weight_block_size": None if block is None else list(block),
         **({"modules_to_not_convert": list(skip)} if skip else {}),
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
