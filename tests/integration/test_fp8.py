@@ -30,7 +30,14 @@ from tlcore.loading.resolve import hf_config_object
 from tlcore.loading.sources import SafetensorsDirSource
 from tlcore.parity.compare import compare_model, parity_tokens
 from tlcore.registry import get_registry
-from tlcore.testing.fp8 import quantize_checkpoint, quantize_fp8, reference_dequantize
+from tlcore.testing.fp8 import (
+    dequantized_reference_folder,
+    load_hf_reference,
+    quantize_checkpoint,
+    quantize_fp8,
+    reference_dequantize,
+)
+from tlcore.testing.shrink import build_shrunken_hf_model
 from tlcore.testing.tiny import build_tiny_hf_model
 
 DIVIDING = (16, 16)  # the tiny Qwen3's widths are 48, 64, 96, 128
@@ -145,6 +152,31 @@ def test_per_tensor_static_checkpoint_equals_hfs_own_loading(per_tensor):
     model = HookedTransformer.from_pretrained_no_processing(str(folder), device="cpu")
     tokens = parity_tokens(model.cfg.d_vocab)
     result = compare_model(model, hf_model, tokens, 1e-4, "qwen3", "fp8 per-tensor static")
+    assert result.ok, result.message
+
+
+def test_a_wrappers_fp8_config_covers_its_text_tower(tmp_path):
+    """Mistral 3 (Magistral's real config) with Devstral-Small-2's real FP8 quantization_config.
+
+    The quantisation sits on the wrapper, beside ``text_config``; per-tensor scales, static
+    activation scales, the vision tower and projector unquantised.
+    """
+    corpus = Path(__file__).parents[1] / "data/hub_configs"
+    raw = json.loads((corpus / "mistralai__Magistral-Small-2509.json").read_text())
+    devstral = json.loads(
+        (corpus / "mistralai__Devstral-Small-2-24B-Instruct-2512.json").read_text()
+    )
+    raw["quantization_config"] = devstral["quantization_config"]
+    hf_model = build_shrunken_hf_model(raw)
+    hf_model.save_pretrained(tmp_path)
+    reference = quantize_checkpoint(tmp_path)
+    assert reference and not any("vision" in k or "projector" in k for k in reference)
+    hf_reference = load_hf_reference(
+        dequantized_reference_folder(tmp_path, reference, tmp_path / "dequantized")
+    )
+    model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
+    tokens = parity_tokens(model.cfg.d_vocab)
+    result = compare_model(model, hf_reference, tokens, 1e-4, "mistral", "fp8 wrapper")
     assert result.ok, result.message
 
 

@@ -124,7 +124,10 @@ def quantize_checkpoint(
     reference: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
         module = key.removesuffix(".weight")
-        listed = any(module == s or module.startswith(s + ".") for s in skip)
+        # Skip lists name HF's in-memory modules (model.vision_tower); save_pretrained may write
+        # a wrapper's tensors under their on-disk names (vision_tower...).
+        prefixes = {p for s in skip for p in (s, s.removeprefix("model."))}
+        listed = any(module == p or module.startswith(p + ".") for p in prefixes)
         if _LINEAR.fullmatch(key) and value.dim() == 2 and not listed:
             q, s = quantize_fp8(value, block)
             out[key], out[key + "_scale_inv"] = q, s
@@ -153,8 +156,9 @@ def dequantized_reference_folder(
     """Write the unquantised checkpoint that an FP8 one stores, for HF's reference model.
 
     The FP8 folder's tensors with each quantised weight replaced by its reference value (float32)
-    and its scale dropped, and its config without ``quantization_config``: HF loads it with its
-    own key conversions (fused experts...), so the reference needs no knowledge of HF's layout.
+    and its scales (weight and activation) dropped, and its config without
+    ``quantization_config``: HF loads it with its own key conversions (fused experts...), so the
+    reference needs no knowledge of HF's layout.
 
     Args:
         folder: The FP8 checkpoint folder (:func:`quantize_checkpoint`'s).
@@ -172,7 +176,7 @@ def dequantized_reference_folder(
     plain = {
         k: reference.get(k, v).contiguous()
         for k, v in tensors.items()
-        if not k.endswith("_scale_inv")
+        if not k.endswith(("_scale_inv", "activation_scale"))
     }
     save_file(plain, out / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((folder / "config.json").read_text())
