@@ -212,8 +212,8 @@ def test_hooks_on_flag_gated_points_are_refused_while_the_flag_is_off(models, ke
 @pytest.mark.parametrize("key", ["gpt2", "llama", "gemma2"])
 def test_edits_at_flagged_hooks_reach_the_output(models, key: str) -> None:
     # In float64: summing per-head results and one z @ W_O matmul differ only by rounding, which
-    # in fp32 reaches 2e-5 on gemma2's soft-capped logits; in float64 it is ~1e-7 (the norms still
-    # compute in fp32), so a wrong edit cannot hide inside the tolerance.
+    # in fp32 reaches 2e-5 on gemma2's soft-capped logits; in float64 it is far below the
+    # tolerance, so a wrong edit cannot hide inside it.
     model, tokens, _ = models(key)
     model = copy.deepcopy(model).to(torch.float64)
     with torch.no_grad():

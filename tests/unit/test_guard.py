@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoConfig, FalconConfig, GPT2Config, LlamaConfig
 
 from tlcore.config_resolution import resolve_config
-from tlcore.errors import UnsupportedConfigError
+from tlcore.errors import InvalidConfigError, UnsupportedConfigError
 from tlcore.guard import check_config_guard, hf_read_fields, non_default_fields
 from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.registry import get_registry
@@ -147,3 +147,17 @@ def test_a_field_hf_reads_but_derives_is_accepted_as_derived():
         check_config_guard(
             spec("llama"), explicit, read=non_default_fields(explicit) - {"head_dim"}
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("hidden_size", "abc", "hidden_size"),  # tlcore's own size check
+        ("tie_word_embeddings", "yes", "tie_word_embeddings"),  # transformers' strict dataclass
+    ],
+)
+def test_config_dict_with_a_wrong_field_type_is_a_typed_error(field, value, named):
+    # transformers' strict dataclasses raise huggingface_hub's untyped validation error; a dict
+    # config must fail like a config.json file does: a tlcore error naming the field.
+    with pytest.raises(InvalidConfigError, match=named):
+        hf_config_object({"model_type": "llama", field: value})

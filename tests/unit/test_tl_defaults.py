@@ -23,9 +23,11 @@ NO_BOS_BY_DEFAULT = {
     "qwen3",
     "qwen3_moe",
     "phi",
-    # Families TransformerLens 2.x lacks, by its rules above: Qwen (qwen3_next); Pythia's tokenizer
-    # (the state-spaces Mamba checkpoints).
+    # Families TransformerLens 2.x lacks, by its rules above: Qwen (qwen3_next, qwen3_5,
+    # qwen3_5_moe); Pythia's tokenizer (the state-spaces Mamba checkpoints).
     "qwen3_next",
+    "qwen3_5",
+    "qwen3_5_moe",
     "mamba",
 }
 

@@ -32,7 +32,7 @@ from tlcore.components.attention_kernels import fused, weigh
 from tlcore.components.attention_trait import AttentionTrait, QKVOFlags
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
-from tlcore.components.norms import NormFactory
+from tlcore.components.norms import NormFactory, at_least_fp32
 from tlcore.components.positions import PositionalEncoding
 from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
 from tlcore.errors import SpecError
@@ -236,8 +236,8 @@ class Attention(LinearLayout, ResidualIO):
             k = self.hook_rot_k(positional.rotate(k, ctx.positions, self.layer, ctx.memo))
         if per_head_norm and self.trait.qk_norm_after_rotary:
             q, k = self.q_norm(q), self._norm_keys(k)  # type: ignore[misc]
-        temperature = self.trait.temperature(self.layer, ctx.q_len, ctx.k_len, q.device)
-        if temperature is not None:  # Llama 4's NoPE layers: the scores grow with the position
+        temperature = self.trait.temperature(self.layer, ctx.positions, ctx.k_len)
+        if temperature is not None:  # the scores grow with the position (Llama 4, Ministral 3)
             q = (q * temperature).to(q.dtype)
         if ctx.past_kv_cache is not None:
             k, v = ctx.past_kv_cache[self.layer].append(k, v)
@@ -330,9 +330,9 @@ class Attention(LinearLayout, ResidualIO):
             sink = self.sinks.to(scores.dtype)[None, :, None, None].expand(*scores.shape[:-1], 1)
             full = torch.cat([scores, sink], dim=-1)
             full = full - full.max(dim=-1, keepdim=True).values
-            pattern = F.softmax(full.float(), dim=-1)[..., :-1].to(qh.dtype)
+            pattern = F.softmax(at_least_fp32(full), dim=-1)[..., :-1].to(qh.dtype)
         else:
-            pattern = F.softmax(scores.float(), dim=-1).to(qh.dtype)
+            pattern = F.softmax(at_least_fp32(scores), dim=-1).to(qh.dtype)
         if not check:
             return self.hook_pattern(pattern), False
         pattern, pattern_edited = self.hook_pattern.run_and_compare(pattern)

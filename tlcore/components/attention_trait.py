@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from jaxtyping import Float, Int
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tlcore.spec.traits import Trait
@@ -62,12 +63,18 @@ class AttentionTrait(Trait):
     ``chunk_size`` positions (``pos // chunk_size`` equal)."""
     chunk_layers: list[bool] | None = None
     """Which layers attend in chunks (default: all, when ``chunk_size`` is set)."""
-    temperature_layers: list[bool] | None = None
-    """Layers whose queries are scaled by ``1 + temperature_scale * log1p(floor((n + 1) /
-    temperature_floor))`` at cache index ``n`` (Llama 4's attention temperature tuning on its NoPE
-    layers); None: no layer."""
+    temperature_layers: list[bool] | bool | None = None
+    """Layers whose queries are scaled by ``1 + temperature_scale * log1p(floor((p +
+    temperature_offset) / temperature_floor))`` (attention temperature tuning: Llama 4's NoPE
+    layers; Ministral 3's llama-4 scaling on every layer); ``True``: every layer; None: no layer."""
     temperature_floor: float = 8192.0
     temperature_scale: float = 0.1
+    temperature_offset: float = 1.0
+    """Added to ``p`` before the floor division (Llama 4: 1; Ministral 3: 0)."""
+    temperature_position: Literal["cache_index", "position"] = "cache_index"
+    """What ``p`` counts: the query's index in the KV cache, padding included (Llama 4's
+    ``arange + past length``), or its position id, from each row's first real token (Ministral
+    3's ``position_ids``)."""
     clip_qkv: float | None = None
     causal: bool = True
     output_gate: bool = False
@@ -106,26 +113,39 @@ class AttentionTrait(Trait):
         )
 
     def temperature(
-        self, layer: int, q_len: int, k_len: int, device: torch.device
-    ) -> torch.Tensor | None:
-        """The query scale of temperature tuning, per query ``[q_pos, 1, 1]`` (fp32), or None.
+        self, layer: int, positions: Int[torch.Tensor, "batch pos"], k_len: int
+    ) -> Float[torch.Tensor, "batch pos 1 1"] | None:
+        """The query scale of temperature tuning, per query (fp32), or None.
 
-        HF counts the position as the query's index in the KV cache (``arange + past length``),
-        not its position id, so a left-padded row counts its padding too.
+        Args:
+            layer: The layer.
+            positions: The queries' position ids ``[batch, pos]``.
+            k_len: The number of keys (cached + current): the queries' cache indices are the
+                last ``pos`` of ``range(k_len)``.
 
         Example:
             >>> t = AttentionTrait(temperature_layers=[True], temperature_floor=2.0)
-            >>> t.temperature(0, 2, 4, torch.device("cpu")).flatten()  # indices 2, 3
+            >>> t.temperature(0, torch.tensor([[0, 1]]), 4).flatten()  # cache indices 2, 3
             tensor([1.0693, 1.1099])
+            >>> t = AttentionTrait(temperature_layers=True, temperature_floor=2.0,
+            ...                    temperature_offset=0.0, temperature_position="position")
+            >>> t.temperature(0, torch.tensor([[0, 1, 2, 5]]), 4).flatten()
+            tensor([1.0000, 1.0000, 1.0693, 1.1099])
 
         Returns:
-            The scale, or None for a layer without temperature tuning.
+            The scale ``[batch or 1, pos, 1, 1]``, or None for a layer without temperature
+            tuning.
         """
-        if not self.temperature_layers or not self.temperature_layers[layer]:
+        layers = self.temperature_layers
+        if not layers or (isinstance(layers, list) and not layers[layer]):
             return None
-        index = torch.arange(k_len - q_len, k_len, device=device, dtype=torch.float)
-        scale = torch.log1p(torch.floor((index + 1.0) / self.temperature_floor))
-        return (scale * self.temperature_scale + 1.0)[:, None, None]
+        if self.temperature_position == "position":
+            p = positions.to(torch.float)
+        else:
+            q_len = positions.shape[1]
+            p = torch.arange(k_len - q_len, k_len, device=positions.device, dtype=torch.float)[None]
+        scale = torch.log1p(torch.floor((p + self.temperature_offset) / self.temperature_floor))
+        return (scale * self.temperature_scale + 1.0)[..., None, None]
 
     def apply_to_cfg(self, cfg: dict[str, Any]) -> None:  # noqa: D102
         if self.scale is not None:

@@ -41,6 +41,7 @@ from tlcore.components.mixer import (
     padding_mask,
     save_state,
 )
+from tlcore.components.norms import at_least_fp32
 from tlcore.components.residual_io import Reader
 from tlcore.hook_points import HookPoint
 
@@ -248,8 +249,8 @@ class GatedDeltaNet(LinearLayout, SequenceMixer):
         v = self.hook_v(v.reshape(batch, pos, trait.n_v_heads, trait.d_v))
         z = self.hook_z(self._linear(x, "z").reshape(batch, pos, trait.n_v_heads, trait.d_v))
         beta = self.hook_beta(self._linear(x, "b").sigmoid())
-        a = self._linear(x, "a").float()
-        g = self.hook_decay(-self.A_log.float().exp() * F.softplus(a + self.dt_bias))
+        a = at_least_fp32(self._linear(x, "a"))  # HF: float32 (float64 stays float64 here)
+        g = self.hook_decay(-at_least_fp32(self.A_log).exp() * F.softplus(a + self.dt_bias))
         state = past["recurrent"] if past else None
         if self.hook_ssm_state.has_hooks or (state is not None and pos == 1):
             y, last, states = recurrent_delta_rule(

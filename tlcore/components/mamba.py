@@ -39,6 +39,7 @@ from tlcore.components.mixer import (
     padding_mask,
     save_state,
 )
+from tlcore.components.norms import at_least_fp32
 from tlcore.components.residual_io import Reader
 from tlcore.hook_points import HookPoint
 
@@ -61,8 +62,8 @@ class MambaTrait(MixerTrait):
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """HF's weightless RMSNorm (in fp32, cast back)."""
-    xf = x.float()
+    """HF's weightless RMSNorm (in at least fp32, cast back)."""
+    xf = at_least_fp32(x)
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
 
 
@@ -98,8 +99,8 @@ def selective_scan(
     """
     batch, pos, d_inner = x.shape
     decay = torch.exp(A[None, None] * dt[..., None])  # [batch, pos, d_inner, d_state]
-    drive = (dt[..., None] * B[:, :, None, :].float()) * x[..., None].float()
-    s = state.float() if state is not None else x.new_zeros(batch, d_inner, A.shape[-1])
+    drive = (dt[..., None] * at_least_fp32(B)[:, :, None, :]) * at_least_fp32(x)[..., None]
+    s = at_least_fp32(state) if state is not None else x.new_zeros(batch, d_inner, A.shape[-1])
     ys, states = [], []
     for t in range(pos):
         s = decay[:, t] * s + drive[:, t]
@@ -188,9 +189,9 @@ class MambaMixer(LinearLayout, SequenceMixer):
         if trait.bc_dt_norm_eps is not None:
             dt, B, C = (_rms(t, trait.bc_dt_norm_eps) for t in (dt, B, C))
         dt = (self.W_dt.T @ dt.transpose(1, 2)).transpose(1, 2)
-        dt = self.hook_dt(F.softplus(dt + self.b_dt.float()))
+        dt = self.hook_dt(F.softplus(dt + at_least_fp32(self.b_dt)))
         B, C = self.hook_B(B), self.hook_C(C)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(at_least_fp32(self.A_log))
         keep = self.hook_ssm_state.has_hooks
         y, state, states = selective_scan(u, dt, A, B, C, past["ssm"] if past else None, keep)
         if states is not None:

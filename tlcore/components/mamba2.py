@@ -42,6 +42,7 @@ from tlcore.components.mixer import (
     padding_mask,
     save_state,
 )
+from tlcore.components.norms import at_least_fp32
 from tlcore.components.residual_io import Reader
 from tlcore.hook_points import HookPoint
 
@@ -169,7 +170,7 @@ def recurrent_ssd(
     ys, states = [], []
     for t in range(pos):
         step = dt[:, t, :, None, None].expand(-1, -1, head_dim, 1)
-        dA = torch.exp(step.float() * A[:, None, None].float()).to(state)
+        dA = torch.exp(at_least_fp32(step) * at_least_fp32(A)[:, None, None]).to(state)
         B_t = B[:, t].repeat_interleave(group, dim=1)[:, :, None, :]
         state = state * dA + ((step * B_t) * x[:, t, ..., None]).to(state)
         C_t = C[:, t].repeat_interleave(group, dim=1).to(state.dtype)
@@ -268,7 +269,7 @@ class Mamba2Mixer(LinearLayout, SequenceMixer):
         u = self.hook_x(u.reshape(batch, pos, trait.n_heads, trait.head_dim))
         B = self.hook_B(B.reshape(batch, pos, trait.n_groups, trait.d_state))
         C = self.hook_C(C.reshape(batch, pos, trait.n_groups, trait.d_state))
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(at_least_fp32(self.A_log))
         state = past["ssm"] if past else None
         recurrent = self.hook_ssm_state.has_hooks or (state is not None and pos == 1)
         dt = F.softplus(dt + self.dt_bias.to(dt.dtype))

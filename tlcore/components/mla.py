@@ -35,7 +35,7 @@ from torch import nn
 
 from tlcore.components.context import ForwardContext
 from tlcore.components.layout import LinearLayout
-from tlcore.components.norms import NormFactory
+from tlcore.components.norms import NormFactory, at_least_fp32
 from tlcore.components.positions import PositionalEncoding
 from tlcore.components.residual_io import HFProbe, Reader, ResidualIO, Writer
 from tlcore.errors import SpecError
@@ -326,7 +326,7 @@ class MultiHeadLatentAttention(LinearLayout, ResidualIO):
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(F.softmax(scores.float(), dim=-1).to(qh.dtype))
+        pattern = self.hook_pattern(F.softmax(at_least_fp32(scores), dim=-1).to(qh.dtype))
         return torch.matmul(pattern, vh).transpose(1, 2)
 
 

@@ -10,6 +10,12 @@ processing and the parity tool need: whether it centres, its effective per-chann
 bias, how to compute its output from ``hook_normalized``, and how to become parameter-free. Every
 norm trait subclasses :class:`NormTrait`, which declares the same facts before anything is built
 (for the processing plan) and its parameter-free form.
+
+Precision: like HF, norms compute in float32 when the model is bf16/fp16 (RMSNorm applies a
+``1 + w`` weight in float32 too). Where HF writes ``.to(torch.float32)`` even for a float64 model,
+tlcore computes in *at least* float32 (:func:`at_least_fp32`): a float64 model stays float64, so
+it is exact maths, as the parity tool's processed check (float64) needs. For float32 and half
+dtypes the two are the same operation.
 """
 
 from __future__ import annotations
@@ -24,6 +30,20 @@ from torch import nn
 
 from tlcore.hook_points import HookPoint, keep_values
 from tlcore.spec.traits import Trait
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a half dtype, else unchanged (float32 and float64 stay).
+
+    HF casts norms, softmax, routing and recurrences to float32; tlcore does so only upwards.
+
+    Example:
+        >>> at_least_fp32(torch.ones(1, dtype=torch.bfloat16)).dtype
+        torch.float32
+        >>> at_least_fp32(torch.ones(1, dtype=torch.float64)).dtype
+        torch.float64
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class NormTrait(Trait):
@@ -191,7 +211,7 @@ class LayerNorm(Norm):
         return self.hook_normalized(out)
 
     def _centred(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
+        x = at_least_fp32(x)
         return x - x.mean(-1, keepdim=True)
 
     def _scale(self, centred: torch.Tensor) -> torch.Tensor:
@@ -251,7 +271,7 @@ class RMSNorm(Norm):
         Returns:
             The normalised input times the weight.
         """
-        xf = x.float()
+        xf = at_least_fp32(x)
         mean_sq = xf.pow(2).mean(-1, keepdim=True)
         normed = xf * torch.rsqrt(mean_sq + self.eps)  # HF's formula, bit-compatible
         if self.hook_scale.has_hooks:
@@ -264,15 +284,15 @@ class RMSNorm(Norm):
     def _weighted(self, normed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if self.w is None:
             return normed.to(dtype)
-        w = 1.0 + self.w.float() if self.offset else self.w
+        w = 1.0 + at_least_fp32(self.w) if self.offset else self.w
         if self.weight_in_fp32 or self.offset:
-            return (normed * w.float()).to(dtype)
+            return (normed * at_least_fp32(w)).to(dtype)
         return w * normed.to(dtype)
 
     def affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # noqa: D102
         if self.w is None or not self.offset:
             return self.w, None
-        return 1.0 + self.w.to(torch.promote_types(self.w.dtype, torch.float32)), None
+        return 1.0 + at_least_fp32(self.w), None
 
     def output_from_normalized(self, normalized: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self._weighted(normalized, normalized.dtype)

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlcore.config_checks import check_hf_config_values
 from tlcore.errors import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    InvalidConfigError,
     UnknownArchitectureError,
 )
 from tlcore.loading.gguf import convert_gguf_to_safetensors
@@ -51,6 +53,8 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
 
     Raises:
         UnknownArchitectureError: If transformers does not know the ``model_type``.
+        InvalidConfigError: If a size field is insane or transformers' own validation rejects a
+            field (its strict dataclasses raise untyped errors; the message names the field).
     """
     if not isinstance(config, dict):
         return config
@@ -62,9 +66,9 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
         raise UnknownArchitectureError(
             "config.json has no 'model_type'; cannot pick an architecture"
         )
-    try:
-        return AutoConfig.for_model(model_type, **data)
-    except ValueError:
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
         import transformers
 
         remote = " (a remote-code type: the config has auto_map)" if "auto_map" in data else ""
@@ -73,7 +77,15 @@ def hf_config_object(config: dict[str, Any] | Any) -> Any:
             f"'{model_type}'{remote}. tlcore builds models from transformers' native model types; "
             f"load a revision of the checkpoint converted to a native type, or add a spec for "
             f"this architecture (docs/add_an_architecture.md)."
-        ) from None
+        )
+    check_hf_config_values({"model_type": model_type, **data}, "config")
+    try:
+        return AutoConfig.for_model(model_type, **data)
+    except Exception as exc:  # noqa: BLE001 - transformers validates fields with many types
+        reason = " ".join(str(exc).split())[:300]
+        raise InvalidConfigError(
+            f"transformers rejects this '{model_type}' config ({type(exc).__name__}: {reason})"
+        ) from exc
 
 
 def spec_for_hf_config(hf_config: Any) -> ArchitectureSpec:

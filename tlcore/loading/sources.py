@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from tlcore.errors import CheckpointFormatError, CheckpointMismatchError, UnknownArchitectureError
+from tlcore.loading.legacy_fields import standardize_legacy_fields
 from tlcore.loading.safetensors_file import SafetensorsFile
 
 
@@ -116,38 +117,6 @@ def load_hf_config(folder: Path) -> Any:
         raise CheckpointFormatError(
             f"{path}: transformers rejects this config ({type(exc).__name__}: {reason})"
         ) from exc
-
-
-def standardize_legacy_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """Move legacy ``config.json`` fields to where every transformers release we allow reads them.
-
-    Phi-3-128k and Phi-3.5 checkpoints keep ``original_max_position_embeddings`` at the top level
-    next to a ``longrope`` ``rope_scaling``; transformers 5.25 copies it in, releases before it
-    refuse the config (``KeyError``). Copying it in here gives every allowed release the same
-    config object (what transformers 5.25 builds from the same file).
-
-    Args:
-        data: A ``config.json`` dict (not modified).
-
-    Returns:
-        The dict to build the config object from.
-
-    Example:
-        >>> legacy = {"original_max_position_embeddings": 4096,
-        ...           "rope_scaling": {"type": "longrope", "short_factor": [1.0]}}
-        >>> standardize_legacy_fields(legacy)["rope_scaling"]["original_max_position_embeddings"]
-        4096
-    """
-    scaling = data.get("rope_scaling")
-    original = data.get("original_max_position_embeddings")
-    if (
-        isinstance(scaling, dict)
-        and scaling.get("rope_type", scaling.get("type")) in ("longrope", "su")
-        and original is not None
-        and "original_max_position_embeddings" not in scaling
-    ):
-        data = {**data, "rope_scaling": {**scaling, "original_max_position_embeddings": original}}
-    return data
 
 
 def load_bin_state_dict(file: Path) -> dict[str, torch.Tensor]:

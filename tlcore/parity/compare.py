@@ -9,7 +9,6 @@ the first diverging hook inside it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from tlcore.model import HookedTransformer
 from tlcore.parity.encoders import compare_encoder, encoder_inputs, is_encoder_spec, load_encoder
 from tlcore.parity.half import half_result
 from tlcore.parity.probes import capture, decoder_layers, norm_output_probe, probe_layer
+from tlcore.parity.processed import judge_processed, processed_diffs
 from tlcore.parity.result import DEFAULT_ATOL, ParityResult, case_label, parity_tokens
 from tlcore.registry import get_registry
 from tlcore.spec.schema import ArchitectureSpec
@@ -254,9 +254,7 @@ def run_case(
                 spec, folder, variant, seed, attn_implementation=attn_implementation
             )
         if is_encoder_spec(spec):  # HookedEncoder / HookedEncoderDecoder: no weight processing
-            return _run_encoder_case(
-                spec, variant, folder, hf_model, hf, processed, atol, tokens, start
-            )
+            return _run_encoder_case(spec, variant, folder, hf_model, hf, atol, tokens, start)
         # A registered spec loads through the real resolution path (hf.model_types, hf.match,
         # priorities), which must pick it; any other spec object is handed to the loader.
         given = None if _registered_as_is(spec) else spec
@@ -294,25 +292,18 @@ def run_case(
         with torch.no_grad():
             logits = model(tokens).detach()
         if hf and processed:
-            # Processing is exact maths; float64 shows that without fp32 summation noise, which
-            # alone reaches ~1e-4 in log-probs for large-logit specs (Gemma's sqrt(d) embedding).
-            processed_model = HookedTransformer.from_pretrained(
-                str(folder), device="cpu", spec=given, dtype=torch.float64
+            # Processing is exact maths: judged against the same checkpoint unprocessed, both
+            # in float64 (tlcore.parity.processed); HF's float64 distance is information only.
+            exact, vs_hf = processed_diffs(
+                lambda done: (
+                    HookedTransformer.from_pretrained
+                    if done
+                    else HookedTransformer.from_pretrained_no_processing
+                )(str(folder), device="cpu", spec=given, dtype=torch.float64),
+                hf_model,
+                tokens,
             )
-            with torch.no_grad():
-                ours = processed_model(tokens).log_softmax(-1)
-                # A copy: the HF model may be shared (a session's parity cases) and must stay fp32.
-                ref_model = copy.deepcopy(hf_model).to(torch.float64)
-                ref = ref_model(tokens).logits.log_softmax(-1)
-            diff = float((ours - ref).abs().max())
-            result.processed_logprobs_max_diff = diff
-            if diff > atol and result.ok:
-                result.ok = False
-                result.first_hook = "weight processing"
-                result.first_divergence = (
-                    f"weight processing (processed log-softmax max diff {diff:.3g})"
-                )
-                result.message = f"{result.name}: {result.first_divergence}"
+            judge_processed(result, exact, vs_hf)
         extra = inspect(model, tokens) if inspect is not None else {}
     result.spec_hash = spec.content_hash()
     result.seconds = time.perf_counter() - start
@@ -325,7 +316,6 @@ def _run_encoder_case(
     folder: Path,
     hf_model: Any,
     hf: bool,
-    processed: bool,
     atol: float,
     tokens: torch.Tensor | None,
     start: float,
@@ -339,9 +329,9 @@ def _run_encoder_case(
         )
     tokens = parity_tokens(model.cfg.d_vocab) if tokens is None else tokens
     if hf:
+        # from_pretrained applies no weight processing to encoders (as TransformerLens's): there
+        # is no processed model, so no processed check (processed_logprobs_max_diff stays None).
         result, _ = compare_encoder(model, hf_model, tokens, atol, spec.name, variant)
-        if processed:  # from_pretrained applies no weight processing to encoders (as TL's)
-            result.processed_logprobs_max_diff = result.logprobs_max_diff
     else:
         result = ParityResult(spec.name, variant, True, float("nan"), atol=atol, message="ok")
     with torch.no_grad():

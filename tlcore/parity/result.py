@@ -21,7 +21,14 @@ BATCH_SHAPE = (2, 12)
 
 @dataclass
 class ParityResult:
-    """Outcome of one comparison (all diffs are max absolute differences, fp32).
+    """Outcome of one comparison (all diffs are max absolute differences, fp32 unless noted).
+
+    ``processed_logprobs_max_diff`` is the processed check: the processed model's log-softmax
+    against the same checkpoint loaded unprocessed, both in float64 (weight processing is exact
+    maths; :mod:`tlcore.parity.processed`); in a half dtype, against HF's half model, judged by
+    HF's own rounding error (:mod:`tlcore.parity.half`). ``processed_logprobs_vs_hf_max_diff`` is
+    the float64 processed model's distance from HF cast to float64, reported and never judged
+    (HF's float64 model still computes some parts in float32).
 
     ``first_divergence`` describes where tlcore and HF first disagree; ``first_hook`` is the exact
     TransformerLens hook name there (``blocks.0.attn.hook_q``), or a coarser place
@@ -44,6 +51,7 @@ class ParityResult:
     error: str | None = None
     spec_hash: str | None = None
     seconds: float = 0.0
+    processed_logprobs_vs_hf_max_diff: float | None = None
 
     @property
     def name(self) -> str:

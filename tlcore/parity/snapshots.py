@@ -208,6 +208,7 @@ def store_snapshot(
     seed: int,
     max_diff_vs_hf: float,
     processed_diff_vs_hf: float | None = None,
+    processed_diff_vs_unprocessed: float | None = None,
     directory: str | Path | None = None,
     rtol: float | None = None,
 ) -> SnapshotResult:
@@ -226,7 +227,10 @@ def store_snapshot(
         source: The plugin that registered the spec.
         seed: Weight-fill seed of the tiny checkpoint.
         max_diff_vs_hf: Logits max abs diff from HF now.
-        processed_diff_vs_hf: Processed log-softmax max abs diff from HF now.
+        processed_diff_vs_hf: Processed log-softmax max abs diff from HF (cast to float64) now,
+            for information.
+        processed_diff_vs_unprocessed: The processed check: processed vs unprocessed tlcore
+            log-softmax, both float64.
         directory: Snapshot folder.
         rtol: The tolerance's relative term (see :func:`tolerance`).
 
@@ -261,6 +265,7 @@ def store_snapshot(
                 source=source,
                 max_diff_vs_hf=max_diff_vs_hf,
                 processed_logprobs_diff_vs_hf=processed_diff_vs_hf,
+                processed_logprobs_diff_vs_unprocessed=processed_diff_vs_unprocessed,
                 date=_now(),
             )
             return SnapshotResult(
@@ -287,6 +292,7 @@ def store_snapshot(
         "versions": now_versions,
         "max_diff_vs_hf": max_diff_vs_hf,
         "processed_logprobs_diff_vs_hf": processed_diff_vs_hf,
+        "processed_logprobs_diff_vs_unprocessed": processed_diff_vs_unprocessed,
         "date": _now(),
     }
     return SnapshotResult(spec, variant, "written", file=file, message="written")

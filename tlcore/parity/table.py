@@ -171,6 +171,7 @@ def table_row(case: Any, run: Any, snapshot: Any = None) -> dict[str, Any]:
             "logits_max_diff": _num(result.logits_max_diff),
             "logprobs_max_diff": _num(result.logprobs_max_diff),
             "processed_logprobs_max_diff": _num(result.processed_logprobs_max_diff),
+            "processed_logprobs_vs_hf_max_diff": _num(result.processed_logprobs_vs_hf_max_diff),
             "layers_max_diff": _num(max(result.layer_max_diffs))
             if result.layer_max_diffs
             else None,
