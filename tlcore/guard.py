@@ -36,6 +36,7 @@ from typing import Any
 
 from tlcore.errors import UnsupportedConfigError
 from tlcore.hf_config_reads import hf_read_fields
+from tlcore.loading.fp8 import fp8_format
 from tlcore.spec.schema import ArchitectureSpec
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,9 @@ the modelling module but not the causal LM's forward pass.
 
 _NEUTRAL_PATTERNS = (re.compile(r".*dropout.*"), re.compile(r".*_pdrop$"), re.compile(r"^summary_"))
 
-QUANTIZATION_METHODS_LOADED: frozenset[str] = frozenset({"mxfp4"})
-"""``quantization_config.quant_method`` values whose tensors the loader dequantises."""
+QUANTIZATION_METHODS_LOADED: frozenset[str] = frozenset({"mxfp4", "fp8"})
+"""``quantization_config.quant_method`` values whose tensors the loader dequantises (``fp8``: the
+block-wise settings :func:`tlcore.loading.fp8.fp8_format` reads)."""
 
 
 @dataclass
@@ -284,7 +286,8 @@ def check_quantization(spec: ArchitectureSpec, quantization: Any) -> None:
         quantization: The ``quantization_config`` value (None or empty: not quantised).
 
     Raises:
-        UnsupportedConfigError: If ``quant_method`` is not one tlcore dequantises.
+        UnsupportedConfigError: If ``quant_method`` is not one tlcore dequantises, or an
+            ``fp8`` config asks for a setting it does not (the field is named).
 
     Example:
         >>> from tlcore.registry import get_registry
@@ -292,8 +295,15 @@ def check_quantization(spec: ArchitectureSpec, quantization: Any) -> None:
     """
     if not quantization:
         return
+    if hasattr(quantization, "to_dict"):  # a transformers QuantizationConfigMixin
+        quantization = quantization.to_dict()
     method = quantization.get("quant_method") if isinstance(quantization, dict) else None
-    if method not in QUANTIZATION_METHODS_LOADED:
+    if method == "fp8":
+        try:
+            fp8_format(quantization)
+        except UnsupportedConfigError as exc:
+            raise UnsupportedConfigError(f"architecture '{spec.name}': {exc}") from None
+    elif method not in QUANTIZATION_METHODS_LOADED:
         raise UnsupportedConfigError(
             f"architecture '{spec.name}': the checkpoint is quantised with "
             f"quant_method={method!r}, which tlcore cannot dequantise (it reads "

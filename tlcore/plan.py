@@ -170,6 +170,12 @@ def resolve_plan(
         cfg.n_layers = first_n_layers
     text = text_config_of(hf_config, spec.text_tower)
     hf = text.to_dict() if hasattr(text, "to_dict") else dict(text)
+    if (
+        text is not hf_config
+    ):  # a wrapper's quantisation covers its text tower (the loader reads it)
+        wrapper = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+        if wrapper.get("quantization_config"):
+            hf.setdefault("quantization_config", wrapper["quantization_config"])
     ops = {name: op.fn for name, op in registry.weight_ops.items()}
     weights = WeightMap.build(spec, ops, cfg, hf, checkpoint_layers)
     return ModelPlan(cfg, component_table(cfg, registry), processing_plan(cfg), spec, weights)

@@ -11,6 +11,11 @@ For each real checkpoint's config (verbatim copies; ``index.yaml`` records where
 3. **Shrunken parity.** A tiny copy of the config (same fields, small widths:
    :mod:`tlcore.testing.shrink`) goes through ``save_pretrained`` and tlcore's real loader, and
    its logits and every layer's residual stream match HF's within the spec's tolerance.
+
+An FP8 release (``quant_method: fp8``) is dry-loaded against HF's model as its FP8 quantizer
+prepares it (FP8 weights and ``*_scale_inv`` tensors, all of which must be consumed), and its
+shrunken copy is stored as FP8 (:mod:`tlcore.testing.fp8`) and compared with HF's model holding
+the dequantised weights.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ from tlcore.loading.resolve import hf_config_object, spec_for_hf_config
 from tlcore.loading.sources import StateDictSource
 from tlcore.parity.compare import compare_model, parity_tokens
 from tlcore.plan import resolve_plan
+from tlcore.testing.fp8 import (
+    dequantized_reference_folder,
+    load_hf_reference,
+    quantize_checkpoint,
+    quantize_hf_skeleton,
+)
 from tlcore.testing.shrink import build_shrunken_hf_model, shrink_config_dict
 from tlcore.testing.tiny import hf_model_from_config
 
@@ -77,6 +88,11 @@ def test_refused_for_the_documented_reason(entry: dict[str, Any]):
         resolve_config(spec_for_hf_config(config), config)
 
 
+def _fp8(entry: dict[str, Any]) -> bool:
+    quantization = _raw(entry).get("quantization_config") or {}
+    return bool(quantization.get("quant_method") == "fp8")
+
+
 def _dims_from_hf(config: Any) -> dict[str, int]:
     """The dimensions HF's own config object reports (attribute_map resolves GPT-2-style names).
 
@@ -108,6 +124,10 @@ def test_meta_dry_load_against_hfs_meta_model(entry: dict[str, Any]):
         assert getattr(cfg, field) == value, field
     with torch.device("meta"):
         hf_model = hf_model_from_config(config, dtype=torch.float32)
+        if _fp8(
+            entry
+        ):  # the FP8 weights and scale tensors HF's quantizer loads the checkpoint into
+            quantize_hf_skeleton(hf_model, _raw(entry)["quantization_config"])
         model = HookedTransformer(plan, move_to_device=False, init_weights=False)
     hf_shapes = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
     # Raises CheckpointMismatchError naming every unconsumed, missing or mis-shaped tensor.
@@ -131,6 +151,11 @@ def test_shrunken_config_matches_hf(entry: dict[str, Any], tmp_path: Path):
     assert spec.name == entry["spec"], "shrinking changed which spec the config selects"
     hf_model = build_shrunken_hf_model(raw, spec.parity.attn_for(None))
     hf_model.save_pretrained(tmp_path)
+    if _fp8(entry):  # stored as the release is: FP8 weights, compared with their dequantised values
+        reference = dequantized_reference_folder(
+            tmp_path, quantize_checkpoint(tmp_path), tmp_path / "dequantized"
+        )
+        hf_model = load_hf_reference(reference, spec.parity.attn_for(None))
     model = HookedTransformer.from_pretrained_no_processing(str(tmp_path), device="cpu")
     tokens = parity_tokens(model.cfg.d_vocab)
     result = compare_model(model, hf_model, tokens, spec.parity.atol, spec.name, entry["file"])

@@ -190,9 +190,9 @@ FP8_CONFIGS = [
 
 @pytest.mark.parametrize("file", FP8_CONFIGS)
 def test_real_fp8_configs_without_their_quantisation(file: str, tmp_path: Path) -> None:
-    """The corpus refuses these for their FP8 weights (tlcore does not dequantise FP8); the same
-    configs without ``quantization_config`` resolve to ministral3, dry-load on the meta device
-    against HF's meta model, and a shrunken copy matches HF."""
+    """The same configs without ``quantization_config`` (the corpus test loads them with it, FP8
+    weights dequantised) resolve to ministral3, dry-load on the meta device against HF's meta
+    model, and a shrunken copy matches HF."""
     import json
 
     from tlcore.loading.loader import load_checkpoint

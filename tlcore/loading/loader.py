@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tlcore.components.layout import linear_layout
+from tlcore.loading.fp8 import fp8_source
 from tlcore.loading.text_tower import TextTowerSource
 from tlcore.loading.weight_map import (
     ZERO_DEFAULT_PARAMS,
@@ -77,6 +78,7 @@ def load_checkpoint(
     Raises:
         CheckpointMismatchError: Listing every missing, unexpected and mis-shaped tensor at once.
     """
+    source = fp8_source(source, weights.hf.get("quantization_config"))  # FP8: dequantised
     if weights.spec.text_tower is not None:  # a multimodal wrapper: its language model only
         source = TextTowerSource(source, weights.spec.text_tower)
     params = dict(model.named_parameters())
