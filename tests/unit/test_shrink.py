@@ -35,3 +35,28 @@ def test_stated_heads_keep_the_class_from_adding_other_key_value_heads():
     assert "num_key_value_heads" not in text
     built = AutoConfig.for_model(**text)  # model_type is the first argument
     assert built.num_key_value_heads == text["num_attention_heads"]
+
+
+def test_a_config_with_both_layouts_shrinks_the_text_config_too():
+    # transformers 4.55 saved Qwen2.5-VL fine-tunes (allenai/olmOCR-2-7B-1025) with the flat
+    # text fields AND a text_config; transformers 5 builds the language model from text_config,
+    # so a shrinker that only shrinks the flat fields builds a full-size 7B model.
+    text = {
+        "model_type": "qwen2_5_vl_text",
+        "hidden_size": 3584,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "num_hidden_layers": 28,
+        "intermediate_size": 18944,
+        "vocab_size": 152064,
+    }
+    vision = {"depth": 32, "hidden_size": 1280, "out_hidden_size": 3584}
+    real = {**text, "model_type": "qwen2_5_vl", "text_config": text, "vision_config": vision}
+    tiny = shrink_config_dict(real)
+    config = AutoConfig.for_model(
+        "qwen2_5_vl", **{k: v for k, v in tiny.items() if k != "model_type"}
+    )
+    assert config.text_config.hidden_size == tiny["hidden_size"] < 3584
+    assert config.text_config.num_hidden_layers == tiny["num_hidden_layers"] < 28
+    assert config.text_config.vocab_size == tiny["vocab_size"] < 152064
+    assert config.vision_config.out_hidden_size == config.text_config.hidden_size

@@ -67,8 +67,15 @@ def shrink_config_dict(data: dict[str, Any], model_type: str | None = None) -> d
     """
     model_type = model_type or data.get("model_type")
     text = data.get("text_config")
-    if isinstance(text, dict) and _first(data, _HIDDEN) is None:
-        return _shrink_wrapper(data, text)
+    if isinstance(text, dict):
+        wrapper = _shrink_wrapper(data, text)
+        if _first(data, _HIDDEN) is None:
+            return wrapper
+        # transformers 4.5x wrote both layouts (flat text fields and a text_config); shrink both
+        # the same way, or the tower transformers reads stays full size.
+        towers = ("text_config", "vision_config")
+        flat = shrink_config_dict({k: v for k, v in data.items() if k not in towers}, model_type)
+        return {**flat, **{k: wrapper[k] for k in towers if k in wrapper}}
     out = dict(data)
     hidden_key, heads_key = _first(data, _HIDDEN), _first(data, _HEADS)
     layers_key = _first(data, _LAYERS)
