@@ -34,6 +34,7 @@ from tlcore.processing_tensors import (
     mean,
     narrow_reduced,
     rewrite_,
+    slices,
     work_dtype,
 )
 
@@ -87,10 +88,13 @@ def _fold_into(
         reduced = [n for d, n in enumerate(weight.shape) if d != axis]
         extra = torch.zeros(reduced, dtype=work_dtype(weight.dtype), device=weight.device)
 
+    if extra is not None and shift is not None:
+        # The bias uses the weight before it is scaled: W (w x̂ + b) = (W w) x̂ + W b. A read-only
+        # pass in bounded slices (the product is a temporary the size of a slice).
+        for where, view in slices(weight.detach(), axis):
+            narrow_reduced(extra, where, axis).copy_((view.to(compute) * shift).sum(axis))
+
     def fold(work: torch.Tensor, where: Where) -> torch.Tensor:
-        if extra is not None and shift is not None:
-            # The bias uses the weight before it is scaled: W (w x̂ + b) = (W w) x̂ + W b.
-            narrow_reduced(extra, where, axis).copy_((work * shift).sum(axis))
         if scale is not None:
             work.mul_(scale)
         if center:

@@ -198,8 +198,12 @@ def rewrite_(
     work = compute_dtype(param.dtype)
     own = _writable(param)
     target = param.data if own else torch.empty(param.shape, dtype=param.dtype, device=param.device)
+    # In place and in its own dtype a step allocates nothing the size of the slice, so the whole
+    # tensor is one slice: slicing a weight across its memory order (a vocabulary mean of W_U
+    # read 20 rows of d_model at a time) costs more than the maths.
+    whole = own and work == param.dtype
     with torch.no_grad():
-        for where, view in slices(param.data, keep):
+        for where, view in [(None, param.data)] if whole else slices(param.data, keep):
             # In place and in its own dtype, a slice is worked on where it lies (no copy).
             out = step(view if own and work == view.dtype else view.to(work, copy=True), where)
             dest = _narrow(target, where)
