@@ -30,6 +30,7 @@ from models import BENCH_MODELS, checkpoint  # noqa: E402
 BATCH, POS = 4, 256  # forward and caches
 PROMPT, NEW = 16, 32  # generation: 16-token prompts, 32 new tokens
 GEN_BATCH = 8  # the left-padded batch
+SAMPLE_SEED = 0  # torch.manual_seed before each implementation's sampled generate
 HARVEST_CTX, HARVEST_ROWS, HARVEST_BATCH = 128, 64, 8
 if os.environ.get("TLCORE_BENCH_QUICK"):  # run.py --quick: a busy machine, smaller work
     BATCH, POS, NEW, HARVEST_ROWS = 2, 128, 16, 32
@@ -240,11 +241,16 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
         ("generate_b1", 1, False),
         ("generate_b8_left_padded", GEN_BATCH, False),
         ("generate_sampled_b1", 1, True),
+        ("generate_sampled_b8_left_padded", GEN_BATCH, True),
     ):
         if impl.generate is None:
             continue
         prompt, mask = prompts(vocab, batch, seed=batch)
         impl_mask = mask if batch > 1 else None
+        # Sampling draws from torch's global RNG in both (one multinomial, i.e. one exponential
+        # per vocabulary entry, per step): the same seed gives the same tokens where the
+        # sampling maths is the same (top-k 50, temperature 1).
+        torch.manual_seed(SAMPLE_SEED)
         ours = impl.generate(prompt, impl_mask, sample)
         if ours is None:
             continue
@@ -263,11 +269,11 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
         def ours_fn(prompt: Any = prompt, mask: Any = impl_mask, sample: bool = sample) -> Any:
             return impl.generate(prompt, mask, sample)
 
+        torch.manual_seed(SAMPLE_SEED)
         theirs = theirs_fn()
         row = interleaved(theirs_fn, ours_fn, gen_repeats)
-        if not sample:
-            row["first_difference"] = first_difference(ours.cpu(), theirs.cpu())
-            row["same_tokens"] = row["first_difference"] is None
+        row["first_difference"] = first_difference(ours.cpu(), theirs.cpu())
+        row["same_tokens"] = row["first_difference"] is None
         results[label] = row
     if impl.steer is not None:
         prompt, mask = prompts(vocab, 1, seed=1)
