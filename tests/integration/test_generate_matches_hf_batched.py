@@ -1,4 +1,4 @@
-"""``generate`` at the bench's shape: batch 8, left-padded by 0-4 tokens, greedy and seeded sampling.
+"""``generate`` at the bench's shape: batch 8 left-padded by 0-4 tokens, greedy and seeded sampling.
 
 HF's sampling (top-k, then softmax and one ``torch.multinomial`` per step) and tlcore's
 (``sample_logits``: top-k, then ``Categorical`` probabilities and one ``torch.multinomial``) draw
