@@ -325,7 +325,16 @@ def main() -> int:
         action="store_true",
         help="smaller work (forward [2, 128], 16 new tokens, 32 harvest rows) for a busy machine",
     )
+    parser.add_argument(
+        "--rows",
+        nargs="*",
+        default=None,
+        choices=[key for key, _, kind in ROWS if kind == "speed"],
+        help="only these speed rows (default: all), e.g. the generate rows on a busy machine",
+    )
     args = parser.parse_args()
+    if args.rows:
+        os.environ["TLCORE_BENCH_ROWS"] = ",".join(args.rows)
     if args.quick:
         os.environ["TLCORE_BENCH_QUICK"] = "1"
     impls = implementations(args)

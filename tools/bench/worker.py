@@ -36,6 +36,12 @@ if os.environ.get("TLCORE_BENCH_QUICK"):  # run.py --quick: a busy machine, smal
     BATCH, POS, NEW, HARVEST_ROWS = 2, 128, 16, 32
 
 
+def wanted(row: str) -> bool:
+    """Whether a speed row is measured (run.py --rows sets ``TLCORE_BENCH_ROWS``; default: all)."""
+    rows = os.environ.get("TLCORE_BENCH_ROWS")
+    return not rows or row in rows.split(",")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -223,18 +229,21 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with torch.inference_mode():
         hf_forward = lambda: hf(tokens).logits  # noqa: E731
-        results["forward"] = interleaved(hf_forward, lambda: impl.forward(tokens), repeats)
-        results["cache_all"] = interleaved(hf_forward, lambda: impl.cache_all(tokens), repeats)
-        cache = impl.cache_all(tokens)
-        results["cache_all"]["mb"] = unique_mb(
-            cache.values() if hasattr(cache, "values") else cache
-        )
-        del cache
-        results["cache_resid"] = interleaved(
-            lambda: hf(tokens, output_hidden_states=True).hidden_states,
-            lambda: impl.cache_resid(tokens),
-            repeats,
-        )
+        if wanted("forward"):
+            results["forward"] = interleaved(hf_forward, lambda: impl.forward(tokens), repeats)
+        if wanted("cache_all"):
+            results["cache_all"] = interleaved(hf_forward, lambda: impl.cache_all(tokens), repeats)
+            cache = impl.cache_all(tokens)
+            results["cache_all"]["mb"] = unique_mb(
+                cache.values() if hasattr(cache, "values") else cache
+            )
+            del cache
+        if wanted("cache_resid"):
+            results["cache_resid"] = interleaved(
+                lambda: hf(tokens, output_hidden_states=True).hidden_states,
+                lambda: impl.cache_resid(tokens),
+                repeats,
+            )
     gen_repeats = max(2, repeats // 2)
     # generate runs under no_grad (its own choice in tlcore); HF's generate sets its own mode.
     for label, batch, sample in (
@@ -243,7 +252,7 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
         ("generate_sampled_b1", 1, True),
         ("generate_sampled_b8_left_padded", GEN_BATCH, True),
     ):
-        if impl.generate is None:
+        if impl.generate is None or not wanted(label):
             continue
         prompt, mask = prompts(vocab, batch, seed=batch)
         impl_mask = mask if batch > 1 else None
@@ -275,7 +284,7 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
         row["first_difference"] = first_difference(ours.cpu(), theirs.cpu())
         row["same_tokens"] = row["first_difference"] is None
         results[label] = row
-    if impl.steer is not None:
+    if impl.steer is not None and wanted("generate_steered_b1"):
         prompt, mask = prompts(vocab, 1, seed=1)
         row = interleaved(
             lambda: impl.generate(prompt, None, False),
