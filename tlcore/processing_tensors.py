@@ -183,7 +183,11 @@ def rewrite_(
     keep: int,
     step: Callable[[torch.Tensor, Where], torch.Tensor],
 ) -> None:
-    """Replace ``module.<name>`` by ``step`` of it, slice by slice in float64 (see the module doc).
+    """Replace ``module.<name>`` by ``step`` of it (see the module doc).
+
+    A float32 or float64 parameter is worked on whole, in its own dtype: in its own memory where
+    :func:`in_place` allows, else in a copy with its strides (so both give the same bits). A
+    half-precision parameter goes slice by slice through float64.
 
     Args:
         module: The module holding the parameter.
@@ -197,18 +201,26 @@ def rewrite_(
     assert isinstance(param, torch.Tensor), f"{type(module).__name__}.{name} is not a tensor"
     work = compute_dtype(param.dtype)
     own = _writable(param)
-    target = param.data if own else torch.empty(param.shape, dtype=param.dtype, device=param.device)
-    # In place and in its own dtype a step allocates nothing the size of the slice, so the whole
-    # tensor is one slice: slicing a weight across its memory order (a vocabulary mean of W_U
-    # read 20 rows of d_model at a time) costs more than the maths.
-    whole = own and work == param.dtype
     with torch.no_grad():
-        for where, view in [(None, param.data)] if whole else slices(param.data, keep):
-            # In place and in its own dtype, a slice is worked on where it lies (no copy).
-            out = step(view if own and work == view.dtype else view.to(work, copy=True), where)
-            dest = _narrow(target, where)
-            if out.data_ptr() != dest.data_ptr() or out.stride() != dest.stride():
-                dest.copy_(out)
+        if work == param.dtype:
+            # A step in the parameter's own dtype allocates nothing the size of the tensor, so it
+            # runs on the whole of it: slicing a weight across its memory order (a vocabulary
+            # mean of W_U read 20 rows of d_model at a time) cost more than the maths.
+            target = param.data if own else param.data.clone(memory_format=torch.preserve_format)
+            out = step(target, None)
+            if out.data_ptr() != target.data_ptr() or out.stride() != target.stride():
+                target.copy_(out)
+            if not own and isinstance(param, nn.Parameter):
+                param.data = target  # keeps its strides: the next step reduces in the same order
+                return
+        else:  # each slice raised to float64, rounded once into the parameter or a new tensor
+            target = (
+                param.data
+                if own
+                else torch.empty(param.shape, dtype=param.dtype, device=param.device)
+            )
+            for where, view in slices(param.data, keep):
+                _narrow(target, where).copy_(step(view.to(work, copy=True), where))
     if not own:
         assign(module, name, target, param.dtype)
 
