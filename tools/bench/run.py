@@ -187,7 +187,10 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
 
 
 def summarize(
-    entry: dict[str, Any], impls: dict[str, Any], tasks: list[str] | None = None
+    entry: dict[str, Any],
+    impls: dict[str, Any],
+    tasks: list[str] | None = None,
+    rows: list[str] | None = None,
 ) -> list[list[str]]:
     rounds = entry["rounds"]
     columns = [c for c in COLUMNS if c == "hf" or c in impls]
@@ -195,6 +198,8 @@ def summarize(
     for key, label, kind in ROWS:
         if tasks is not None and kind not in tasks:
             continue  # a measurement this model was not in (--tasks, or the model's own list)
+        if kind == "speed" and rows and key not in rows:
+            continue  # not among --rows
         cells = []
         for column in columns:
             cells.append(cell(rounds, key, kind, column))
@@ -359,7 +364,7 @@ def main() -> int:
             f"\n## {name} (weights {entry['weights_mb']:.0f} MB; ratios to HF: median over "
             f"{args.rounds} round(s) [min-max over every HF/implementation call pair])\n"
         )
-        table = summarize(entry, impls, model_tasks(name, args.tasks))
+        table = summarize(entry, impls, model_tasks(name, args.tasks), args.rows)
         entry["table"] = table
         print_table(table)
     out = Path(args.out)
