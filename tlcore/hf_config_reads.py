@@ -4,6 +4,12 @@ The config guard (:mod:`tlcore.guard`) accepts a non-default HF config field tha
 never reads. :func:`hf_read_fields` answers which fields those are by parsing, without importing,
 the module that defines the causal-LM class transformers would build for a config class (and the
 transformers modules it imports), so the verdict follows the installed transformers version.
+
+Parsing ``modeling_utils`` alone takes a third of a second, paid on every first load of a process,
+so what a source file reads (and imports) is kept in ``hf_config_reads.json`` under
+:func:`~tlcore.loading.gguf.tlcore_cache_dir`, keyed by the file's path, size and modification
+time: a changed or upgraded transformers file is scanned again. The cache is an optimisation
+only; an unreadable or unwritable cache directory means scanning every time.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ import ast
 import functools
 import importlib.util
 import inspect
+import json
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 _CONFIG_NAME = re.compile(r"(^|_)config$")
 _SKIPPED_IMPORTS = ("transformers.utils", "transformers.configuration_utils")
@@ -77,10 +87,11 @@ def _modelling_module(config_class: type) -> str | None:
 
 def _with_transformers_imports(module: str) -> list[str]:
     """``module`` and the transformers modules it imports from (one level deep)."""
-    out = [module]
-    tree = _parse(module)
-    if tree is None:
-        return out
+    return [module, *(m for m in _scan(module)["imports"] if m != module)]
+
+
+def _imports(tree: ast.Module, module: str) -> list[str]:
+    out: list[str] = []
     package = module.rpartition(".")[0]
     for node in ast.walk(tree):
         if not isinstance(node, ast.ImportFrom):
@@ -94,6 +105,72 @@ def _with_transformers_imports(module: str) -> list[str]:
         if ".configuration_" not in base and base not in out:
             out.append(base)
     return out
+
+
+def _source_file(module: str) -> Path | None:
+    """The ``.py`` file a module is (or would be) loaded from, found without importing it."""
+    loaded = sys.modules.get(module)
+    try:
+        if loaded is not None:
+            origin = getattr(loaded, "__file__", None)
+        else:
+            found = importlib.util.find_spec(module)
+            origin = found.origin if found is not None else None
+    except (ImportError, ValueError):
+        return None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def _cache_file() -> Path:
+    from tlcore.loading.gguf import tlcore_cache_dir
+
+    return tlcore_cache_dir() / "hf_config_reads.json"
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(key: str, entry: dict[str, Any]) -> None:
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache()
+        data[key] = entry
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    except OSError:
+        pass
+
+
+@functools.cache
+def _scan(module: str) -> dict[str, list[str]]:
+    """The config fields ``module`` reads and the transformers modules it imports."""
+    file = _source_file(module)
+    stamp: list[Any] | None = None
+    if file is not None:
+        try:
+            info = file.stat()
+            stamp = [str(file), info.st_size, info.st_mtime_ns]
+        except OSError:
+            stamp = None
+    if stamp is not None:
+        cached = _read_cache().get(module)
+        if isinstance(cached, dict) and cached.get("stamp") == stamp:
+            return {"reads": list(cached["reads"]), "imports": list(cached["imports"])}
+    tree = _parse(module)
+    if tree is None:
+        return {"reads": [], "imports": []}
+    entry = {"reads": sorted(_reads(tree)), "imports": _imports(tree, module)}
+    if stamp is not None:
+        _write_cache(module, {"stamp": stamp, **entry})
+    return entry
 
 
 @functools.cache
@@ -114,9 +191,10 @@ def _parse(module: str) -> ast.Module | None:
 
 
 def _config_reads(module: str) -> set[str]:
-    tree = _parse(module)
-    if tree is None:
-        return set()
+    return set(_scan(module)["reads"])
+
+
+def _reads(tree: ast.Module) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _is_config(node.value):

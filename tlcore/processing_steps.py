@@ -7,8 +7,9 @@ gives its effective weight and bias) and rewrites parameters in place. Whether a
 a model is the plan's business (:mod:`tlcore.processing_plan`); :mod:`tlcore.processing` runs a
 step only where the plan says it applies.
 
-The maths runs in float64, a slice at a time, and is written back in each parameter's own dtype
-and device (:mod:`tlcore.processing_tensors`). Parameters keep their identity. Outside
+The maths runs a slice at a time (float64 for half-precision parameters, their own dtype for
+float32 and float64) and is written back in each parameter's own dtype and device
+(:mod:`tlcore.processing_tensors`). Parameters keep their identity. Outside
 :func:`~tlcore.processing_tensors.in_place` their ``.data`` is replaced, so the tensors they held
 before are not modified and weights tied by sharing storage are untied, as in TransformerLens;
 inside it (``from_pretrained`` from files), exclusive parameters are rewritten in their own memory.
@@ -33,6 +34,7 @@ from tlcore.processing_tensors import (
     mean,
     narrow_reduced,
     rewrite_,
+    slices,
     work_dtype,
 )
 from tlcore.processing_tied import before_centring_, center_derived_, fold_derived_
@@ -87,14 +89,17 @@ def _fold_into(
     shift = None
     extra: torch.Tensor | None = None
     if norm_b is not None and bool((norm_b != 0).any()):
-        shift = _up(norm_b, weight).reshape(shape)
+        shift = norm_b.detach().to(weight.device, compute).reshape(shape)
         reduced = [n for d, n in enumerate(weight.shape) if d != axis]
         extra = torch.zeros(reduced, dtype=work_dtype(weight.dtype), device=weight.device)
 
+    if extra is not None and shift is not None:
+        # The bias uses the weight before it is scaled: W (w x̂ + b) = (W w) x̂ + W b. A read-only
+        # pass in bounded slices (the product is a temporary the size of a slice).
+        for where, view in slices(weight.detach(), axis):
+            narrow_reduced(extra, where, axis).copy_((view.to(compute) * shift).sum(axis))
+
     def fold(work: torch.Tensor, where: Where) -> torch.Tensor:
-        if extra is not None and shift is not None:
-            # The bias uses the weight before it is scaled: W (w x̂ + b) = (W w) x̂ + W b.
-            narrow_reduced(extra, where, axis).copy_((work.to(shift.dtype) * shift).sum(axis))
         if scale is not None:
             work.mul_(scale)
         if center:

@@ -1,4 +1,7 @@
-"""The two benchmark models (random weights): GPT-2-small-sized and a Llama-GQA of similar size."""
+"""The benchmark models (random weights): GPT-2-small-sized, a Llama-GQA of similar size, and a
+Qwen3-MoE (8 experts, top-2) for the processed-load rows (``tasks``: the measurements a model is
+in; TransformerLens 3.9 has no converter for it, so its ``tl`` config is absent).
+"""
 
 from __future__ import annotations
 
@@ -58,7 +61,31 @@ BENCH_MODELS: dict[str, dict[str, Any]] = {
             "final_rms": True,
         },
     },
+    "qwen3-moe-random": {
+        "model_type": "qwen3_moe",
+        "config": {
+            "hidden_size": 512,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 64,
+            "intermediate_size": 1024,
+            "moe_intermediate_size": 512,
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "vocab_size": 32000,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": False,
+        },
+        "tasks": ["load"],
+    },
 }
+
+
+def model_tasks(name: str, requested: list[str]) -> list[str]:
+    """The requested measurements that ``name`` takes part in (all, unless it lists ``tasks``)."""
+    allowed = BENCH_MODELS[name].get("tasks")
+    return [t for t in requested if allowed is None or t in allowed]
 
 
 def cache_root() -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from models import BENCH_MODELS, checkpoint, weight_bytes  # noqa: E402
+from models import BENCH_MODELS, checkpoint, model_tasks, weight_bytes  # noqa: E402
 
 DEFAULT_TL = {"tl39": "/opt/tl39/bin/python", "tl43": "/opt/tl43/bin/python"}
 
@@ -37,7 +37,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("cache_resid", "run_with_cache, resid_post only", "speed"),
     ("generate_b1", "greedy generate 16+32, batch 1", "speed"),
     ("generate_b8_left_padded", "greedy generate 16+32, batch 8 left-padded", "speed"),
-    ("generate_sampled_b1", "sampled generate (top-k 50), batch 1", "speed"),
+    ("generate_sampled_b1", "sampled generate (top-k 50, seeded), batch 1", "speed"),
+    ("generate_sampled_b8_left_padded", "sampled generate (top-k 50, seeded), batch 8", "speed"),
     ("generate_steered_b1", "generate + steering hook / without", "speed"),
     ("load_processed", "from_pretrained (processed): load s / peak RSS MB", "load"),
     ("load_raw", "from_pretrained_no_processing: load s / peak RSS MB", "load"),
@@ -122,11 +123,12 @@ def fmt_ratio(values: list[float], spread: list[float] | None = None) -> str:
 def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {"weights_mb": weight_bytes(checkpoint(name)) / 2**20, "rounds": []}
     threads = str(args.threads)
+    tasks = model_tasks(name, args.tasks)
     for round_index in range(args.rounds):
         started = time.perf_counter()
         record: dict[str, Any] = {"speed": {}, "load": {}, "harvest": {}, "half": {}}
         order = list(impls) if round_index % 2 == 0 else list(reversed(impls))
-        for key in order if "speed" in args.tasks else []:
+        for key in order if "speed" in tasks else []:
             python, path = impls[key]
             record["speed"][key] = launch(
                 python,
@@ -137,7 +139,7 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 str(args.repeats),
                 threads,
             )
-        for key in ["hf", *order] if "load" in args.tasks else []:
+        for key in ["hf", *order] if "load" in tasks else []:
             impl = LOAD_IMPL.get(key)
             if impl is None:
                 continue
@@ -147,15 +149,15 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 record["load"][key + "_processed"] = launch(
                     python, path, "load", "tlcore_processed", name, threads
                 )
-        if "harvest" in args.tasks:
+        if "harvest" in tasks:
             record["harvest"]["tlcore"] = launch(
                 sys.executable, str(REPO), "harvest", name, threads
             )
-        if "harvest" in args.tasks and not args.no_ray and round_index == 0:
+        if "harvest" in tasks and not args.no_ray and round_index == 0:
             record["harvest"]["tlcore_ray"] = launch(
                 sys.executable, str(REPO), "harvest", name, threads, "ray"
             )
-        for key in [k for k in order if k in ("tlcore", "before") and "half" in args.tasks]:
+        for key in [k for k in order if k in ("tlcore", "before") and "half" in tasks]:
             python, path = impls[key]
             record["half"][key] = launch(
                 python,
@@ -167,7 +169,7 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
                 threads,
                 script="scale.py",
             )
-        if round_index == 0 and "offload" in args.tasks and name == args.models[0]:
+        if round_index == 0 and "offload" in tasks and name == args.models[0]:
             record["offload"] = launch(
                 sys.executable, str(REPO), "offload", str(OFFLOAD_MB), threads, script="scale.py"
             )
@@ -184,11 +186,20 @@ def collect(name: str, args: argparse.Namespace, impls: dict[str, Any]) -> dict[
     return entry
 
 
-def summarize(entry: dict[str, Any], impls: dict[str, Any]) -> list[list[str]]:
+def summarize(
+    entry: dict[str, Any],
+    impls: dict[str, Any],
+    tasks: list[str] | None = None,
+    rows: list[str] | None = None,
+) -> list[list[str]]:
     rounds = entry["rounds"]
     columns = [c for c in COLUMNS if c == "hf" or c in impls]
     table = [["measurement", *[TITLES[c] for c in columns]]]
     for key, label, kind in ROWS:
+        if tasks is not None and kind not in tasks:
+            continue  # a measurement this model was not in (--tasks, or the model's own list)
+        if kind == "speed" and rows and key not in rows:
+            continue  # not among --rows
         cells = []
         for column in columns:
             cells.append(cell(rounds, key, kind, column))
@@ -319,7 +330,16 @@ def main() -> int:
         action="store_true",
         help="smaller work (forward [2, 128], 16 new tokens, 32 harvest rows) for a busy machine",
     )
+    parser.add_argument(
+        "--rows",
+        nargs="*",
+        default=None,
+        choices=[key for key, _, kind in ROWS if kind == "speed"],
+        help="only these speed rows (default: all), e.g. the generate rows on a busy machine",
+    )
     args = parser.parse_args()
+    if args.rows:
+        os.environ["TLCORE_BENCH_ROWS"] = ",".join(args.rows)
     if args.quick:
         os.environ["TLCORE_BENCH_QUICK"] = "1"
     impls = implementations(args)
@@ -344,7 +364,7 @@ def main() -> int:
             f"\n## {name} (weights {entry['weights_mb']:.0f} MB; ratios to HF: median over "
             f"{args.rounds} round(s) [min-max over every HF/implementation call pair])\n"
         )
-        table = summarize(entry, impls)
+        table = summarize(entry, impls, model_tasks(name, args.tasks), args.rows)
         entry["table"] = table
         print_table(table)
     out = Path(args.out)

@@ -30,9 +30,16 @@ from models import BENCH_MODELS, checkpoint  # noqa: E402
 BATCH, POS = 4, 256  # forward and caches
 PROMPT, NEW = 16, 32  # generation: 16-token prompts, 32 new tokens
 GEN_BATCH = 8  # the left-padded batch
+SAMPLE_SEED = 0  # torch.manual_seed before each implementation's sampled generate
 HARVEST_CTX, HARVEST_ROWS, HARVEST_BATCH = 128, 64, 8
 if os.environ.get("TLCORE_BENCH_QUICK"):  # run.py --quick: a busy machine, smaller work
     BATCH, POS, NEW, HARVEST_ROWS = 2, 128, 16, 32
+
+
+def wanted(row: str) -> bool:
+    """Whether a speed row is measured (run.py --rows sets ``TLCORE_BENCH_ROWS``; default: all)."""
+    rows = os.environ.get("TLCORE_BENCH_ROWS")
+    return not rows or row in rows.split(",")
 
 
 def peak_rss_mb() -> float:
@@ -222,29 +229,37 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with torch.inference_mode():
         hf_forward = lambda: hf(tokens).logits  # noqa: E731
-        results["forward"] = interleaved(hf_forward, lambda: impl.forward(tokens), repeats)
-        results["cache_all"] = interleaved(hf_forward, lambda: impl.cache_all(tokens), repeats)
-        cache = impl.cache_all(tokens)
-        results["cache_all"]["mb"] = unique_mb(
-            cache.values() if hasattr(cache, "values") else cache
-        )
-        del cache
-        results["cache_resid"] = interleaved(
-            lambda: hf(tokens, output_hidden_states=True).hidden_states,
-            lambda: impl.cache_resid(tokens),
-            repeats,
-        )
+        if wanted("forward"):
+            results["forward"] = interleaved(hf_forward, lambda: impl.forward(tokens), repeats)
+        if wanted("cache_all"):
+            results["cache_all"] = interleaved(hf_forward, lambda: impl.cache_all(tokens), repeats)
+            cache = impl.cache_all(tokens)
+            results["cache_all"]["mb"] = unique_mb(
+                cache.values() if hasattr(cache, "values") else cache
+            )
+            del cache
+        if wanted("cache_resid"):
+            results["cache_resid"] = interleaved(
+                lambda: hf(tokens, output_hidden_states=True).hidden_states,
+                lambda: impl.cache_resid(tokens),
+                repeats,
+            )
     gen_repeats = max(2, repeats // 2)
     # generate runs under no_grad (its own choice in tlcore); HF's generate sets its own mode.
     for label, batch, sample in (
         ("generate_b1", 1, False),
         ("generate_b8_left_padded", GEN_BATCH, False),
         ("generate_sampled_b1", 1, True),
+        ("generate_sampled_b8_left_padded", GEN_BATCH, True),
     ):
-        if impl.generate is None:
+        if impl.generate is None or not wanted(label):
             continue
         prompt, mask = prompts(vocab, batch, seed=batch)
         impl_mask = mask if batch > 1 else None
+        # Sampling draws from torch's global RNG in both (one multinomial, i.e. one exponential
+        # per vocabulary entry, per step): the same seed gives the same tokens where the
+        # sampling maths is the same (top-k 50, temperature 1).
+        torch.manual_seed(SAMPLE_SEED)
         ours = impl.generate(prompt, impl_mask, sample)
         if ours is None:
             continue
@@ -263,13 +278,13 @@ def speed_task(impl_name: str, name: str, repeats: int) -> dict[str, Any]:
         def ours_fn(prompt: Any = prompt, mask: Any = impl_mask, sample: bool = sample) -> Any:
             return impl.generate(prompt, mask, sample)
 
+        torch.manual_seed(SAMPLE_SEED)
         theirs = theirs_fn()
         row = interleaved(theirs_fn, ours_fn, gen_repeats)
-        if not sample:
-            row["first_difference"] = first_difference(ours.cpu(), theirs.cpu())
-            row["same_tokens"] = row["first_difference"] is None
+        row["first_difference"] = first_difference(ours.cpu(), theirs.cpu())
+        row["same_tokens"] = row["first_difference"] is None
         results[label] = row
-    if impl.steer is not None:
+    if impl.steer is not None and wanted("generate_steered_b1"):
         prompt, mask = prompts(vocab, 1, seed=1)
         row = interleaved(
             lambda: impl.generate(prompt, None, False),
