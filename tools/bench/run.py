@@ -311,7 +311,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", nargs="*", default=list(BENCH_MODELS))
+    parser.add_argument(
+        "--models", nargs="*", default=list(BENCH_MODELS), choices=list(BENCH_MODELS)
+    )
     parser.add_argument("--baseline", default=None, help="another tlcore tree: a 'before' column")
     parser.add_argument("--tl39", default=None, help="Python with transformer-lens 3.9")
     parser.add_argument("--tl43", default=None, help="Python with transformer-lens 4.3")
